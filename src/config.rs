@@ -1,0 +1,569 @@
+//! Daemon configuration: TOML, every struct `deny_unknown_fields`, validated as
+//! a whole (all errors collected) before anything starts.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::{Deserialize, Deserializer};
+
+/// A configuration problem, located by file and field (or line for syntax errors).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    pub file: PathBuf,
+    /// Dotted field path (`sink.endpoint`) or `line N, column M`.
+    pub location: String,
+    pub message: String,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}: {}", self.file.display(), self.location, self.message)
+    }
+}
+
+/// A duration written as `250ms`, `30s`, `5m`, `2h` or `1d`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Default)]
+pub struct HumanDuration(pub Duration);
+
+impl HumanDuration {
+    pub fn parse(s: &str) -> Result<Duration, String> {
+        let s = s.trim();
+        let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+        let (num, unit) = s.split_at(split);
+        let n: u64 = num.parse().map_err(|_| format!("`{s}` is not a duration (use e.g. 250ms, 30s, 5m, 2h, 1d)"))?;
+        let d = match unit {
+            "ms" => Duration::from_millis(n),
+            "s" => Duration::from_secs(n),
+            "m" => Duration::from_secs(n * 60),
+            "h" => Duration::from_secs(n * 3600),
+            "d" => Duration::from_secs(n * 86400),
+            _ => return Err(format!("`{s}` has unknown unit `{unit}` (use ms, s, m, h or d)")),
+        };
+        Ok(d)
+    }
+}
+
+impl<'de> Deserialize<'de> for HumanDuration {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        HumanDuration::parse(&s).map(HumanDuration).map_err(serde::de::Error::custom)
+    }
+}
+
+impl From<HumanDuration> for Duration {
+    fn from(h: HumanDuration) -> Duration {
+        h.0
+    }
+}
+
+fn dur(s: &str) -> HumanDuration {
+    HumanDuration(HumanDuration::parse(s).expect("valid default duration"))
+}
+
+/// Top-level configuration file.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    pub kafka: KafkaConfig,
+    pub cmdb: CmdbConfig,
+    pub rules: RulesConfig,
+    pub sink: SinkConfig,
+    #[serde(default)]
+    pub http: HttpConfig,
+    #[serde(default)]
+    pub correlation: CorrelationConfig,
+    #[serde(default)]
+    pub shutdown: ShutdownConfig,
+}
+
+/// Input format of a topic's messages.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Format {
+    /// Detect per message from its shape.
+    #[default]
+    Auto,
+    /// triaged's own JSON event (`event.rs`).
+    Native,
+    /// Alertmanager webhook payload, version 4.
+    Alertmanager,
+    /// Zabbix webhook media type JSON.
+    Zabbix,
+    /// Nagios / Icinga notification JSON.
+    Nagios,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TopicConfig {
+    /// Topic name.
+    pub name: String,
+    /// Message format on this topic.
+    #[serde(default)]
+    pub format: Format,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KafkaConfig {
+    /// Bootstrap servers, `host:port[,host:port]`.
+    pub brokers: String,
+    /// Consumer group id.
+    pub group_id: String,
+    /// Input topics.
+    pub topics: Vec<TopicConfig>,
+    /// Topic that receives undecodable messages and permanently failed sink
+    /// actions, with origin headers. Unset: they are logged and counted only.
+    #[serde(default)]
+    pub dead_letter_topic: Option<String>,
+    /// Capacity of the bounded channel between the consumer and the core.
+    #[serde(default = "default_channel_capacity")]
+    pub channel_capacity: usize,
+    /// How often stored offsets are committed (librdkafka `auto.commit.interval.ms`).
+    #[serde(default = "default_commit_interval")]
+    pub commit_interval: HumanDuration,
+    /// Extra librdkafka properties (security.protocol, sasl.*, ssl.*, ...),
+    /// passed through verbatim. Properties triaged owns cannot be overridden.
+    #[serde(default)]
+    pub options: BTreeMap<String, String>,
+}
+
+fn default_channel_capacity() -> usize {
+    4096
+}
+fn default_commit_interval() -> HumanDuration {
+    dur("1s")
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CmdbConfig {
+    /// CMDB export (YAML or JSON), relative paths resolve against the config file.
+    pub path: PathBuf,
+    /// Reload the file this often (besides SIGHUP). Unset: only on SIGHUP.
+    #[serde(default)]
+    pub refresh_interval: Option<HumanDuration>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RulesConfig {
+    /// Directory of `*.yaml` rule files, loaded in name order.
+    pub dir: PathBuf,
+}
+
+/// Which ITSM API the sink speaks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SinkProfile {
+    /// `PUT {endpoint}/incidents/{key}` with the whole incident as JSON.
+    Generic,
+    /// ServiceNow Table API (`/api/now/table/incident`).
+    Servicenow,
+    /// PagerDuty Events API v2 (`/v2/enqueue`).
+    Pagerduty,
+}
+
+impl SinkProfile {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SinkProfile::Generic => "generic",
+            SinkProfile::Servicenow => "servicenow",
+            SinkProfile::Pagerduty => "pagerduty",
+        }
+    }
+}
+
+/// Where a secret comes from. Secrets are never logged.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct SecretSource {
+    /// Name of an environment variable holding the secret.
+    #[serde(default)]
+    pub env: Option<String>,
+    /// File holding the secret (trailing newline stripped).
+    #[serde(default)]
+    pub file: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq, Default)]
+#[serde(deny_unknown_fields, tag = "kind", rename_all = "lowercase")]
+pub enum AuthConfig {
+    #[default]
+    None,
+    /// `Authorization: Bearer <token>`.
+    Bearer { token: SecretSource },
+    /// HTTP basic auth.
+    Basic { username: String, password: SecretSource },
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RetryConfig {
+    /// First backoff; doubles per attempt up to `max_backoff`, with full jitter.
+    #[serde(default = "default_initial_backoff")]
+    pub initial_backoff: HumanDuration,
+    /// Backoff cap (also caps a server's Retry-After).
+    #[serde(default = "default_max_backoff")]
+    pub max_backoff: HumanDuration,
+}
+
+impl Default for RetryConfig {
+    fn default() -> Self {
+        RetryConfig { initial_backoff: default_initial_backoff(), max_backoff: default_max_backoff() }
+    }
+}
+
+fn default_initial_backoff() -> HumanDuration {
+    dur("200ms")
+}
+fn default_max_backoff() -> HumanDuration {
+    dur("30s")
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SinkConfig {
+    /// API dialect.
+    pub profile: SinkProfile,
+    /// Base URL, e.g. `https://example.service-now.com` or `http://127.0.0.1:8080`.
+    pub endpoint: String,
+    /// Per-request timeout.
+    #[serde(default = "default_sink_timeout")]
+    pub timeout: HumanDuration,
+    /// Parallel sink workers; actions for one incident always go to the same worker, in order.
+    #[serde(default = "default_sink_concurrency")]
+    pub concurrency: usize,
+    #[serde(default)]
+    pub auth: AuthConfig,
+    #[serde(default)]
+    pub retry: RetryConfig,
+    /// PagerDuty integration (routing) key; required for the pagerduty profile.
+    #[serde(default)]
+    pub routing_key: Option<SecretSource>,
+}
+
+fn default_sink_timeout() -> HumanDuration {
+    dur("10s")
+}
+fn default_sink_concurrency() -> usize {
+    4
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HttpConfig {
+    /// Address of `/metrics`, `/healthz`, `/readyz`.
+    #[serde(default = "default_listen")]
+    pub listen: String,
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        HttpConfig { listen: default_listen() }
+    }
+}
+
+fn default_listen() -> String {
+    "127.0.0.1:9464".into()
+}
+
+/// Timers of the correlation core.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CorrelationConfig {
+    /// How long a new incident collects related events before it is opened.
+    #[serde(default = "default_group_wait")]
+    pub group_wait: HumanDuration,
+    /// Minimum interval between two updates of one open incident.
+    #[serde(default = "default_update_interval")]
+    pub update_interval: HumanDuration,
+    /// All members must stay cleared this long before the incident is resolved.
+    #[serde(default = "default_hold_down")]
+    pub resolve_hold_down: HumanDuration,
+    /// A recurrence within this time after resolve reopens the incident.
+    #[serde(default = "default_reopen_window")]
+    pub reopen_window: HumanDuration,
+    /// Default dedup key template when no rule sets one.
+    #[serde(default = "default_dedup_key")]
+    pub dedup_key: String,
+    /// Default topology correlation window when a rule enables topology
+    /// correlation without its own window.
+    #[serde(default = "default_topology_window")]
+    pub topology_window: HumanDuration,
+    /// How far up the dependency graph root-cause search goes.
+    #[serde(default = "default_max_depth")]
+    pub max_upstream_depth: usize,
+    /// A firing event not seen again for this long is considered stale and
+    /// cleared (for sources that never send resolves). Unset: never.
+    #[serde(default)]
+    pub stale_after: Option<HumanDuration>,
+}
+
+impl Default for CorrelationConfig {
+    fn default() -> Self {
+        CorrelationConfig {
+            group_wait: default_group_wait(),
+            update_interval: default_update_interval(),
+            resolve_hold_down: default_hold_down(),
+            reopen_window: default_reopen_window(),
+            dedup_key: default_dedup_key(),
+            topology_window: default_topology_window(),
+            max_upstream_depth: default_max_depth(),
+            stale_after: None,
+        }
+    }
+}
+
+fn default_group_wait() -> HumanDuration {
+    dur("30s")
+}
+fn default_update_interval() -> HumanDuration {
+    dur("60s")
+}
+fn default_hold_down() -> HumanDuration {
+    dur("2m")
+}
+fn default_reopen_window() -> HumanDuration {
+    dur("30m")
+}
+fn default_dedup_key() -> String {
+    "{source}|{ci}|{check}".into()
+}
+fn default_topology_window() -> HumanDuration {
+    dur("5m")
+}
+fn default_max_depth() -> usize {
+    8
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ShutdownConfig {
+    /// After SIGTERM, how long in-flight sink work may take before the daemon exits anyway.
+    #[serde(default = "default_deadline")]
+    pub deadline: HumanDuration,
+}
+
+impl Default for ShutdownConfig {
+    fn default() -> Self {
+        ShutdownConfig { deadline: default_deadline() }
+    }
+}
+
+fn default_deadline() -> HumanDuration {
+    dur("30s")
+}
+
+/// librdkafka properties triaged sets itself; `kafka.options` may not override them.
+pub const OWNED_KAFKA_OPTIONS: &[&str] =
+    &["bootstrap.servers", "group.id", "enable.auto.offset.store", "enable.auto.commit", "auto.commit.interval.ms"];
+
+impl Config {
+    /// Reads and validates `path`; relative paths inside resolve against its directory.
+    pub fn load(path: &Path) -> Result<Config, Vec<ConfigError>> {
+        let text = std::fs::read_to_string(path).map_err(|e| {
+            vec![ConfigError { file: path.to_owned(), location: "file".into(), message: e.to_string() }]
+        })?;
+        let mut cfg = Config::parse(path, &text)?;
+        let base = path.parent().map(Path::to_path_buf).unwrap_or_default();
+        cfg.resolve_paths(&base);
+        Ok(cfg)
+    }
+
+    /// Parses and validates TOML text; `path` is only used in error messages.
+    pub fn parse(path: &Path, text: &str) -> Result<Config, Vec<ConfigError>> {
+        let cfg: Config = toml::from_str(text).map_err(|e| {
+            let location = match e.span() {
+                Some(span) => {
+                    let (line, col) = line_col(text, span.start);
+                    format!("line {line}, column {col}")
+                }
+                None => "file".into(),
+            };
+            vec![ConfigError { file: path.to_owned(), location, message: e.message().to_string() }]
+        })?;
+        let errors = cfg.validate(path);
+        if errors.is_empty() {
+            Ok(cfg)
+        } else {
+            Err(errors)
+        }
+    }
+
+    fn resolve_paths(&mut self, base: &Path) {
+        let fix = |p: &mut PathBuf| {
+            if p.is_relative() {
+                *p = base.join(&*p);
+            }
+        };
+        fix(&mut self.cmdb.path);
+        fix(&mut self.rules.dir);
+        let fix_secret = |s: &mut SecretSource| {
+            if let Some(f) = s.file.as_mut() {
+                if f.is_relative() {
+                    *f = base.join(&*f);
+                }
+            }
+        };
+        match &mut self.sink.auth {
+            AuthConfig::None => {}
+            AuthConfig::Bearer { token } => fix_secret(token),
+            AuthConfig::Basic { password, .. } => fix_secret(password),
+        }
+        if let Some(rk) = self.sink.routing_key.as_mut() {
+            fix_secret(rk);
+        }
+    }
+
+    /// Checks everything serde cannot; returns every problem found.
+    pub fn validate(&self, file: &Path) -> Vec<ConfigError> {
+        let mut errs = Vec::new();
+        let mut err = |location: &str, message: String| {
+            errs.push(ConfigError { file: file.to_owned(), location: location.into(), message })
+        };
+        if self.kafka.brokers.trim().is_empty() {
+            err("kafka.brokers", "must name at least one broker".into());
+        }
+        if self.kafka.group_id.trim().is_empty() {
+            err("kafka.group_id", "must not be empty".into());
+        }
+        if self.kafka.topics.is_empty() {
+            err("kafka.topics", "must list at least one topic".into());
+        }
+        for (i, t) in self.kafka.topics.iter().enumerate() {
+            if t.name.trim().is_empty() {
+                err(&format!("kafka.topics[{i}].name"), "must not be empty".into());
+            }
+            if Some(&t.name) == self.kafka.dead_letter_topic.as_ref() {
+                err(&format!("kafka.topics[{i}].name"), "is also the dead-letter topic".into());
+            }
+        }
+        if self.kafka.channel_capacity == 0 {
+            err("kafka.channel_capacity", "must be at least 1".into());
+        }
+        for key in self.kafka.options.keys() {
+            if OWNED_KAFKA_OPTIONS.contains(&key.as_str()) {
+                err(&format!("kafka.options.{key}"), "is set by triaged itself and cannot be overridden".into());
+            }
+        }
+        match reqwest::Url::parse(&self.sink.endpoint) {
+            Ok(u) if u.scheme() == "http" || u.scheme() == "https" => {}
+            Ok(u) => err("sink.endpoint", format!("scheme `{}` is not http or https", u.scheme())),
+            Err(e) => err("sink.endpoint", format!("`{}` is not a URL: {e}", self.sink.endpoint)),
+        }
+        if self.sink.concurrency == 0 || self.sink.concurrency > 256 {
+            err("sink.concurrency", "must be between 1 and 256".into());
+        }
+        if self.sink.timeout.0.is_zero() {
+            err("sink.timeout", "must be greater than zero".into());
+        }
+        if self.sink.retry.initial_backoff > self.sink.retry.max_backoff {
+            err("sink.retry.initial_backoff", "is larger than sink.retry.max_backoff".into());
+        }
+        let mut check_secret = |loc: &str, s: &SecretSource| match (&s.env, &s.file) {
+            (Some(_), Some(_)) => err(loc, "set either `env` or `file`, not both".into()),
+            (None, None) => err(loc, "set `env` or `file`".into()),
+            _ => {}
+        };
+        match &self.sink.auth {
+            AuthConfig::None => {}
+            AuthConfig::Bearer { token } => check_secret("sink.auth.token", token),
+            AuthConfig::Basic { password, .. } => check_secret("sink.auth.password", password),
+        }
+        match (&self.sink.profile, &self.sink.routing_key) {
+            (SinkProfile::Pagerduty, None) => {
+                check_secret("sink.routing_key", &SecretSource { env: None, file: None })
+            }
+            (SinkProfile::Pagerduty, Some(rk)) => check_secret("sink.routing_key", rk),
+            (_, Some(_)) => err("sink.routing_key", "is only used by the pagerduty profile".into()),
+            _ => {}
+        }
+        if self.http.listen.parse::<std::net::SocketAddr>().is_err() {
+            err("http.listen", format!("`{}` is not an address:port", self.http.listen));
+        }
+        let c = &self.correlation;
+        if c.max_upstream_depth == 0 || c.max_upstream_depth > 64 {
+            err("correlation.max_upstream_depth", "must be between 1 and 64".into());
+        }
+        if let Err(e) = crate::template::Template::parse(&c.dedup_key) {
+            err("correlation.dedup_key", e);
+        }
+        if self.shutdown.deadline.0.is_zero() {
+            err("shutdown.deadline", "must be greater than zero".into());
+        }
+        errs
+    }
+}
+
+/// 1-based line and column of byte offset `pos` in `text`.
+pub fn line_col(text: &str, pos: usize) -> (usize, usize) {
+    let before = &text[..pos.min(text.len())];
+    let line = before.matches('\n').count() + 1;
+    let col = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
+    (line, col)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MINIMAL: &str = r#"
+[kafka]
+brokers = "127.0.0.1:9092"
+group_id = "triaged"
+topics = [{ name = "events" }]
+[cmdb]
+path = "cmdb.yaml"
+[rules]
+dir = "rules"
+[sink]
+profile = "generic"
+endpoint = "http://127.0.0.1:8080"
+"#;
+
+    #[test]
+    fn minimal_config_gets_defaults() {
+        let cfg = Config::parse(Path::new("t.toml"), MINIMAL).unwrap();
+        assert_eq!(cfg.correlation.group_wait.0, Duration::from_secs(30));
+        assert_eq!(cfg.kafka.topics[0].format, Format::Auto);
+        assert_eq!(cfg.sink.concurrency, 4);
+    }
+
+    #[test]
+    fn unknown_field_names_line() {
+        let text = MINIMAL.replace("group_id", "groupid");
+        let errs = Config::parse(Path::new("t.toml"), &text).unwrap_err();
+        assert_eq!(errs.len(), 1);
+        assert!(errs[0].location.starts_with("line 4"), "{}", errs[0]);
+        assert!(errs[0].message.contains("groupid"), "{}", errs[0]);
+    }
+
+    #[test]
+    fn validation_collects_every_error() {
+        let text = MINIMAL
+            .replace("http://127.0.0.1:8080", "ftp://x")
+            .replace("[sink]", "[sink]\nconcurrency = 0")
+            .replace("[rules]", "[kafka.options]\n\"group.id\" = \"x\"\n[rules]");
+        let errs = Config::parse(Path::new("t.toml"), &text).unwrap_err();
+        let locs: Vec<_> = errs.iter().map(|e| e.location.as_str()).collect();
+        assert_eq!(locs, ["kafka.options.group.id", "sink.endpoint", "sink.concurrency"]);
+    }
+
+    #[test]
+    fn pagerduty_needs_routing_key() {
+        let text = MINIMAL.replace("\"generic\"", "\"pagerduty\"");
+        let errs = Config::parse(Path::new("t.toml"), &text).unwrap_err();
+        assert_eq!(errs[0].location, "sink.routing_key");
+    }
+
+    #[test]
+    fn durations() {
+        assert_eq!(HumanDuration::parse("250ms").unwrap(), Duration::from_millis(250));
+        assert_eq!(HumanDuration::parse("5m").unwrap(), Duration::from_secs(300));
+        assert!(HumanDuration::parse("5 minutes").is_err());
+        assert!(HumanDuration::parse("m").is_err());
+    }
+}

@@ -1,0 +1,152 @@
+//! Incidents as the core decides them and the sink delivers them.
+//!
+//! The core emits [`Action`]s carrying a full [`Incident`] snapshot; the sink
+//! (`rest.rs`, one of three API profiles, with `retry.rs`) applies them.
+//! **Every incident has a deterministic correlation key**: the sink uses it to
+//! make creation idempotent (look up before create, or an idempotent PUT).
+
+pub mod rest;
+pub mod retry;
+
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use crate::event::{Severity, Status};
+
+/// What the sink is asked to do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ActionKind {
+    Open,
+    Update,
+    Resolve,
+    Reopen,
+}
+
+impl ActionKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ActionKind::Open => "open",
+            ActionKind::Update => "update",
+            ActionKind::Resolve => "resolve",
+            ActionKind::Reopen => "reopen",
+        }
+    }
+}
+
+/// Incident state as last decided by the core.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum IncidentState {
+    Open,
+    Resolved,
+}
+
+/// A configuration item as shown on an incident.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CiRef {
+    pub id: String,
+    pub name: String,
+    #[serde(rename = "type")]
+    pub kind: String,
+}
+
+/// One event stream (fingerprint) that belongs to an incident.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Member {
+    pub fingerprint: String,
+    pub source: String,
+    pub check: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ci: Option<CiRef>,
+    pub severity: Severity,
+    pub status: Status,
+    pub count: u64,
+    pub first_seen: DateTime<Utc>,
+    pub last_seen: DateTime<Utc>,
+    pub summary: String,
+}
+
+/// Full incident snapshot sent with every action.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Incident {
+    /// Deterministic correlation key (`trg-` + 16 hex digits).
+    pub key: String,
+    /// Human-readable scope the key was derived from (`topology:sw-core-01`).
+    pub scope: String,
+    pub title: String,
+    pub state: IncidentState,
+    /// ITIL priority 1 (critical) .. 5 (planning), from impact x urgency.
+    pub priority: u8,
+    /// ITIL impact 1 (high) .. 3 (low).
+    pub impact: u8,
+    /// ITIL urgency 1 (high) .. 3 (low).
+    pub urgency: u8,
+    pub severity: Severity,
+    /// Deepest failing upstream CI, when topology correlation found one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub root_cause: Option<CiRef>,
+    /// CI the incident is assigned against (root cause, else first bound member).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ci: Option<CiRef>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub assignment_group: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub oncall: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub runbook: Option<String>,
+    pub impacted_services: Vec<String>,
+    pub opened_at: DateTime<Utc>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub resolved_at: Option<DateTime<Utc>>,
+    /// Total events folded into this incident (including deduplicated repeats).
+    pub event_count: u64,
+    pub members: Vec<Member>,
+    /// Why the incident looks the way it does (grouping, root cause, ...).
+    pub reasons: Vec<String>,
+}
+
+/// One instruction to the sink.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Action {
+    /// Sequence number assigned by the core; acknowledgements refer to it.
+    pub id: u64,
+    pub kind: ActionKind,
+    pub incident: Incident,
+    /// Work notes explaining what changed since the previous action.
+    pub notes: Vec<String>,
+}
+
+/// Why a sink call failed, and whether it may be retried.
+#[derive(Debug, thiserror::Error)]
+pub enum SinkError {
+    /// Timeouts, connection errors, 408, 429, 5xx other than 501.
+    #[error("retryable sink error: {message}")]
+    Retryable {
+        message: String,
+        /// Server-requested delay (`Retry-After`).
+        retry_after: Option<Duration>,
+        /// The request may have been applied (timeout after sending): look the
+        /// incident up by key before creating it again.
+        maybe_applied: bool,
+    },
+    /// 4xx other than 408/429, 501, or an unusable response: never retried.
+    #[error("permanent sink error: {0}")]
+    Permanent(String),
+    /// Shutdown arrived while waiting to retry.
+    #[error("sink call abandoned for shutdown")]
+    Cancelled,
+}
+
+impl SinkError {
+    /// Short label for metrics (`sink_errors_total{class}`).
+    pub fn class(&self) -> &'static str {
+        match self {
+            SinkError::Retryable { .. } => "retryable",
+            SinkError::Permanent(_) => "permanent",
+            SinkError::Cancelled => "cancelled",
+        }
+    }
+}

@@ -1,0 +1,177 @@
+//! Prometheus metrics. Names follow `triaged_<name>_<unit>[_total]`, base
+//! units, small fixed label sets. One `Metrics` is created at start and shared.
+
+use prometheus::{
+    Encoder, Gauge, GaugeVec, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
+    Registry, TextEncoder,
+};
+
+/// All metrics of the daemon, registered in their own registry.
+#[derive(Clone)]
+pub struct Metrics {
+    pub registry: Registry,
+    /// Kafka messages received, by topic.
+    pub messages_received: IntCounterVec,
+    /// Events decoded, by source system.
+    pub events_decoded: IntCounterVec,
+    /// Messages that failed to decode, by topic.
+    pub events_failed: IntCounterVec,
+    /// Events folded into an existing fingerprint, by source.
+    pub events_deduplicated: IntCounterVec,
+    /// Events suppressed (maintenance, change, rule), by source and reason.
+    pub events_suppressed: IntCounterVec,
+    /// Events dropped by a rule, by source.
+    pub events_dropped: IntCounterVec,
+    /// Messages written to the dead-letter topic, by kind (decode, sink).
+    pub dead_letters: IntCounterVec,
+    /// Incident lifecycle transitions sent to the sink, by action.
+    pub incident_actions: IntCounterVec,
+    /// Open incidents by priority.
+    pub open_incidents: IntGaugeVec,
+    /// Open incidents by impacted business service.
+    pub open_incidents_by_service: IntGaugeVec,
+    /// Sink request duration, by profile and operation.
+    pub sink_request_duration: HistogramVec,
+    /// Sink request failures, by class (retryable, permanent, cancelled).
+    pub sink_errors: IntCounterVec,
+    /// Consumer lag in messages, by topic and partition.
+    pub consumer_lag: IntGaugeVec,
+    /// Live fingerprints held by the dedup state.
+    pub fingerprints: IntGauge,
+    /// CIs in the loaded CMDB snapshot.
+    pub cmdb_cis: IntGauge,
+    /// Unix time of the last successful CMDB load.
+    pub cmdb_last_load: Gauge,
+    /// Rule / CMDB reloads, by kind and result.
+    pub reloads: IntCounterVec,
+    /// Time spent evaluating rules and correlating one event.
+    pub rule_evaluation: HistogramVec,
+    /// Decisions taken by the core, by decision.
+    pub decisions: IntCounterVec,
+    /// Partitions paused for backpressure.
+    pub paused_partitions: IntGauge,
+    /// Build info (version label), always 1.
+    pub build_info: GaugeVec,
+    /// Events whose effect is durable (acknowledged or intentionally dropped).
+    pub events_completed: IntCounter,
+}
+
+fn counter(reg: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
+    let c = IntCounterVec::new(Opts::new(name, help), labels).expect("valid metric");
+    reg.register(Box::new(c.clone())).expect("unique metric");
+    c
+}
+
+fn gauge_vec(reg: &Registry, name: &str, help: &str, labels: &[&str]) -> IntGaugeVec {
+    let g = IntGaugeVec::new(Opts::new(name, help), labels).expect("valid metric");
+    reg.register(Box::new(g.clone())).expect("unique metric");
+    g
+}
+
+fn histogram(reg: &Registry, name: &str, help: &str, labels: &[&str], buckets: Vec<f64>) -> HistogramVec {
+    let h = HistogramVec::new(HistogramOpts::new(name, help).buckets(buckets), labels).expect("valid metric");
+    reg.register(Box::new(h.clone())).expect("unique metric");
+    h
+}
+
+impl Metrics {
+    pub fn new() -> Metrics {
+        let reg = Registry::new_custom(Some("triaged".into()), None).expect("valid registry");
+        let fingerprints = IntGauge::new("fingerprints", "Live fingerprints held by the dedup state.").unwrap();
+        reg.register(Box::new(fingerprints.clone())).unwrap();
+        let cmdb_cis = IntGauge::new("cmdb_cis", "Configuration items in the loaded CMDB snapshot.").unwrap();
+        reg.register(Box::new(cmdb_cis.clone())).unwrap();
+        let cmdb_last_load =
+            Gauge::new("cmdb_last_load_timestamp_seconds", "Unix time of the last successful CMDB load.").unwrap();
+        reg.register(Box::new(cmdb_last_load.clone())).unwrap();
+        let paused_partitions =
+            IntGauge::new("kafka_paused_partitions", "Partitions paused because the pipeline is full.").unwrap();
+        reg.register(Box::new(paused_partitions.clone())).unwrap();
+        let build_info = GaugeVec::new(Opts::new("build_info", "Build information, always 1."), &["version"]).unwrap();
+        reg.register(Box::new(build_info.clone())).unwrap();
+        build_info.with_label_values(&[env!("CARGO_PKG_VERSION")]).set(1.0);
+        let events_completed = IntCounter::new(
+            "events_completed_total",
+            "Events whose effect is durable: acknowledged by the sink or intentionally dropped.",
+        )
+        .unwrap();
+        reg.register(Box::new(events_completed.clone())).unwrap();
+        let latency_buckets = vec![0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0];
+        let eval_buckets = vec![1e-6, 5e-6, 1e-5, 5e-5, 1e-4, 5e-4, 1e-3, 5e-3, 1e-2];
+        Metrics {
+            registry: reg.clone(),
+            messages_received: counter(&reg, "kafka_messages_received_total", "Kafka messages received.", &["topic"]),
+            events_decoded: counter(&reg, "events_decoded_total", "Events decoded.", &["source"]),
+            events_failed: counter(&reg, "events_failed_total", "Messages that failed to decode.", &["topic"]),
+            events_deduplicated: counter(
+                &reg,
+                "events_deduplicated_total",
+                "Events folded into an existing fingerprint.",
+                &["source"],
+            ),
+            events_suppressed: counter(
+                &reg,
+                "events_suppressed_total",
+                "Events suppressed by maintenance, change or rule.",
+                &["source", "reason"],
+            ),
+            events_dropped: counter(&reg, "events_dropped_total", "Events dropped by a rule.", &["source"]),
+            dead_letters: counter(&reg, "dead_letters_total", "Records sent to the dead-letter path.", &["kind"]),
+            incident_actions: counter(
+                &reg,
+                "incident_actions_total",
+                "Incident actions acknowledged by the sink (open, update, resolve, reopen).",
+                &["action"],
+            ),
+            open_incidents: gauge_vec(&reg, "open_incidents", "Open incidents by priority.", &["priority"]),
+            open_incidents_by_service: gauge_vec(
+                &reg,
+                "open_incidents_by_service",
+                "Open incidents by impacted business service.",
+                &["service"],
+            ),
+            sink_request_duration: histogram(
+                &reg,
+                "sink_request_duration_seconds",
+                "Duration of sink HTTP requests.",
+                &["profile", "operation"],
+                latency_buckets,
+            ),
+            sink_errors: counter(&reg, "sink_errors_total", "Failed sink requests by class.", &["class"]),
+            consumer_lag: gauge_vec(
+                &reg,
+                "kafka_consumer_lag_messages",
+                "Messages between the high watermark and the consumer position.",
+                &["topic", "partition"],
+            ),
+            fingerprints,
+            cmdb_cis,
+            cmdb_last_load,
+            reloads: counter(&reg, "reloads_total", "Rule and CMDB reloads.", &["kind", "result"]),
+            rule_evaluation: histogram(
+                &reg,
+                "rule_evaluation_duration_seconds",
+                "Time to evaluate rules and correlate one event.",
+                &["stage"],
+                eval_buckets,
+            ),
+            decisions: counter(&reg, "decisions_total", "Decisions taken by the correlation core.", &["decision"]),
+            paused_partitions,
+            build_info,
+            events_completed,
+        }
+    }
+
+    /// Text exposition format.
+    pub fn render(&self) -> String {
+        let mut buf = Vec::new();
+        TextEncoder::new().encode(&self.registry.gather(), &mut buf).expect("encode metrics");
+        String::from_utf8(buf).expect("metrics are UTF-8")
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Metrics::new()
+    }
+}
