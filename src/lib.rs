@@ -8,3 +8,5 @@ pub mod metrics;
 pub mod source;
 pub mod template;
 pub mod topology;
+pub mod offsets;
+pub mod rules;
