@@ -1,0 +1,1016 @@
+//! The correlation core: plain synchronous code over state it owns, with the
+//! clock passed in, so it runs the same in the daemon, in tests and in replays.
+//!
+//! Per event: rules classify it (drop, severity, binding, fingerprint,
+//! suppression, grouping, topology), the fingerprint deduplicates repeats, and
+//! a firing event joins or starts an incident:
+//! 1. a fingerprint that already belongs to a live incident rejoins it
+//!    (reopening it when it was resolved within the reopen window);
+//! 2. with topology correlation and a bound CI: if an upstream CI (depends_on,
+//!    runs_on, connects_to, followed transitively) has a firing event within the
+//!    window, the event joins that CI's incident; **the root cause is the
+//!    deepest failing upstream CI**. A new root that is upstream of existing
+//!    incidents absorbs them;
+//! 3. else a `group` rule's key (rule name + field values) within its window;
+//! 4. else the fingerprint alone.
+//!
+//! New incidents wait `group_wait` before they are opened, so a storm becomes
+//! one incident. Open incidents are updated at most every `update_interval`,
+//! resolved after every member has stayed clear for `resolve_hold_down`, and
+//! reopened by a recurrence within `reopen_window`; after that they close and
+//! release their state. Priority is ITIL impact x urgency.
+//!
+//! **Incident keys are deterministic**: a hash of the scope and the earliest
+//! member's first-seen time, so replaying the same events gives the same key.
+
+use std::collections::{BTreeSet, HashMap};
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+
+use crate::config::CorrelationConfig;
+use crate::event::{Event, Origin, Severity, Status};
+use crate::incident::{Action, ActionKind, CiRef, Incident, IncidentState, Member};
+use crate::offsets::{OffsetBook, PartId};
+use crate::rules::RuleSet;
+use crate::template::Template;
+use crate::topology::{CiIdx, Criticality, Snapshot};
+
+/// Core timers and defaults.
+#[derive(Debug, Clone)]
+pub struct CoreConfig {
+    pub group_wait: chrono::Duration,
+    pub update_interval: chrono::Duration,
+    pub hold_down: chrono::Duration,
+    pub reopen_window: chrono::Duration,
+    pub topology_window: chrono::Duration,
+    pub max_depth: usize,
+    pub dedup_key: Template,
+}
+
+fn chrono_dur(d: Duration) -> chrono::Duration {
+    chrono::Duration::from_std(d).unwrap_or(chrono::Duration::MAX)
+}
+
+impl CoreConfig {
+    /// From the validated `[correlation]` section.
+    pub fn from_config(c: &CorrelationConfig) -> CoreConfig {
+        CoreConfig {
+            group_wait: chrono_dur(c.group_wait.0),
+            update_interval: chrono_dur(c.update_interval.0),
+            hold_down: chrono_dur(c.resolve_hold_down.0),
+            reopen_window: chrono_dur(c.reopen_window.0),
+            topology_window: chrono_dur(c.topology_window.0),
+            max_depth: c.max_upstream_depth,
+            dedup_key: Template::parse(&c.dedup_key).expect("validated dedup key template"),
+        }
+    }
+}
+
+/// What happened to one event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DecisionKind {
+    /// A rule dropped it.
+    Dropped,
+    /// Maintenance, a change or a rule window suppressed it.
+    Suppressed,
+    /// It started a new incident.
+    New,
+    /// It joined an existing incident (topology, group, recurrence).
+    Joined,
+    /// It repeated a firing fingerprint.
+    Deduplicated,
+    /// It cleared a firing fingerprint.
+    Cleared,
+    /// A resolve for a fingerprint with no live state.
+    ResolveUnknown,
+}
+
+impl DecisionKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DecisionKind::Dropped => "dropped",
+            DecisionKind::Suppressed => "suppressed",
+            DecisionKind::New => "new",
+            DecisionKind::Joined => "joined",
+            DecisionKind::Deduplicated => "deduplicated",
+            DecisionKind::Cleared => "cleared",
+            DecisionKind::ResolveUnknown => "resolve_unknown",
+        }
+    }
+}
+
+/// The decision for one event, with its reason.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Decision {
+    pub kind: DecisionKind,
+    pub fingerprint: Option<String>,
+    /// Internal incident id (keys are assigned when the incident opens).
+    pub incident: Option<u64>,
+    pub reason: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+enum Scope {
+    Topology(String),
+    Group(String),
+    Single(String),
+}
+
+impl Scope {
+    fn text(&self) -> String {
+        match self {
+            Scope::Topology(ci) => format!("topology:{ci}"),
+            Scope::Group(g) => format!("group:{g}"),
+            Scope::Single(f) => format!("fingerprint:{f}"),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Phase {
+    Pending,
+    Open,
+    Resolving { since: DateTime<Utc> },
+    Resolved { at: DateTime<Utc> },
+}
+
+#[derive(Debug)]
+struct Fp {
+    source: String,
+    check: String,
+    summary: String,
+    severity: Severity,
+    firing: bool,
+    ci: Option<CiIdx>,
+    count: u64,
+    first_seen: DateTime<Utc>,
+    last_seen: DateTime<Utc>,
+    /// Start of the current firing episode (event time).
+    episode_start: DateTime<Utc>,
+    incident: Option<u64>,
+    /// Topology correlation enabled for this fingerprint.
+    topology: bool,
+    /// Offsets this fingerprint's live state holds, one per partition.
+    holds: Vec<(PartId, i64)>,
+}
+
+#[derive(Debug)]
+struct Inc {
+    key: Option<String>,
+    scope: Scope,
+    root: Option<CiIdx>,
+    members: BTreeSet<String>,
+    phase: Phase,
+    created: DateTime<Utc>,
+    last_activity: DateTime<Utc>,
+    /// Window within which new events may still join by scope.
+    window: chrono::Duration,
+    opened_at: Option<DateTime<Utc>>,
+    last_sent: Option<DateTime<Utc>>,
+    dirty: bool,
+    notes: Vec<String>,
+    reasons: Vec<String>,
+    inflight: u32,
+    sent_priority: Option<u8>,
+    /// Absorbed by another incident; closes once its last action is acknowledged.
+    merged: bool,
+}
+
+/// Counters for summaries and tests.
+#[derive(Debug, Default, Clone, serde::Serialize)]
+pub struct CoreStats {
+    pub events: u64,
+    pub decisions: HashMap<&'static str, u64>,
+    pub actions: HashMap<&'static str, u64>,
+}
+
+/// The correlation core.
+pub struct Core {
+    cfg: CoreConfig,
+    rules: Arc<RuleSet>,
+    cmdb: Arc<Snapshot>,
+    fps: HashMap<String, Fp>,
+    incidents: HashMap<u64, Inc>,
+    by_scope: HashMap<Scope, u64>,
+    /// Firing topology-enabled fingerprints per CI: (count, last seen, incident).
+    ci_active: HashMap<CiIdx, (u32, DateTime<Utc>, u64)>,
+    next_incident: u64,
+    next_action: u64,
+    inflight: HashMap<u64, u64>,
+    outbox: Vec<Action>,
+    offsets: OffsetBook,
+    stats: CoreStats,
+}
+
+const MAX_REASONS: usize = 50;
+
+impl Core {
+    pub fn new(cfg: CoreConfig, rules: Arc<RuleSet>, cmdb: Arc<Snapshot>) -> Core {
+        Core {
+            cfg,
+            rules,
+            cmdb,
+            fps: HashMap::new(),
+            incidents: HashMap::new(),
+            by_scope: HashMap::new(),
+            ci_active: HashMap::new(),
+            next_incident: 1,
+            next_action: 1,
+            inflight: HashMap::new(),
+            outbox: Vec::new(),
+            offsets: OffsetBook::default(),
+            stats: CoreStats::default(),
+        }
+    }
+
+    pub fn rules(&self) -> &Arc<RuleSet> {
+        &self.rules
+    }
+
+    pub fn cmdb(&self) -> &Arc<Snapshot> {
+        &self.cmdb
+    }
+
+    /// Replaces the rule set; live fingerprints keep their keys.
+    pub fn set_rules(&mut self, rules: Arc<RuleSet>) {
+        self.rules = rules;
+    }
+
+    /// Replaces the CMDB snapshot, re-binding live state by CI id. State bound
+    /// to CIs that no longer exist becomes unbound.
+    pub fn set_cmdb(&mut self, cmdb: Arc<Snapshot>) {
+        let old = std::mem::replace(&mut self.cmdb, cmdb);
+        let remap = |idx: CiIdx, new: &Snapshot| new.by_id(&old.ci(idx).id);
+        for fp in self.fps.values_mut() {
+            fp.ci = fp.ci.and_then(|i| remap(i, &self.cmdb));
+        }
+        for inc in self.incidents.values_mut() {
+            inc.root = inc.root.and_then(|i| remap(i, &self.cmdb));
+        }
+        let active = std::mem::take(&mut self.ci_active);
+        for (idx, v) in active {
+            if let Some(n) = remap(idx, &self.cmdb) {
+                self.ci_active.insert(n, v);
+            }
+        }
+    }
+
+    pub fn stats(&self) -> &CoreStats {
+        &self.stats
+    }
+
+    /// Live fingerprints.
+    pub fn fingerprint_count(&self) -> usize {
+        self.fps.len()
+    }
+
+    /// Records a message that produced no event (undecodable, dead-lettered).
+    pub fn skip(&mut self, origin: &Origin) {
+        self.offsets.handled(origin);
+    }
+
+    /// Safe next offsets to store that changed since the last call.
+    pub fn take_offsets(&mut self) -> Vec<(String, i32, i64)> {
+        self.offsets.take_changed()
+    }
+
+    /// Actions decided since the last call, in order.
+    pub fn take_actions(&mut self) -> Vec<Action> {
+        std::mem::take(&mut self.outbox)
+    }
+
+    /// Actions sent to the sink and not yet acknowledged.
+    pub fn inflight_actions(&self) -> usize {
+        self.inflight.len()
+    }
+
+    /// The sink finished action `id`: delivered, or dead-lettered after a
+    /// permanent failure. Either way its effect is settled.
+    pub fn ack(&mut self, id: u64) {
+        if let Some(inc_id) = self.inflight.remove(&id) {
+            if let Some(inc) = self.incidents.get_mut(&inc_id) {
+                inc.inflight = inc.inflight.saturating_sub(1);
+            }
+        }
+    }
+
+    /// Handles one event at time `now`.
+    pub fn handle(&mut self, ev: &Event, now: DateTime<Utc>) -> Decision {
+        self.stats.events += 1;
+        let part = ev.origin.as_ref().map(|o| (self.offsets.handled(o), o.offset));
+        let d = self.decide(ev, now, part);
+        *self.stats.decisions.entry(d.kind.as_str()).or_default() += 1;
+        d
+    }
+
+    fn decide(&mut self, ev: &Event, now: DateTime<Utc>, part: Option<(PartId, i64)>) -> Decision {
+        let rules = Arc::clone(&self.rules);
+        let class = rules.classify(ev);
+        if let Some(rule) = class.drops(ev.status) {
+            return Decision { kind: DecisionKind::Dropped, fingerprint: None, incident: None, reason: format!("dropped by rule `{rule}`") };
+        }
+        let severity = class.severity.as_ref().map_or(ev.severity, |s| s.value);
+        let (ci, bind_reason) = self.bind(ev, class.bind.map(|(r, t)| (r, t.render(ev, None, &class.captures))));
+        let ci_id = ci.map(|i| self.cmdb.ci(i).id.clone());
+        let key = match class.dedup_key {
+            Some((_, t)) => t.render(ev, ci_id.as_deref(), &class.captures),
+            None => self.cfg.dedup_key.render(ev, ci_id.as_deref(), &class.captures),
+        };
+
+        if ev.status == Status::Resolved {
+            return self.clear(&key, ev, now, part);
+        }
+
+        let live_incident = self.fps.get(&key).and_then(|f| f.incident).filter(|i| self.incidents.contains_key(i));
+        if live_incident.is_none() {
+            if let Some(reason) = self.suppression(&class.suppress, ci, now) {
+                return Decision { kind: DecisionKind::Suppressed, fingerprint: Some(key), incident: None, reason };
+            }
+        }
+
+        // Repeat of a firing fingerprint: deduplicate.
+        if let Some(fp) = self.fps.get_mut(&key) {
+            if fp.firing {
+                fp.count += 1;
+                fp.last_seen = ev.time.max(fp.last_seen);
+                if let Some((p, off)) = part {
+                    if !fp.holds.iter().any(|(hp, _)| *hp == p) {
+                        fp.holds.push((p, off));
+                        self.offsets.hold(p, off);
+                    }
+                }
+                let raised = severity > fp.severity;
+                if raised {
+                    fp.severity = severity;
+                }
+                let (inc_id, ci, topo) = (fp.incident, fp.ci, fp.topology);
+                if topo {
+                    if let Some(a) = ci.and_then(|c| self.ci_active.get_mut(&c)) {
+                        a.1 = now;
+                    }
+                }
+                if let Some(inc) = inc_id.and_then(|i| self.incidents.get_mut(&i)) {
+                    inc.last_activity = now;
+                    if raised {
+                        inc.dirty = true;
+                        inc.notes.push(format!("{key}: severity raised to {severity}"));
+                    }
+                }
+                return Decision {
+                    kind: DecisionKind::Deduplicated,
+                    fingerprint: Some(key),
+                    incident: inc_id,
+                    reason: "repeat of a firing fingerprint".into(),
+                };
+            }
+        }
+
+        // A new firing episode.
+        let topology = class.topology.is_some() && ci.is_some();
+        let window = match class.topology {
+            Some((_, Some(w))) => chrono_dur(w),
+            _ => self.cfg.topology_window,
+        };
+        {
+            let fp = self.fps.entry(key.clone()).or_insert_with(|| Fp {
+                source: ev.source.clone(),
+                check: ev.check.clone(),
+                summary: String::new(),
+                severity,
+                firing: false,
+                ci,
+                count: 0,
+                first_seen: ev.time,
+                last_seen: ev.time,
+                episode_start: ev.time,
+                incident: None,
+                topology,
+                holds: Vec::new(),
+            });
+            fp.firing = true;
+            fp.count += 1;
+            fp.severity = severity;
+            fp.summary = ev.summary.clone();
+            fp.ci = ci;
+            fp.topology = topology;
+            fp.episode_start = ev.time;
+            fp.last_seen = ev.time;
+            if let Some((p, off)) = part {
+                if !fp.holds.iter().any(|(hp, _)| *hp == p) {
+                    fp.holds.push((p, off));
+                    self.offsets.hold(p, off);
+                }
+            }
+        }
+        let mut reason = bind_reason;
+
+        // 1. Recurrence of a fingerprint whose incident is still live.
+        if let Some(inc_id) = live_incident {
+            reason.push_str("; recurrence of a fingerprint of this incident");
+            self.join(&key, inc_id, now, &reason);
+            return Decision { kind: DecisionKind::Joined, fingerprint: Some(key), incident: Some(inc_id), reason };
+        }
+
+        // 2. Topology.
+        if topology {
+            let ci = ci.expect("topology needs a CI");
+            if let Some((up, dist, inc_id)) = self.failing_upstream(ci, window, now) {
+                let root = self.incidents[&inc_id].root.map(|r| self.cmdb.ci(r).id.clone()).unwrap_or_default();
+                reason.push_str(&format!(
+                    "; topology: {} depends on failing {} (distance {dist}) within {}; root cause {root}",
+                    self.cmdb.ci(ci).id,
+                    self.cmdb.ci(up).id,
+                    fmt_dur(window)
+                ));
+                self.join(&key, inc_id, now, &reason);
+                self.mark_ci_active(ci, now, inc_id);
+                return Decision { kind: DecisionKind::Joined, fingerprint: Some(key), incident: Some(inc_id), reason };
+            }
+            let scope = Scope::Topology(self.cmdb.ci(ci).id.clone());
+            let (inc_id, kind) = match self.by_scope.get(&scope).copied() {
+                Some(id) => {
+                    reason.push_str(&format!("; topology: another event on root cause {}", self.cmdb.ci(ci).id));
+                    self.join(&key, id, now, &reason);
+                    (id, DecisionKind::Joined)
+                }
+                None => {
+                    reason.push_str(&format!("; topology: no failing upstream of {} within {}", self.cmdb.ci(ci).id, fmt_dur(window)));
+                    let id = self.create(scope, Some(ci), window, &key, now, &reason);
+                    (id, DecisionKind::New)
+                }
+            };
+            self.mark_ci_active(ci, now, inc_id);
+            let inc_id = self.absorb_downstream(inc_id, ci, window, now);
+            return Decision { kind, fingerprint: Some(key), incident: Some(inc_id), reason };
+        }
+
+        // 3. Group rule, 4. the fingerprint alone.
+        let (scope, window) = match class.group {
+            Some((rule, g)) => {
+                let values: Vec<&str> = g.by.iter().map(|f| ev.field(f).unwrap_or("")).collect();
+                reason.push_str(&format!("; grouped by rule `{rule}` on {} = {:?} within {}", g.by.join(","), values, fmt_dur(chrono_dur(g.window))));
+                (Scope::Group(format!("{rule}:{}", values.join("|"))), chrono_dur(g.window))
+            }
+            None => (Scope::Single(key.clone()), self.cfg.reopen_window),
+        };
+        if let Some(id) = self.by_scope.get(&scope).copied() {
+            let inc = &self.incidents[&id];
+            let reopenable = matches!(inc.phase, Phase::Resolved { .. } | Phase::Resolving { .. });
+            if reopenable || now - inc.last_activity <= window {
+                self.join(&key, id, now, &reason);
+                return Decision { kind: DecisionKind::Joined, fingerprint: Some(key), incident: Some(id), reason };
+            }
+            // The window has passed: the old incident keeps its members, the scope starts afresh.
+            self.by_scope.remove(&scope);
+        }
+        let id = self.create(scope, ci, window, &key, now, &reason);
+        Decision { kind: DecisionKind::New, fingerprint: Some(key), incident: Some(id), reason }
+    }
+
+    fn bind(&self, ev: &Event, rule_bind: Option<(&str, String)>) -> (Option<CiIdx>, String) {
+        if let Some((rule, name)) = rule_bind {
+            if let Some(i) = self.cmdb.lookup_name(&name).or_else(|| self.cmdb.lookup_ip(&name)) {
+                return (Some(i), format!("bound to CI {} by rule `{rule}` ({name})", self.cmdb.ci(i).id));
+            }
+        }
+        let hints = [("host", ev.ci.host.as_deref()), ("service", ev.ci.service.as_deref())];
+        for (what, hint) in hints {
+            if let Some(i) = hint.and_then(|h| self.cmdb.lookup_name(h)) {
+                return (Some(i), format!("bound to CI {} by {what} name", self.cmdb.ci(i).id));
+            }
+        }
+        if let Some(i) = ev.ci.ip.as_deref().and_then(|ip| self.cmdb.lookup_ip(ip)) {
+            return (Some(i), format!("bound to CI {} by IP", self.cmdb.ci(i).id));
+        }
+        (None, "not bound to a CI".into())
+    }
+
+    fn suppression(&self, rules: &[(&str, &crate::rules::Suppress)], ci: Option<CiIdx>, now: DateTime<Utc>) -> Option<String> {
+        for (rule, s) in rules {
+            if let Some(w) = s.windows.iter().find(|w| w.start <= now && now < w.end) {
+                return Some(format!(
+                    "suppressed by rule `{rule}`: window {} .. {}{}",
+                    w.start.to_rfc3339(),
+                    w.end.to_rfc3339(),
+                    w.reason.as_deref().map(|r| format!(" ({r})")).unwrap_or_default()
+                ));
+            }
+            if s.in_maintenance {
+                if let Some(m) = ci.and_then(|c| self.cmdb.active_maintenance(c, now)) {
+                    return Some(format!(
+                        "suppressed by rule `{rule}`: CI {} in maintenance until {}{}{}",
+                        self.cmdb.ci(ci.unwrap()).id,
+                        m.end.to_rfc3339(),
+                        m.change_id.as_deref().map(|c| format!(", change {c}")).unwrap_or_default(),
+                        m.reason.as_deref().map(|r| format!(" ({r})")).unwrap_or_default()
+                    ));
+                }
+            }
+        }
+        None
+    }
+
+    /// Deepest upstream CI of `ci` with a firing topology event within `window`.
+    fn failing_upstream(&self, ci: CiIdx, window: chrono::Duration, now: DateTime<Utc>) -> Option<(CiIdx, u32, u64)> {
+        if self.ci_active.is_empty() {
+            return None;
+        }
+        let mut best: Option<(CiIdx, u32, u64)> = None;
+        for (up, dist) in self.cmdb.upstream_closure(ci, self.cfg.max_depth) {
+            let Some(&(n, seen, inc)) = self.ci_active.get(&up) else { continue };
+            if n == 0 || now - seen > window || !self.incidents.contains_key(&inc) {
+                continue;
+            }
+            let better = match best {
+                None => true,
+                Some((b, bd, _)) => dist > bd || (dist == bd && self.cmdb.ci(up).id < self.cmdb.ci(b).id),
+            };
+            if better {
+                best = Some((up, dist, inc));
+            }
+        }
+        best
+    }
+
+    fn mark_ci_active(&mut self, ci: CiIdx, now: DateTime<Utc>, inc: u64) {
+        let e = self.ci_active.entry(ci).or_insert((0, now, inc));
+        e.0 += 1;
+        e.1 = now;
+        e.2 = inc;
+    }
+
+    fn create(&mut self, scope: Scope, root: Option<CiIdx>, window: chrono::Duration, fp: &str, now: DateTime<Utc>, reason: &str) -> u64 {
+        let id = self.next_incident;
+        self.next_incident += 1;
+        let is_topology = matches!(scope, Scope::Topology(_));
+        self.by_scope.insert(scope.clone(), id);
+        self.incidents.insert(
+            id,
+            Inc {
+                key: None,
+                scope,
+                root: if is_topology { root } else { None },
+                members: BTreeSet::new(),
+                phase: Phase::Pending,
+                created: now,
+                last_activity: now,
+                window,
+                opened_at: None,
+                last_sent: None,
+                dirty: false,
+                notes: Vec::new(),
+                reasons: Vec::new(),
+                inflight: 0,
+                sent_priority: None,
+                merged: false,
+            },
+        );
+        self.join(fp, id, now, reason);
+        id
+    }
+
+    /// Adds fingerprint `fp` (already firing) to incident `id`.
+    fn join(&mut self, fp: &str, id: u64, now: DateTime<Utc>, reason: &str) {
+        if let Some(f) = self.fps.get_mut(fp) {
+            f.incident = Some(id);
+        }
+        let inc = self.incidents.get_mut(&id).expect("live incident");
+        inc.last_activity = now;
+        let new_member = inc.members.insert(fp.to_string());
+        if inc.reasons.len() < MAX_REASONS {
+            inc.reasons.push(format!("{fp}: {reason}"));
+        }
+        match inc.phase {
+            Phase::Pending => {}
+            Phase::Open => {
+                inc.dirty = true;
+                inc.notes.push(if new_member { format!("{fp} joined: {reason}") } else { format!("{fp} fired again") });
+            }
+            Phase::Resolving { .. } => {
+                inc.phase = Phase::Open;
+                inc.dirty = true;
+                inc.notes.push(format!("{fp} fired again during the resolve hold-down; incident stays open"));
+            }
+            Phase::Resolved { .. } => {
+                inc.phase = Phase::Open;
+                inc.dirty = true;
+                inc.notes.push(format!("reopened: {fp} recurred within the reopen window ({reason})"));
+                self.emit(id, ActionKind::Reopen, now);
+            }
+        }
+    }
+
+    /// A new topology root `root` absorbs live incidents rooted downstream of it.
+    /// Returns the incident that now carries the root.
+    fn absorb_downstream(&mut self, id: u64, root: CiIdx, window: chrono::Duration, now: DateTime<Utc>) -> u64 {
+        let mut victims: Vec<(u64, u32)> = Vec::new();
+        for (&other, inc) in &self.incidents {
+            if other == id || inc.merged || !matches!(inc.phase, Phase::Pending | Phase::Open) || now - inc.last_activity > window {
+                continue;
+            }
+            let Some(r) = inc.root else { continue };
+            if let Some(d) = self.cmdb.is_upstream_of(root, r, self.cfg.max_depth) {
+                victims.push((other, d));
+            }
+        }
+        if victims.is_empty() {
+            return id;
+        }
+        victims.sort();
+        // Keep the incident the ITSM already knows (earliest opened); otherwise the new one.
+        let mut candidates: Vec<u64> = victims.iter().map(|v| v.0).filter(|v| self.incidents[v].opened_at.is_some()).collect();
+        candidates.sort_by_key(|v| (self.incidents[v].opened_at, *v));
+        let survivor = candidates.first().copied().unwrap_or(id);
+        let root_id = self.cmdb.ci(root).id.clone();
+        let mut losers: Vec<u64> = victims.iter().map(|v| v.0).filter(|v| *v != survivor).collect();
+        if survivor != id {
+            losers.push(id);
+            let new_scope = Scope::Topology(root_id.clone());
+            let s = self.incidents.get_mut(&survivor).unwrap();
+            s.scope = new_scope.clone();
+            s.root = Some(root);
+            s.dirty = true;
+            s.notes.push(format!("root cause moved upstream to {root_id}"));
+            self.by_scope.retain(|_, v| *v != survivor);
+            self.by_scope.insert(new_scope, survivor);
+        }
+        for loser in losers {
+            self.merge_into(loser, survivor, &root_id, now);
+        }
+        survivor
+    }
+
+    fn merge_into(&mut self, from: u64, into: u64, root_id: &str, now: DateTime<Utc>) {
+        let (members, created, was_open, reasons) = {
+            let f = self.incidents.get_mut(&from).expect("live incident");
+            (std::mem::take(&mut f.members), f.created, f.opened_at.is_some(), std::mem::take(&mut f.reasons))
+        };
+        self.by_scope.retain(|_, v| *v != from);
+        for m in &members {
+            if let Some(fp) = self.fps.get_mut(m) {
+                fp.incident = Some(into);
+                if let Some(a) = fp.ci.and_then(|c| self.ci_active.get_mut(&c)) {
+                    if a.2 == from {
+                        a.2 = into;
+                    }
+                }
+            }
+        }
+        let from_key = self.incidents[&from].key.clone();
+        let into_inc = self.incidents.get_mut(&into).expect("live incident");
+        into_inc.created = into_inc.created.min(created);
+        into_inc.last_activity = now;
+        let n = members.len();
+        into_inc.members.extend(members);
+        for r in reasons {
+            if into_inc.reasons.len() < MAX_REASONS {
+                into_inc.reasons.push(r);
+            }
+        }
+        into_inc.reasons.push(format!("absorbed {n} event streams rooted downstream of {root_id}"));
+        if into_inc.opened_at.is_some() {
+            into_inc.dirty = true;
+            into_inc.notes.push(match &from_key {
+                Some(k) => format!("merged incident {k} ({n} event streams): common root cause {root_id}"),
+                None => format!("{n} event streams joined: common root cause {root_id}"),
+            });
+        }
+        let into_key = into_inc.key.clone();
+        if was_open {
+            let f = self.incidents.get_mut(&from).unwrap();
+            f.merged = true;
+            f.phase = Phase::Resolved { at: now };
+            f.notes.push(format!(
+                "merged into {}: root cause {root_id} is upstream of this incident",
+                into_key.as_deref().unwrap_or("a new incident")
+            ));
+            self.emit(from, ActionKind::Resolve, now);
+        } else {
+            self.incidents.remove(&from);
+        }
+    }
+
+    fn clear(&mut self, key: &str, ev: &Event, now: DateTime<Utc>, part: Option<(PartId, i64)>) -> Decision {
+        let Some(fp) = self.fps.get_mut(key) else {
+            return Decision {
+                kind: DecisionKind::ResolveUnknown,
+                fingerprint: Some(key.to_string()),
+                incident: None,
+                reason: "resolve for a fingerprint with no live state".into(),
+            };
+        };
+        if !fp.firing {
+            return Decision {
+                kind: DecisionKind::Deduplicated,
+                fingerprint: Some(key.to_string()),
+                incident: fp.incident,
+                reason: "repeat of a resolve".into(),
+            };
+        }
+        fp.firing = false;
+        fp.last_seen = ev.time.max(fp.last_seen);
+        if let Some((p, off)) = part {
+            if fp.incident.is_some() && !fp.holds.iter().any(|(hp, _)| *hp == p) {
+                fp.holds.push((p, off));
+                self.offsets.hold(p, off);
+            }
+        }
+        let (inc_id, ci, topo) = (fp.incident, fp.ci, fp.topology);
+        if topo {
+            if let Some(c) = ci {
+                if let Some(a) = self.ci_active.get_mut(&c) {
+                    a.0 = a.0.saturating_sub(1);
+                    if a.0 == 0 {
+                        self.ci_active.remove(&c);
+                    }
+                }
+            }
+        }
+        let Some(inc_id) = inc_id.filter(|i| self.incidents.contains_key(i)) else {
+            self.release_fp(key);
+            return Decision { kind: DecisionKind::Cleared, fingerprint: Some(key.to_string()), incident: None, reason: "cleared; no incident".into() };
+        };
+        let all_clear = self.incidents[&inc_id].members.iter().all(|m| self.fps.get(m).is_none_or(|f| !f.firing));
+        let inc = self.incidents.get_mut(&inc_id).unwrap();
+        inc.last_activity = now;
+        let reason = match inc.phase {
+            Phase::Pending if all_clear => {
+                let members: Vec<String> = inc.members.iter().cloned().collect();
+                self.by_scope.retain(|_, v| *v != inc_id);
+                self.incidents.remove(&inc_id);
+                for m in members {
+                    self.release_fp(&m);
+                }
+                "cleared before the incident was opened (group wait); nothing sent".to_string()
+            }
+            Phase::Open if all_clear => {
+                inc.phase = Phase::Resolving { since: now };
+                inc.notes.push(format!("{key} cleared; all members clear, resolving after hold-down"));
+                "cleared; all members clear, incident resolves after the hold-down".into()
+            }
+            _ => {
+                if inc.phase == Phase::Open {
+                    inc.dirty = true;
+                    inc.notes.push(format!("{key} cleared"));
+                }
+                "cleared; other members still firing".into()
+            }
+        };
+        Decision { kind: DecisionKind::Cleared, fingerprint: Some(key.to_string()), incident: Some(inc_id), reason }
+    }
+
+    /// Forgets a cleared fingerprint and releases its offsets.
+    fn release_fp(&mut self, key: &str) {
+        if let Some(fp) = self.fps.remove(key) {
+            for (p, off) in fp.holds {
+                self.offsets.release(p, off);
+            }
+        }
+    }
+
+    /// Advances timers: opens pending incidents, sends updates, resolves and
+    /// closes. Actions are collected with `take_actions`.
+    pub fn tick(&mut self, now: DateTime<Utc>) {
+        let mut ids: Vec<u64> = self.incidents.keys().copied().collect();
+        ids.sort_unstable();
+        for id in ids {
+            let inc = &self.incidents[&id];
+            match inc.phase {
+                Phase::Pending if now - inc.created >= self.cfg.group_wait => {
+                    let key = self.key_for(inc);
+                    let inc = self.incidents.get_mut(&id).unwrap();
+                    inc.key = Some(key);
+                    inc.phase = Phase::Open;
+                    inc.opened_at = Some(now);
+                    self.emit(id, ActionKind::Open, now);
+                }
+                Phase::Open => {
+                    // Membership, severity and state changes all mark the incident dirty.
+                    let due = inc.last_sent.is_none_or(|t| now - t >= self.cfg.update_interval);
+                    if due && inc.dirty {
+                        self.emit(id, ActionKind::Update, now);
+                    }
+                }
+                Phase::Resolving { since } if now - since >= self.cfg.hold_down => {
+                    let inc = self.incidents.get_mut(&id).unwrap();
+                    inc.phase = Phase::Resolved { at: now };
+                    inc.notes.push(format!("all member events clear for {}", fmt_dur(self.cfg.hold_down)));
+                    self.emit(id, ActionKind::Resolve, now);
+                }
+                Phase::Resolved { at } if inc.inflight == 0 && (inc.merged || now - at >= self.cfg.reopen_window) => {
+                    self.close(id);
+                }
+                _ => {}
+            }
+        }
+    }
+
+    fn close(&mut self, id: u64) {
+        let Some(inc) = self.incidents.remove(&id) else { return };
+        self.by_scope.retain(|_, v| *v != id);
+        for m in inc.members {
+            let clear = self.fps.get(&m).is_some_and(|f| !f.firing && f.incident == Some(id));
+            if clear {
+                self.release_fp(&m);
+            }
+        }
+    }
+
+    fn key_for(&self, inc: &Inc) -> String {
+        let earliest = inc.members.iter().filter_map(|m| self.fps.get(m)).map(|f| f.episode_start).min().unwrap_or(inc.created);
+        let text = format!("{}|{}", inc.scope.text(), earliest.timestamp_millis());
+        format!("trg-{:016x}", fnv1a(text.as_bytes()))
+    }
+
+    /// (priority, impact, urgency, impacted services, max severity)
+    fn assess(&self, inc: &Inc) -> (u8, u8, u8, Vec<String>, Severity) {
+        let mut severity = Severity::Info;
+        let mut crit = Criticality::Low;
+        let mut services: BTreeSet<CiIdx> = BTreeSet::new();
+        let mut cis: BTreeSet<CiIdx> = BTreeSet::new();
+        for m in &inc.members {
+            if let Some(f) = self.fps.get(m) {
+                if f.firing || matches!(inc.phase, Phase::Resolving { .. } | Phase::Resolved { .. }) {
+                    severity = severity.max(f.severity);
+                }
+                if let Some(c) = f.ci {
+                    cis.insert(c);
+                }
+            }
+        }
+        if let Some(r) = inc.root {
+            cis.insert(r);
+        }
+        for c in cis {
+            crit = crit.min(self.cmdb.ci(c).criticality);
+            services.extend(self.cmdb.impacted_services(c));
+        }
+        for s in &services {
+            crit = crit.min(self.cmdb.ci(*s).criticality);
+        }
+        let impact = if crit == Criticality::Critical || services.len() >= 3 {
+            1
+        } else if crit == Criticality::High || !services.is_empty() {
+            2
+        } else {
+            3
+        };
+        let urgency = match severity {
+            Severity::Critical => 1,
+            Severity::Major | Severity::Minor => 2,
+            Severity::Warning | Severity::Info => 3,
+        };
+        let priority = match impact + urgency {
+            2 => 1,
+            3 => 2,
+            4 => 3,
+            5 => 4,
+            _ => 5,
+        };
+        let names = services.into_iter().map(|s| self.cmdb.ci(s).name.clone()).collect();
+        (priority, impact, urgency, names, severity)
+    }
+
+    fn ci_ref(&self, idx: CiIdx) -> CiRef {
+        let c = self.cmdb.ci(idx);
+        CiRef { id: c.id.clone(), name: c.name.clone(), kind: c.kind.clone() }
+    }
+
+    fn snapshot(&self, id: u64) -> Incident {
+        let inc = &self.incidents[&id];
+        let (priority, impact, urgency, impacted_services, severity) = self.assess(inc);
+        let members: Vec<Member> = inc
+            .members
+            .iter()
+            .filter_map(|m| self.fps.get(m).map(|f| (m, f)))
+            .map(|(m, f)| Member {
+                fingerprint: m.clone(),
+                source: f.source.clone(),
+                check: f.check.clone(),
+                ci: f.ci.map(|c| self.ci_ref(c)),
+                severity: f.severity,
+                status: if f.firing { Status::Firing } else { Status::Resolved },
+                count: f.count,
+                first_seen: f.first_seen,
+                last_seen: f.last_seen,
+                summary: f.summary.clone(),
+            })
+            .collect();
+        let event_count = members.iter().map(|m| m.count).sum();
+        let ci = inc.root.or_else(|| members.iter().find_map(|m| m.ci.as_ref()).and_then(|c| self.cmdb.by_id(&c.id)));
+        let ci_cmdb = ci.map(|c| self.cmdb.ci(c));
+        let bound: BTreeSet<&str> = members.iter().filter_map(|m| m.ci.as_ref().map(|c| c.id.as_str())).collect();
+        let title = match (inc.root, &inc.scope) {
+            (Some(r), _) => {
+                let c = self.cmdb.ci(r);
+                if members.len() > 1 {
+                    format!("{} {} failure: {} alerts on {} CIs", c.kind.replace('_', " "), c.name, members.len(), bound.len().max(1))
+                } else {
+                    format!("{} on {}", members.first().map_or("alert", |m| m.check.as_str()), c.name)
+                }
+            }
+            (None, _) => {
+                let first = members.first();
+                let check = first.map_or("alert", |m| m.check.as_str());
+                let on = ci_cmdb.map(|c| c.name.as_str()).unwrap_or("unbound CI");
+                if members.len() > 1 {
+                    format!("{check} on {} event streams ({on})", members.len())
+                } else {
+                    format!("{check} on {on}")
+                }
+            }
+        };
+        let state = match inc.phase {
+            Phase::Resolved { .. } => IncidentState::Resolved,
+            _ => IncidentState::Open,
+        };
+        Incident {
+            key: inc.key.clone().expect("incident has a key once opened"),
+            scope: inc.scope.text(),
+            title,
+            state,
+            priority,
+            impact,
+            urgency,
+            severity,
+            root_cause: inc.root.map(|r| self.ci_ref(r)),
+            ci: ci.map(|c| self.ci_ref(c)),
+            assignment_group: ci_cmdb.and_then(|c| c.owner_group.clone()),
+            oncall: ci_cmdb.and_then(|c| c.oncall.clone()),
+            runbook: ci_cmdb.and_then(|c| c.runbook.clone()),
+            impacted_services,
+            opened_at: inc.opened_at.unwrap_or(inc.created),
+            resolved_at: match inc.phase {
+                Phase::Resolved { at } => Some(at),
+                _ => None,
+            },
+            event_count,
+            members,
+            reasons: inc.reasons.clone(),
+        }
+    }
+
+    fn emit(&mut self, id: u64, kind: ActionKind, now: DateTime<Utc>) {
+        let incident = self.snapshot(id);
+        let action_id = self.next_action;
+        self.next_action += 1;
+        let inc = self.incidents.get_mut(&id).unwrap();
+        if let Some(p) = inc.sent_priority.filter(|p| *p != incident.priority) {
+            inc.notes.push(format!(
+                "priority P{p} -> P{} (impact {} x urgency {})",
+                incident.priority, incident.impact, incident.urgency
+            ));
+        }
+        let notes = std::mem::take(&mut inc.notes);
+        inc.dirty = false;
+        inc.last_sent = Some(now);
+        inc.sent_priority = Some(incident.priority);
+        inc.inflight += 1;
+        self.inflight.insert(action_id, id);
+        *self.stats.actions.entry(kind.as_str()).or_default() += 1;
+        self.outbox.push(Action { id: action_id, kind, incident, notes });
+    }
+
+    /// Snapshots of incidents currently open at the sink (for gauges and `/incidents`).
+    pub fn open_incidents(&self) -> Vec<Incident> {
+        let mut ids: Vec<u64> = self
+            .incidents
+            .iter()
+            .filter(|(_, i)| matches!(i.phase, Phase::Open | Phase::Resolving { .. }) && i.key.is_some())
+            .map(|(id, _)| *id)
+            .collect();
+        ids.sort_unstable();
+        ids.into_iter().map(|id| self.snapshot(id)).collect()
+    }
+
+    /// Incidents waiting in group wait.
+    pub fn pending_incidents(&self) -> usize {
+        self.incidents.values().filter(|i| i.phase == Phase::Pending).count()
+    }
+}
+
+fn fmt_dur(d: chrono::Duration) -> String {
+    let s = d.num_seconds();
+    if s % 3600 == 0 && s >= 3600 {
+        format!("{}h", s / 3600)
+    } else if s % 60 == 0 && s >= 60 {
+        format!("{}m", s / 60)
+    } else if s > 0 {
+        format!("{s}s")
+    } else {
+        format!("{}ms", d.num_milliseconds())
+    }
+}
+
+/// FNV-1a, 64 bit: stable across Rust releases, unlike `DefaultHasher`.
+fn fnv1a(bytes: &[u8]) -> u64 {
+    let mut h: u64 = 0xcbf29ce484222325;
+    for b in bytes {
+        h ^= u64::from(*b);
+        h = h.wrapping_mul(0x100000001b3);
+    }
+    h
+}
