@@ -1,0 +1,425 @@
+//! CMDB topology: configuration items (CIs), their relations and the indexes the
+//! correlation core needs (name/alias/IP binding, upstream closure, impacted
+//! business services, maintenance windows).
+//!
+//! A [`Snapshot`] is built once from a CMDB export (YAML or JSON, chosen by the
+//! file extension: `.json` is JSON, anything else YAML), validated as a whole
+//! (every error is reported with the line of the offending CI), and then
+//! shared read-only as `Arc<Snapshot>`; a reload builds a new snapshot.
+//!
+//! ```yaml
+//! cis:
+//!   - id: sw-core-par1-01          # unique, required
+//!     name: sw-core-par1-01        # required (display + exact-name binding)
+//!     type: switch                 # site | switch | router | firewall | load_balancer | hypervisor | vm
+//!                                  # | host | database | application | business_service | storage | other
+//!     aliases: [sw-core-par1-01.par1.example.net]
+//!     ips: [10.1.0.1]
+//!     site: par1
+//!     owner_group: network-ops     # ITSM assignment group
+//!     oncall: network-oncall
+//!     runbook: https://runbooks.example.net/network/core-switch
+//!     criticality: critical        # critical | high | medium | low (default medium)
+//!     depends_on: []               # relations point from the dependent CI to the
+//!     runs_on: []                  # CI it needs: the target is *upstream*
+//!     connects_to: [sw-core-par1-02]
+//!     maintenance:
+//!       - { start: 2026-11-24T22:00:00Z, end: 2026-11-25T02:00:00Z, change_id: CHG0031337, reason: "firmware upgrade" }
+//! ```
+//!
+//! Relations are stored as CSR adjacency arrays in both directions; name
+//! lookups go through one map of ASCII-lowercased keys (ids, names, aliases)
+//! plus a small map of unambiguous FQDN short hosts. Dependency cycles (switch
+//! meshes) are allowed; every traversal keeps a visited set.
+
+mod build;
+mod fastyaml;
+pub mod generate;
+mod model;
+#[cfg(test)]
+mod tests;
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::hash::{BuildHasherDefault, Hasher};
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+
+use chrono::{DateTime, Utc};
+
+pub use generate::{synthetic, write_yaml, GenParams};
+pub use model::{CiSpec, CiType, CmdbFile, Criticality, MaintenanceWindow, RelKind};
+
+/// Index of a CI inside one [`Snapshot`] (not stable across reloads: re-bind by id).
+pub type CiIdx = u32;
+
+/// Sentinel in the short-host map: more than one CI has this short host.
+const AMBIGUOUS: CiIdx = CiIdx::MAX;
+
+/// One configuration item as loaded.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Ci {
+    pub id: String,
+    pub name: String,
+    /// The CI type as written in the file (`switch`, `vm`, `business_service`, ...).
+    pub kind: String,
+    /// The same type as an enum.
+    pub ci_type: CiType,
+    pub aliases: Vec<String>,
+    pub ips: Vec<String>,
+    pub site: Option<String>,
+    pub owner_group: Option<String>,
+    pub oncall: Option<String>,
+    pub runbook: Option<String>,
+    pub criticality: Criticality,
+    pub maintenance: Vec<MaintenanceWindow>,
+}
+
+/// A CMDB load or validation error. Displays as `file:line: message`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{}{}: {}", .file.display(), .line.map(|l| format!(":{l}")).unwrap_or_default(), .message)]
+pub struct CmdbError {
+    pub file: PathBuf,
+    /// Line where the offending CI starts (or of the syntax error), when known.
+    pub line: Option<usize>,
+    pub message: String,
+}
+
+/// An immutable, validated CMDB topology.
+#[derive(Debug)]
+pub struct Snapshot {
+    cis: Vec<Ci>,
+    /// `cis[i].ci_type`, packed: traversals test types without touching `Ci`s.
+    types: Vec<CiType>,
+    /// CSR: upstream of CI `i` is `up[up_off[i]..up_off[i + 1]]`.
+    up_off: Vec<u32>,
+    up: Vec<(CiIdx, RelKind)>,
+    /// CSR: direct dependents, sorted by dependent index.
+    down_off: Vec<u32>,
+    down: Vec<(CiIdx, RelKind)>,
+    /// ASCII-lowercased ids, names and aliases.
+    names: FastMap<String, CiIdx>,
+    /// Lowercased short hosts of FQDN keys that are not keys themselves.
+    short_names: FastMap<String, CiIdx>,
+    ips: FastMap<IpAddr, CiIdx>,
+    loaded_at: DateTime<Utc>,
+    source: Option<PathBuf>,
+}
+
+const _: () = {
+    const fn send_sync<T: Send + Sync>() {}
+    send_sync::<Snapshot>();
+};
+
+impl Snapshot {
+    /// Reads, parses and validates a CMDB file (`.json` as JSON, otherwise YAML).
+    pub fn load(path: &Path) -> Result<Snapshot, Vec<CmdbError>> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| vec![CmdbError { file: path.to_owned(), line: None, message: format!("cannot read CMDB file: {e}") }])?;
+        let json = path.extension().and_then(|e| e.to_str()).is_some_and(|e| e.eq_ignore_ascii_case("json"));
+        let model = build::parse(path, &text, json)?;
+        drop(text); // a big export is not kept while the indexes are built
+                    // Only when there are errors: read the text again to locate them.
+        let lines = |specs: &[CiSpec]| match std::fs::read_to_string(path) {
+            Ok(text) => build::ci_lines(&text, specs),
+            Err(_) => vec![None; specs.len()],
+        };
+        build::build(model, Some(path), &lines)
+    }
+
+    /// Parses and validates CMDB text; `path_for_errors` only names the file in errors.
+    pub fn from_str(path_for_errors: &Path, text: &str, json: bool) -> Result<Snapshot, Vec<CmdbError>> {
+        let model = build::parse(path_for_errors, text, json)?;
+        build::build(model, Some(path_for_errors), &|specs| build::ci_lines(text, specs))
+    }
+
+    /// Validates an in-memory model (generated topologies); errors carry no line.
+    pub fn from_file_model(model: CmdbFile) -> Result<Snapshot, Vec<CmdbError>> {
+        build::build(model, None, &|specs| vec![None; specs.len()])
+    }
+
+    /// A snapshot without CIs.
+    pub fn empty() -> Snapshot {
+        Snapshot::from_file_model(CmdbFile::default()).expect("an empty CMDB is valid")
+    }
+
+    pub fn len(&self) -> usize {
+        self.cis.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.cis.is_empty()
+    }
+
+    /// The CI at `idx`. Panics when `idx` is out of range.
+    pub fn ci(&self, idx: CiIdx) -> &Ci {
+        &self.cis[idx as usize]
+    }
+
+    /// All CIs, indexed by [`CiIdx`].
+    pub fn cis(&self) -> &[Ci] {
+        &self.cis
+    }
+
+    /// When this snapshot was built.
+    pub fn loaded_at(&self) -> DateTime<Utc> {
+        self.loaded_at
+    }
+
+    /// The file it was loaded from (`None` for in-memory models).
+    pub fn source(&self) -> Option<&Path> {
+        self.source.as_deref()
+    }
+
+    /// Number of CIs per type (`switch` -> 24, ...).
+    pub fn count_by_type(&self) -> BTreeMap<&'static str, usize> {
+        let mut m = BTreeMap::new();
+        for c in &self.cis {
+            *m.entry(c.ci_type.as_str()).or_insert(0) += 1;
+        }
+        m
+    }
+
+    /// Number of relations (edges).
+    pub fn relation_count(&self) -> usize {
+        self.up.len()
+    }
+
+    /// Exact (case-sensitive) id lookup.
+    pub fn by_id(&self, id: &str) -> Option<CiIdx> {
+        let idx = with_lower(id, |k| self.names.get(k).copied())?;
+        (self.cis[idx as usize].id == id).then_some(idx)
+    }
+
+    /// Binds a monitoring name to a CI: exact id, name or alias (ASCII
+    /// case-insensitive); else the short host of an FQDN
+    /// (`web-01.par1.example.net` -> `web-01`); else a short name that is the
+    /// short host of exactly one CI's FQDN id/name/alias.
+    pub fn lookup_name(&self, name: &str) -> Option<CiIdx> {
+        let name = name.trim();
+        let name = name.strip_suffix('.').unwrap_or(name);
+        if name.is_empty() {
+            return None;
+        }
+        with_lower(name, |key| {
+            if let Some(&i) = self.names.get(key) {
+                return Some(i);
+            }
+            if let Some(short) = short_host(key) {
+                if let Some(&i) = self.names.get(short) {
+                    return Some(i);
+                }
+                return self.short_names.get(short).copied().filter(|&i| i != AMBIGUOUS);
+            }
+            self.short_names.get(key).copied().filter(|&i| i != AMBIGUOUS)
+        })
+    }
+
+    /// Binds an IP address (also accepts `ip:port` and `[v6]:port`).
+    pub fn lookup_ip(&self, ip: &str) -> Option<CiIdx> {
+        let ip = ip.trim();
+        let addr = ip.parse::<IpAddr>().ok().or_else(|| ip.parse::<std::net::SocketAddr>().ok().map(|s| s.ip()))?;
+        self.ips.get(&addr).copied()
+    }
+
+    /// Direct upstream CIs (what `idx` depends on, runs on, connects to).
+    pub fn upstream(&self, idx: CiIdx) -> &[(CiIdx, RelKind)] {
+        let i = idx as usize;
+        &self.up[self.up_off[i] as usize..self.up_off[i + 1] as usize]
+    }
+
+    /// Direct dependents of `idx`.
+    pub fn downstream(&self, idx: CiIdx) -> &[(CiIdx, RelKind)] {
+        let i = idx as usize;
+        &self.down[self.down_off[i] as usize..self.down_off[i + 1] as usize]
+    }
+
+    /// Everything upstream of `idx` within `max_depth` hops, breadth first:
+    /// `(ci, distance >= 1)`, each CI once at its shortest distance, `idx` itself
+    /// excluded (even on a cycle).
+    pub fn upstream_closure(&self, idx: CiIdx, max_depth: usize) -> Vec<(CiIdx, u32)> {
+        let mut out = Vec::new();
+        self.bfs_up(idx, max_depth, |_, _| false, &mut out);
+        out
+    }
+
+    /// Distance from `down` up to `up` if `up` is in `down`'s upstream closure.
+    pub fn is_upstream_of(&self, up: CiIdx, down: CiIdx, max_depth: usize) -> Option<u32> {
+        if up == down {
+            return None;
+        }
+        let mut out = Vec::new();
+        self.bfs_up(down, max_depth, |c, _| c == up, &mut out).map(|(_, d)| d)
+    }
+
+    /// Breadth-first walk upstream of `start`, appending `(ci, distance)` to
+    /// `out`; stops early and returns the first CI for which `stop` is true.
+    fn bfs_up(
+        &self,
+        start: CiIdx,
+        max_depth: usize,
+        mut stop: impl FnMut(CiIdx, u32) -> bool,
+        out: &mut Vec<(CiIdx, u32)>,
+    ) -> Option<(CiIdx, u32)> {
+        if max_depth == 0 {
+            return None;
+        }
+        let mut seen: HashSet<CiIdx, BuildHasherDefault<FxHasher>> = HashSet::with_capacity_and_hasher(16, Default::default());
+        seen.insert(start);
+        let mut head = out.len();
+        let mut cur = (start, 0u32);
+        loop {
+            let (c, d) = cur;
+            for &(u, _) in self.upstream(c) {
+                if seen.insert(u) {
+                    out.push((u, d + 1));
+                    if stop(u, d + 1) {
+                        return Some((u, d + 1));
+                    }
+                }
+            }
+            loop {
+                if head >= out.len() {
+                    return None;
+                }
+                cur = out[head];
+                head += 1;
+                if (cur.1 as usize) < max_depth {
+                    break;
+                }
+            }
+        }
+    }
+
+    /// Business services that transitively depend on `idx` (including `idx`
+    /// itself when it is one), sorted by index.
+    pub fn impacted_services(&self, idx: CiIdx) -> Vec<CiIdx> {
+        self.impacted_services_of([idx])
+    }
+
+    /// Business services impacted by any of `cis` (one traversal for all of
+    /// them, cheaper than a union of [`Snapshot::impacted_services`] calls), sorted.
+    pub fn impacted_services_of(&self, cis: impl IntoIterator<Item = CiIdx>) -> Vec<CiIdx> {
+        let mut seen = BitSet::new(self.cis.len());
+        let mut queue: Vec<CiIdx> = cis.into_iter().filter(|&c| seen.insert(c)).collect();
+        let mut head = 0;
+        let mut out = Vec::new();
+        while head < queue.len() {
+            let c = queue[head];
+            head += 1;
+            if self.types[c as usize] == CiType::BusinessService {
+                out.push(c);
+            }
+            for &(d, _) in self.downstream(c) {
+                if seen.insert(d) {
+                    queue.push(d);
+                }
+            }
+        }
+        out.sort_unstable();
+        out
+    }
+
+    /// The maintenance window of `idx` that contains `now`, if any.
+    pub fn active_maintenance(&self, idx: CiIdx, now: DateTime<Utc>) -> Option<&MaintenanceWindow> {
+        self.cis[idx as usize].maintenance.iter().find(|w| w.contains(now))
+    }
+}
+
+/// Runs `f` on the ASCII-lowercased `s`, allocating only when needed.
+fn with_lower<R>(s: &str, f: impl FnOnce(&str) -> R) -> R {
+    if s.bytes().any(|b| b.is_ascii_uppercase()) {
+        f(&s.to_ascii_lowercase())
+    } else {
+        f(s)
+    }
+}
+
+/// The short host of an FQDN-looking key (`web-01.par1.example.net` -> `web-01`);
+/// `None` for keys without a dot and for IP addresses.
+fn short_host(key: &str) -> Option<&str> {
+    let dot = key.find('.')?;
+    if dot == 0 || key.parse::<IpAddr>().is_ok() {
+        return None;
+    }
+    Some(&key[..dot])
+}
+
+/// Hash maps keyed by CMDB content (trusted input, so no DoS-resistant hashing):
+/// a multiply-rotate hash like rustc's FxHash, several times faster than SipHash
+/// on short names, which matters with millions of keys.
+type FastMap<K, V> = HashMap<K, V, BuildHasherDefault<FxHasher>>;
+
+#[derive(Default, Clone, Copy)]
+struct FxHasher(u64);
+
+impl FxHasher {
+    #[inline]
+    fn add(&mut self, w: u64) {
+        self.0 = (self.0.rotate_left(5) ^ w).wrapping_mul(0x51_7c_c1_b7_27_22_0a_95);
+    }
+}
+
+impl Hasher for FxHasher {
+    #[inline]
+    fn write(&mut self, bytes: &[u8]) {
+        let mut chunks = bytes.chunks_exact(8);
+        for c in &mut chunks {
+            self.add(u64::from_le_bytes(c.try_into().expect("8 bytes")));
+        }
+        let rest = chunks.remainder();
+        if !rest.is_empty() {
+            let mut buf = [0u8; 8];
+            buf[..rest.len()].copy_from_slice(rest);
+            self.add(u64::from_le_bytes(buf) ^ ((rest.len() as u64) << 59));
+        }
+    }
+
+    #[inline]
+    fn write_u8(&mut self, i: u8) {
+        self.add(i as u64);
+    }
+
+    #[inline]
+    fn write_u16(&mut self, i: u16) {
+        self.add(i as u64);
+    }
+
+    #[inline]
+    fn write_u32(&mut self, i: u32) {
+        self.add(i as u64);
+    }
+
+    #[inline]
+    fn write_u64(&mut self, i: u64) {
+        self.add(i);
+    }
+
+    #[inline]
+    fn write_usize(&mut self, i: usize) {
+        self.add(i as u64);
+    }
+
+    #[inline]
+    fn finish(&self) -> u64 {
+        // hashbrown takes its control byte from the top bits: fold the well-mixed
+        // high half down as well.
+        self.0 ^ (self.0 >> 32)
+    }
+}
+
+/// A fixed-size visited set.
+struct BitSet(Vec<u64>);
+
+impl BitSet {
+    fn new(n: usize) -> BitSet {
+        BitSet(vec![0; n.div_ceil(64)])
+    }
+
+    /// True when `i` was not yet in the set.
+    fn insert(&mut self, i: CiIdx) -> bool {
+        let (w, b) = (i as usize / 64, 1u64 << (i % 64));
+        let fresh = self.0[w] & b == 0;
+        self.0[w] |= b;
+        fresh
+    }
+}
