@@ -166,8 +166,6 @@ struct Inc {
     phase: Phase,
     created: DateTime<Utc>,
     last_activity: DateTime<Utc>,
-    /// Window within which new events may still join by scope.
-    window: chrono::Duration,
     opened_at: Option<DateTime<Utc>>,
     last_sent: Option<DateTime<Utc>>,
     dirty: bool,
@@ -177,6 +175,21 @@ struct Inc {
     sent_priority: Option<u8>,
     /// Absorbed by another incident; closes once its last action is acknowledged.
     merged: bool,
+}
+
+/// Topology state of one CI: how many of its topology fingerprints fire, and
+/// when it last cleared by event time. A cleared CI still explains downstream
+/// events that began before it cleared (events of one fault arriving out of
+/// order across partitions, after a backlog or a replay) for as long as its
+/// incident lives and the topology window has not passed here.
+#[derive(Debug, Clone, Copy)]
+struct Active {
+    firing: u32,
+    /// Processing time of the last event that touched it.
+    seen: DateTime<Utc>,
+    /// Event time at which `firing` last dropped to zero.
+    cleared_at: Option<DateTime<Utc>>,
+    incident: u64,
 }
 
 /// Counters for summaries and tests.
@@ -195,8 +208,8 @@ pub struct Core {
     fps: HashMap<String, Fp>,
     incidents: HashMap<u64, Inc>,
     by_scope: HashMap<Scope, u64>,
-    /// Firing topology-enabled fingerprints per CI: (count, last seen, incident).
-    ci_active: HashMap<CiIdx, (u32, DateTime<Utc>, u64)>,
+    /// Topology-enabled fingerprints per CI, firing or recently cleared.
+    ci_active: HashMap<CiIdx, Active>,
     next_incident: u64,
     next_action: u64,
     inflight: HashMap<u64, u64>,
@@ -310,7 +323,12 @@ impl Core {
         let rules = Arc::clone(&self.rules);
         let class = rules.classify(ev);
         if let Some(rule) = class.drops(ev.status) {
-            return Decision { kind: DecisionKind::Dropped, fingerprint: None, incident: None, reason: format!("dropped by rule `{rule}`") };
+            return Decision {
+                kind: DecisionKind::Dropped,
+                fingerprint: None,
+                incident: None,
+                reason: format!("dropped by rule `{rule}`"),
+            };
         }
         let severity = class.severity.as_ref().map_or(ev.severity, |s| s.value);
         let (ci, bind_reason) = self.bind(ev, class.bind.map(|(r, t)| (r, t.render(ev, None, &class.captures))));
@@ -349,7 +367,7 @@ impl Core {
                 let (inc_id, ci, topo) = (fp.incident, fp.ci, fp.topology);
                 if topo {
                     if let Some(a) = ci.and_then(|c| self.ci_active.get_mut(&c)) {
-                        a.1 = now;
+                        a.seen = now;
                     }
                 }
                 if let Some(inc) = inc_id.and_then(|i| self.incidents.get_mut(&i)) {
@@ -411,13 +429,16 @@ impl Core {
         if let Some(inc_id) = live_incident {
             reason.push_str("; recurrence of a fingerprint of this incident");
             self.join(&key, inc_id, now, &reason);
+            if let (true, Some(ci)) = (topology, ci) {
+                self.mark_ci_active(ci, now, inc_id);
+            }
             return Decision { kind: DecisionKind::Joined, fingerprint: Some(key), incident: Some(inc_id), reason };
         }
 
         // 2. Topology.
         if topology {
             let ci = ci.expect("topology needs a CI");
-            if let Some((up, dist, inc_id)) = self.failing_upstream(ci, window, now) {
+            if let Some((up, dist, inc_id)) = self.failing_upstream(ci, window, ev.time, now) {
                 let root = self.incidents[&inc_id].root.map(|r| self.cmdb.ci(r).id.clone()).unwrap_or_default();
                 reason.push_str(&format!(
                     "; topology: {} depends on failing {} (distance {dist}) within {}; root cause {root}",
@@ -425,6 +446,9 @@ impl Core {
                     self.cmdb.ci(up).id,
                     fmt_dur(window)
                 ));
+                if let Some(why) = self.settle_cycle_root(inc_id, ci, ev.time) {
+                    reason.push_str(&why);
+                }
                 self.join(&key, inc_id, now, &reason);
                 self.mark_ci_active(ci, now, inc_id);
                 return Decision { kind: DecisionKind::Joined, fingerprint: Some(key), incident: Some(inc_id), reason };
@@ -438,7 +462,7 @@ impl Core {
                 }
                 None => {
                     reason.push_str(&format!("; topology: no failing upstream of {} within {}", self.cmdb.ci(ci).id, fmt_dur(window)));
-                    let id = self.create(scope, Some(ci), window, &key, now, &reason);
+                    let id = self.create(scope, Some(ci), &key, now, &reason);
                     (id, DecisionKind::New)
                 }
             };
@@ -451,7 +475,12 @@ impl Core {
         let (scope, window) = match class.group {
             Some((rule, g)) => {
                 let values: Vec<&str> = g.by.iter().map(|f| ev.field(f).unwrap_or("")).collect();
-                reason.push_str(&format!("; grouped by rule `{rule}` on {} = {:?} within {}", g.by.join(","), values, fmt_dur(chrono_dur(g.window))));
+                reason.push_str(&format!(
+                    "; grouped by rule `{rule}` on {} = {:?} within {}",
+                    g.by.join(","),
+                    values,
+                    fmt_dur(chrono_dur(g.window))
+                ));
                 (Scope::Group(format!("{rule}:{}", values.join("|"))), chrono_dur(g.window))
             }
             None => (Scope::Single(key.clone()), self.cfg.reopen_window),
@@ -466,7 +495,7 @@ impl Core {
             // The window has passed: the old incident keeps its members, the scope starts afresh.
             self.by_scope.remove(&scope);
         }
-        let id = self.create(scope, ci, window, &key, now, &reason);
+        let id = self.create(scope, ci, &key, now, &reason);
         Decision { kind: DecisionKind::New, fingerprint: Some(key), incident: Some(id), reason }
     }
 
@@ -513,17 +542,26 @@ impl Core {
         None
     }
 
-    /// Deepest upstream CI of `ci` with a firing topology event within `window`.
-    fn failing_upstream(&self, ci: CiIdx, window: chrono::Duration, now: DateTime<Utc>) -> Option<(CiIdx, u32, u64)> {
+    /// Deepest upstream CI of `ci` failing within `window`: firing now, or
+    /// cleared only after `event_time` (the downstream fault began while it failed).
+    fn failing_upstream(
+        &self,
+        ci: CiIdx,
+        window: chrono::Duration,
+        event_time: DateTime<Utc>,
+        now: DateTime<Utc>,
+    ) -> Option<(CiIdx, u32, u64)> {
         if self.ci_active.is_empty() {
             return None;
         }
         let mut best: Option<(CiIdx, u32, u64)> = None;
         for (up, dist) in self.cmdb.upstream_closure(ci, self.cfg.max_depth) {
-            let Some(&(n, seen, inc)) = self.ci_active.get(&up) else { continue };
-            if n == 0 || now - seen > window || !self.incidents.contains_key(&inc) {
+            let Some(a) = self.ci_active.get(&up) else { continue };
+            let failing = a.firing > 0 || a.cleared_at.is_some_and(|c| event_time <= c);
+            if !failing || now - a.seen > window || !self.incidents.contains_key(&a.incident) {
                 continue;
             }
+            let inc = a.incident;
             let better = match best {
                 None => true,
                 Some((b, bd, _)) => dist > bd || (dist == bd && self.cmdb.ci(up).id < self.cmdb.ci(b).id),
@@ -535,14 +573,44 @@ impl Core {
         best
     }
 
-    fn mark_ci_active(&mut self, ci: CiIdx, now: DateTime<Utc>, inc: u64) {
-        let e = self.ci_active.entry(ci).or_insert((0, now, inc));
-        e.0 += 1;
-        e.1 = now;
-        e.2 = inc;
+    /// In a dependency cycle (`ci` and the incident's root are upstream of each
+    /// other, as in a meshed core-switch pair) arrival order must not pick the
+    /// root, or a replay could name another root and key: the CI that failed
+    /// first by event time is the root, ties going to the lower id.
+    fn settle_cycle_root(&mut self, inc_id: u64, ci: CiIdx, started: DateTime<Utc>) -> Option<String> {
+        let inc = &self.incidents[&inc_id];
+        let root = inc.root?;
+        if root == ci || self.cmdb.is_upstream_of(ci, root, self.cfg.max_depth).is_none() {
+            return None;
+        }
+        let root_start =
+            inc.members.iter().filter_map(|m| self.fps.get(m)).filter(|f| f.ci == Some(root)).map(|f| f.episode_start).min()?;
+        let (root_id, ci_id) = (self.cmdb.ci(root).id.clone(), self.cmdb.ci(ci).id.clone());
+        if (started, &ci_id) >= (root_start, &root_id) {
+            return None;
+        }
+        let scope = Scope::Topology(ci_id.clone());
+        let inc = self.incidents.get_mut(&inc_id).expect("live incident");
+        inc.root = Some(ci);
+        inc.scope = scope.clone();
+        if inc.opened_at.is_some() {
+            inc.dirty = true;
+        }
+        inc.notes.push(format!("root cause moved to {ci_id}: in a dependency cycle with {root_id}, it failed first"));
+        self.by_scope.retain(|_, v| *v != inc_id);
+        self.by_scope.insert(scope, inc_id);
+        Some(format!("; {ci_id} and {root_id} depend on each other and {ci_id} failed first: it becomes the root cause"))
     }
 
-    fn create(&mut self, scope: Scope, root: Option<CiIdx>, window: chrono::Duration, fp: &str, now: DateTime<Utc>, reason: &str) -> u64 {
+    fn mark_ci_active(&mut self, ci: CiIdx, now: DateTime<Utc>, inc: u64) {
+        let e = self.ci_active.entry(ci).or_insert(Active { firing: 0, seen: now, cleared_at: None, incident: inc });
+        e.firing += 1;
+        e.seen = now;
+        e.cleared_at = None;
+        e.incident = inc;
+    }
+
+    fn create(&mut self, scope: Scope, root: Option<CiIdx>, fp: &str, now: DateTime<Utc>, reason: &str) -> u64 {
         let id = self.next_incident;
         self.next_incident += 1;
         let is_topology = matches!(scope, Scope::Topology(_));
@@ -557,7 +625,6 @@ impl Core {
                 phase: Phase::Pending,
                 created: now,
                 last_activity: now,
-                window,
                 opened_at: None,
                 last_sent: None,
                 dirty: false,
@@ -653,8 +720,8 @@ impl Core {
             if let Some(fp) = self.fps.get_mut(m) {
                 fp.incident = Some(into);
                 if let Some(a) = fp.ci.and_then(|c| self.ci_active.get_mut(&c)) {
-                    if a.2 == from {
-                        a.2 = into;
+                    if a.incident == from {
+                        a.incident = into;
                     }
                 }
             }
@@ -722,21 +789,39 @@ impl Core {
         if topo {
             if let Some(c) = ci {
                 if let Some(a) = self.ci_active.get_mut(&c) {
-                    a.0 = a.0.saturating_sub(1);
-                    if a.0 == 0 {
-                        self.ci_active.remove(&c);
+                    a.firing = a.firing.saturating_sub(1);
+                    a.seen = now;
+                    if a.firing == 0 {
+                        a.cleared_at = Some(a.cleared_at.map_or(ev.time, |t| t.max(ev.time)));
                     }
                 }
             }
         }
         let Some(inc_id) = inc_id.filter(|i| self.incidents.contains_key(i)) else {
             self.release_fp(key);
-            return Decision { kind: DecisionKind::Cleared, fingerprint: Some(key.to_string()), incident: None, reason: "cleared; no incident".into() };
+            return Decision {
+                kind: DecisionKind::Cleared,
+                fingerprint: Some(key.to_string()),
+                incident: None,
+                reason: "cleared; no incident".into(),
+            };
         };
-        let all_clear = self.incidents[&inc_id].members.iter().all(|m| self.fps.get(m).is_none_or(|f| !f.firing));
+        let all_clear = self.all_clear(inc_id);
+        // By the events' own clock, did the fault last the group wait? One that
+        // did is real even when its events arrive late and together (a backlog,
+        // or a replay after a crash in which an earlier run may have opened it):
+        // it stays pending, gathers its late members, opens when the group wait
+        // ends here and resolves after the hold-down. One that did not is a flap.
+        let lasted = self.incidents[&inc_id].members.iter().filter_map(|m| self.fps.get(m)).map(|f| ev.time - f.episode_start).max();
+        let flap = lasted.is_none_or(|d| d < self.cfg.group_wait);
         let inc = self.incidents.get_mut(&inc_id).unwrap();
         inc.last_activity = now;
         let reason = match inc.phase {
+            Phase::Pending if all_clear && !flap => format!(
+                "cleared; the fault lasted {} by event time (group wait {}): the incident opens when the group wait ends, then resolves after the hold-down",
+                fmt_dur(lasted.unwrap_or_default()),
+                fmt_dur(self.cfg.group_wait)
+            ),
             Phase::Pending if all_clear => {
                 let members: Vec<String> = inc.members.iter().cloned().collect();
                 self.by_scope.retain(|_, v| *v != inc_id);
@@ -744,7 +829,7 @@ impl Core {
                 for m in members {
                     self.release_fp(&m);
                 }
-                "cleared before the incident was opened (group wait); nothing sent".to_string()
+                "cleared within the group wait, by event time and here; nothing sent".to_string()
             }
             Phase::Open if all_clear => {
                 inc.phase = Phase::Resolving { since: now };
@@ -762,6 +847,11 @@ impl Core {
         Decision { kind: DecisionKind::Cleared, fingerprint: Some(key.to_string()), incident: Some(inc_id), reason }
     }
 
+    /// No member of incident `id` is firing.
+    fn all_clear(&self, id: u64) -> bool {
+        self.incidents[&id].members.iter().all(|m| self.fps.get(m).is_none_or(|f| !f.firing))
+    }
+
     /// Forgets a cleared fingerprint and releases its offsets.
     fn release_fp(&mut self, key: &str) {
         if let Some(fp) = self.fps.remove(key) {
@@ -774,6 +864,10 @@ impl Core {
     /// Advances timers: opens pending incidents, sends updates, resolves and
     /// closes. Actions are collected with `take_actions`.
     pub fn tick(&mut self, now: DateTime<Utc>) {
+        // Cleared CIs explain late downstream events only within the topology window.
+        let window = self.cfg.topology_window;
+        let incidents = &self.incidents;
+        self.ci_active.retain(|_, a| a.firing > 0 || (now - a.seen <= window && incidents.contains_key(&a.incident)));
         let mut ids: Vec<u64> = self.incidents.keys().copied().collect();
         ids.sort_unstable();
         for id in ids {
@@ -786,6 +880,11 @@ impl Core {
                     inc.phase = Phase::Open;
                     inc.opened_at = Some(now);
                     self.emit(id, ActionKind::Open, now);
+                    if self.all_clear(id) {
+                        let inc = self.incidents.get_mut(&id).unwrap();
+                        inc.phase = Phase::Resolving { since: now };
+                        inc.notes.push("all members cleared before the incident opened; resolving after hold-down".into());
+                    }
                 }
                 Phase::Open => {
                     // Membership, severity and state changes all mark the incident dirty.
@@ -827,14 +926,17 @@ impl Core {
 
     /// (priority, impact, urgency, impacted services, max severity)
     fn assess(&self, inc: &Inc) -> (u8, u8, u8, Vec<String>, Severity) {
-        let mut severity = Severity::Info;
+        // Urgency follows the members still firing; once none is, the worst
+        // the incident had (a resolve keeps the priority it was worked at).
+        let (mut firing_sev, mut any_sev) = (None::<Severity>, Severity::Info);
         let mut crit = Criticality::Low;
         let mut services: BTreeSet<CiIdx> = BTreeSet::new();
         let mut cis: BTreeSet<CiIdx> = BTreeSet::new();
         for m in &inc.members {
             if let Some(f) = self.fps.get(m) {
-                if f.firing || matches!(inc.phase, Phase::Resolving { .. } | Phase::Resolved { .. }) {
-                    severity = severity.max(f.severity);
+                any_sev = any_sev.max(f.severity);
+                if f.firing {
+                    firing_sev = Some(firing_sev.map_or(f.severity, |s| s.max(f.severity)));
                 }
                 if let Some(c) = f.ci {
                     cis.insert(c);
@@ -858,6 +960,7 @@ impl Core {
         } else {
             3
         };
+        let severity = firing_sev.unwrap_or(any_sev);
         let urgency = match severity {
             Severity::Critical => 1,
             Severity::Major | Severity::Minor => 2,
@@ -959,10 +1062,7 @@ impl Core {
         self.next_action += 1;
         let inc = self.incidents.get_mut(&id).unwrap();
         if let Some(p) = inc.sent_priority.filter(|p| *p != incident.priority) {
-            inc.notes.push(format!(
-                "priority P{p} -> P{} (impact {} x urgency {})",
-                incident.priority, incident.impact, incident.urgency
-            ));
+            inc.notes.push(format!("priority P{p} -> P{} (impact {} x urgency {})", incident.priority, incident.impact, incident.urgency));
         }
         let notes = std::mem::take(&mut inc.notes);
         inc.dirty = false;
