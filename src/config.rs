@@ -296,10 +296,6 @@ pub struct CorrelationConfig {
     /// How far up the dependency graph root-cause search goes.
     #[serde(default = "default_max_depth")]
     pub max_upstream_depth: usize,
-    /// A firing event not seen again for this long is considered stale and
-    /// cleared (for sources that never send resolves). Unset: never.
-    #[serde(default)]
-    pub stale_after: Option<HumanDuration>,
 }
 
 impl Default for CorrelationConfig {
@@ -312,7 +308,6 @@ impl Default for CorrelationConfig {
             dedup_key: default_dedup_key(),
             topology_window: default_topology_window(),
             max_upstream_depth: default_max_depth(),
-            stale_after: None,
         }
     }
 }
@@ -364,17 +359,33 @@ pub const OWNED_KAFKA_OPTIONS: &[&str] =
 impl Config {
     /// Reads and validates `path`; relative paths inside resolve against its directory.
     pub fn load(path: &Path) -> Result<Config, Vec<ConfigError>> {
-        let text = std::fs::read_to_string(path).map_err(|e| {
-            vec![ConfigError { file: path.to_owned(), location: "file".into(), message: e.to_string() }]
-        })?;
-        let mut cfg = Config::parse(path, &text)?;
+        match Config::load_checked(path)? {
+            (cfg, errors) if errors.is_empty() => Ok(cfg),
+            (_, errors) => Err(errors),
+        }
+    }
+
+    /// Like [`Config::load`], but a file that parses is returned with its
+    /// validation errors, so `triaged check` can go on to the rules and CMDB
+    /// it names. Errors only when the file cannot be read or parsed.
+    pub fn load_checked(path: &Path) -> Result<(Config, Vec<ConfigError>), Vec<ConfigError>> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| vec![ConfigError { file: path.to_owned(), location: "file".into(), message: e.to_string() }])?;
+        let (mut cfg, errors) = Config::parse_checked(path, &text)?;
         let base = path.parent().map(Path::to_path_buf).unwrap_or_default();
         cfg.resolve_paths(&base);
-        Ok(cfg)
+        Ok((cfg, errors))
     }
 
     /// Parses and validates TOML text; `path` is only used in error messages.
     pub fn parse(path: &Path, text: &str) -> Result<Config, Vec<ConfigError>> {
+        match Config::parse_checked(path, text)? {
+            (cfg, errors) if errors.is_empty() => Ok(cfg),
+            (_, errors) => Err(errors),
+        }
+    }
+
+    fn parse_checked(path: &Path, text: &str) -> Result<(Config, Vec<ConfigError>), Vec<ConfigError>> {
         let cfg: Config = toml::from_str(text).map_err(|e| {
             let location = match e.span() {
                 Some(span) => {
@@ -386,11 +397,7 @@ impl Config {
             vec![ConfigError { file: path.to_owned(), location, message: e.message().to_string() }]
         })?;
         let errors = cfg.validate(path);
-        if errors.is_empty() {
-            Ok(cfg)
-        } else {
-            Err(errors)
-        }
+        Ok((cfg, errors))
     }
 
     fn resolve_paths(&mut self, base: &Path) {
@@ -421,11 +428,13 @@ impl Config {
     /// Checks everything serde cannot; returns every problem found.
     pub fn validate(&self, file: &Path) -> Vec<ConfigError> {
         let mut errs = Vec::new();
-        let mut err = |location: &str, message: String| {
-            errs.push(ConfigError { file: file.to_owned(), location: location.into(), message })
-        };
+        let mut err =
+            |location: &str, message: String| errs.push(ConfigError { file: file.to_owned(), location: location.into(), message });
         if self.kafka.brokers.trim().is_empty() {
             err("kafka.brokers", "must name at least one broker".into());
+        }
+        if self.kafka.commit_interval.0.is_zero() {
+            err("kafka.commit_interval", "must be greater than zero".into());
         }
         if self.kafka.group_id.trim().is_empty() {
             err("kafka.group_id", "must not be empty".into());
@@ -474,9 +483,7 @@ impl Config {
             AuthConfig::Basic { password, .. } => check_secret("sink.auth.password", password),
         }
         match (&self.sink.profile, &self.sink.routing_key) {
-            (SinkProfile::Pagerduty, None) => {
-                check_secret("sink.routing_key", &SecretSource { env: None, file: None })
-            }
+            (SinkProfile::Pagerduty, None) => check_secret("sink.routing_key", &SecretSource { env: None, file: None }),
             (SinkProfile::Pagerduty, Some(rk)) => check_secret("sink.routing_key", rk),
             (_, Some(_)) => err("sink.routing_key", "is only used by the pagerduty profile".into()),
             _ => {}

@@ -1,12 +1,17 @@
 //! triaged: monitoring events from Kafka -> dedup -> CMDB topology correlation
 //! -> incidents in an ITSM tool. See README.md for the architecture.
 
+pub mod app;
 pub mod config;
+pub mod correlate;
+pub mod demo;
 pub mod event;
 pub mod incident;
 pub mod metrics;
+pub mod offsets;
+pub mod receiver;
+pub mod rules;
+pub mod server;
 pub mod source;
 pub mod template;
 pub mod topology;
-pub mod offsets;
-pub mod rules;

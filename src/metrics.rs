@@ -2,8 +2,7 @@
 //! units, small fixed label sets. One `Metrics` is created at start and shared.
 
 use prometheus::{
-    Encoder, Gauge, GaugeVec, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
-    Registry, TextEncoder,
+    Encoder, Gauge, GaugeVec, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
 /// All metrics of the daemon, registered in their own registry.
@@ -52,8 +51,8 @@ pub struct Metrics {
     pub paused_partitions: IntGauge,
     /// Build info (version label), always 1.
     pub build_info: GaugeVec,
-    /// Events whose effect is durable (acknowledged or intentionally dropped).
-    pub events_completed: IntCounter,
+    /// Kafka messages the correlation core has handled.
+    pub messages_handled: IntCounter,
 }
 
 fn counter(reg: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
@@ -81,21 +80,15 @@ impl Metrics {
         reg.register(Box::new(fingerprints.clone())).unwrap();
         let cmdb_cis = IntGauge::new("cmdb_cis", "Configuration items in the loaded CMDB snapshot.").unwrap();
         reg.register(Box::new(cmdb_cis.clone())).unwrap();
-        let cmdb_last_load =
-            Gauge::new("cmdb_last_load_timestamp_seconds", "Unix time of the last successful CMDB load.").unwrap();
+        let cmdb_last_load = Gauge::new("cmdb_last_load_timestamp_seconds", "Unix time of the last successful CMDB load.").unwrap();
         reg.register(Box::new(cmdb_last_load.clone())).unwrap();
-        let paused_partitions =
-            IntGauge::new("kafka_paused_partitions", "Partitions paused because the pipeline is full.").unwrap();
+        let paused_partitions = IntGauge::new("kafka_paused_partitions", "Partitions paused because the pipeline is full.").unwrap();
         reg.register(Box::new(paused_partitions.clone())).unwrap();
         let build_info = GaugeVec::new(Opts::new("build_info", "Build information, always 1."), &["version"]).unwrap();
         reg.register(Box::new(build_info.clone())).unwrap();
         build_info.with_label_values(&[env!("CARGO_PKG_VERSION")]).set(1.0);
-        let events_completed = IntCounter::new(
-            "events_completed_total",
-            "Events whose effect is durable: acknowledged by the sink or intentionally dropped.",
-        )
-        .unwrap();
-        reg.register(Box::new(events_completed.clone())).unwrap();
+        let messages_handled = IntCounter::new("core_messages_handled_total", "Kafka messages handled by the correlation core.").unwrap();
+        reg.register(Box::new(messages_handled.clone())).unwrap();
         let latency_buckets = vec![0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0];
         let eval_buckets = vec![1e-6, 5e-6, 1e-5, 5e-5, 1e-4, 5e-4, 1e-3, 5e-3, 1e-2];
         Metrics {
@@ -103,12 +96,7 @@ impl Metrics {
             messages_received: counter(&reg, "kafka_messages_received_total", "Kafka messages received.", &["topic"]),
             events_decoded: counter(&reg, "events_decoded_total", "Events decoded.", &["source"]),
             events_failed: counter(&reg, "events_failed_total", "Messages that failed to decode.", &["topic"]),
-            events_deduplicated: counter(
-                &reg,
-                "events_deduplicated_total",
-                "Events folded into an existing fingerprint.",
-                &["source"],
-            ),
+            events_deduplicated: counter(&reg, "events_deduplicated_total", "Events folded into an existing fingerprint.", &["source"]),
             events_suppressed: counter(
                 &reg,
                 "events_suppressed_total",
@@ -158,7 +146,7 @@ impl Metrics {
             decisions: counter(&reg, "decisions_total", "Decisions taken by the correlation core.", &["decision"]),
             paused_partitions,
             build_info,
-            events_completed,
+            messages_handled,
         }
     }
 

@@ -1,0 +1,411 @@
+//! Wiring: source -> core -> sink workers, side tasks, and the shutdown order.
+//!
+//! ```text
+//! KafkaSource --SourceItem (bounded)--> core task --Action (bounded, per worker)--> sink workers
+//!      ^                                   |   ^                                        |
+//!      +------ store safe offsets ---------+   +-------------- acks (unbounded) --------+
+//! ```
+//! Shutdown: stop consuming, let the core finish what was received, wait for
+//! in-flight sink actions until the deadline, store and commit offsets.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use chrono::Utc;
+use tokio::sync::{mpsc, watch};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::{debug, error, info, warn};
+
+use crate::config::Config;
+use crate::correlate::{Core, CoreConfig, DecisionKind};
+use crate::incident::rest::RestSink;
+use crate::incident::{Action, Incident, SinkError};
+use crate::metrics::Metrics;
+use crate::rules::{RuleError, RuleSet};
+use crate::server::{self, Phase, ServerState};
+use crate::source::kafka::{DeadLetter, KafkaSource, OffsetHandle, SourceItem};
+use crate::topology::{CmdbError, Snapshot};
+
+/// Startup failures.
+#[derive(Debug, thiserror::Error)]
+pub enum AppError {
+    #[error("rules: {}", join(.0))]
+    Rules(Vec<RuleError>),
+    #[error("CMDB: {}", join(.0))]
+    Cmdb(Vec<CmdbError>),
+    #[error("kafka: {0}")]
+    Kafka(#[from] crate::source::kafka::SourceError),
+    #[error("sink: {0}")]
+    Sink(String),
+    #[error("HTTP server on {addr}: {source}")]
+    Http { addr: String, source: std::io::Error },
+}
+
+fn join<T: std::fmt::Display>(errs: &[T]) -> String {
+    errs.iter().map(|e| e.to_string()).collect::<Vec<_>>().join("; ")
+}
+
+/// Loads rules and CMDB as configured (also used by `check` and reloads).
+pub fn load_rules_and_cmdb(cfg: &Config) -> Result<(RuleSet, Snapshot), AppError> {
+    let rules = RuleSet::load_dir(&cfg.rules.dir).map_err(AppError::Rules)?;
+    let cmdb = Snapshot::load(&cfg.cmdb.path).map_err(AppError::Cmdb)?;
+    Ok((rules, cmdb))
+}
+
+/// A request to swap rules and/or CMDB, already validated.
+pub enum Reload {
+    Rules(Arc<RuleSet>),
+    Cmdb(Arc<Snapshot>),
+}
+
+/// Handles to a running daemon.
+pub struct Running {
+    pub metrics: Metrics,
+    /// Address the HTTP server listens on.
+    pub http_addr: std::net::SocketAddr,
+    /// Trigger a reload of rules and CMDB from disk (what SIGHUP does).
+    pub reload: mpsc::Sender<()>,
+    /// Resolves when the daemon has stopped, with what it did.
+    pub done: tokio::task::JoinHandle<Summary>,
+}
+
+/// What a run did, printed by the demo.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct Summary {
+    pub events: u64,
+    pub decisions: std::collections::BTreeMap<String, u64>,
+    pub actions: std::collections::BTreeMap<String, u64>,
+    /// Seconds between the first and the last event handled.
+    pub busy_seconds: f64,
+    pub clean_shutdown: bool,
+}
+
+/// Starts the daemon; it runs until `shutdown` is cancelled.
+pub async fn start(cfg: Config, shutdown: CancellationToken) -> Result<Running, AppError> {
+    let metrics = Metrics::new();
+    let (rules, cmdb) = load_rules_and_cmdb(&cfg)?;
+    metrics.cmdb_cis.set(cmdb.len() as i64);
+    metrics.cmdb_last_load.set(Utc::now().timestamp() as f64);
+    info!(rules = rules.len(), cis = cmdb.len(), "rules and CMDB loaded");
+    let sink = Arc::new(RestSink::new(&cfg.sink, metrics.clone()).map_err(|e| AppError::Sink(e.to_string()))?);
+    let dead_letter = DeadLetter::new(&cfg.kafka)?.map(Arc::new);
+    let source = KafkaSource::new(&cfg.kafka, metrics.clone())?;
+    let offsets = source.offsets();
+
+    let (phase_tx, phase_rx) = watch::channel(Phase::Starting);
+    let (incidents_tx, incidents_rx) = watch::channel(Arc::new(Vec::<Incident>::new()));
+    let listener =
+        tokio::net::TcpListener::bind(&cfg.http.listen).await.map_err(|source| AppError::Http { addr: cfg.http.listen.clone(), source })?;
+    let http_addr = listener.local_addr().map_err(|source| AppError::Http { addr: cfg.http.listen.clone(), source })?;
+    info!(%http_addr, "serving /metrics, /healthz, /readyz, /incidents");
+
+    let tracker = TaskTracker::new();
+    let source_stop = CancellationToken::new();
+    let sink_stop = CancellationToken::new();
+    let http_stop = CancellationToken::new();
+    tracker.spawn(server::serve(
+        listener,
+        ServerState { metrics: metrics.clone(), phase: phase_rx, incidents: incidents_rx },
+        http_stop.clone(),
+    ));
+
+    let (item_tx, item_rx) = mpsc::channel::<SourceItem>(cfg.kafka.channel_capacity);
+    let source_task = tracker.spawn({
+        let stop = source_stop.clone();
+        async move {
+            if let Err(e) = source.run(item_tx, stop).await {
+                error!(error = %e, "Kafka source stopped with an error");
+            }
+        }
+    });
+
+    let (ack_tx, ack_rx) = mpsc::unbounded_channel::<u64>();
+    let mut workers = Vec::new();
+    for i in 0..cfg.sink.concurrency {
+        let (tx, rx) = mpsc::channel::<Action>(256);
+        workers.push(tx);
+        tracker.spawn(sink_worker(i, rx, sink.clone(), dead_letter.clone(), ack_tx.clone(), metrics.clone(), sink_stop.clone()));
+    }
+    drop(ack_tx);
+
+    let (reload_tx, reload_rx) = mpsc::channel::<()>(4);
+    let (swap_tx, swap_rx) = mpsc::channel::<Reload>(4);
+    tracker.spawn(reloader(cfg.clone(), reload_rx, swap_tx, metrics.clone(), shutdown.clone()));
+
+    let core = Core::new(CoreConfig::from_config(&cfg.correlation), Arc::new(rules), Arc::new(cmdb));
+    let deadline = cfg.shutdown.deadline.0;
+    let core_task = tokio::spawn(core_loop(CoreLoop {
+        core,
+        items: item_rx,
+        acks: ack_rx,
+        swaps: swap_rx,
+        workers,
+        offsets: offsets.clone(),
+        metrics: metrics.clone(),
+        incidents: incidents_tx,
+    }));
+
+    tracker.close();
+    let done = tokio::spawn(async move {
+        let _ = phase_tx.send(Phase::Running);
+        shutdown.cancelled().await;
+        info!("shutting down: consumption stops, in-flight work drains for up to {deadline:?}");
+        let _ = phase_tx.send(Phase::Draining);
+        source_stop.cancel();
+        let _ = source_task.await;
+        let started = Instant::now();
+        let sink_deadline = tokio::spawn({
+            let sink_stop = sink_stop.clone();
+            async move {
+                tokio::time::sleep(deadline).await;
+                sink_stop.cancel();
+            }
+        });
+        let (summary, clean) = match core_task.await {
+            Ok(s) => (s, true),
+            Err(e) => {
+                error!(error = %e, "core task failed");
+                (Summary::default(), false)
+            }
+        };
+        sink_stop.cancel();
+        sink_deadline.abort();
+        http_stop.cancel();
+        tracker.wait().await;
+        if let Err(e) = offsets.commit_now() {
+            warn!(error = %e, "final offset commit failed; the next start replays from the last committed offsets");
+        }
+        info!(elapsed = ?started.elapsed(), "shutdown complete");
+        Summary { clean_shutdown: clean && summary.clean_shutdown, ..summary }
+    });
+    Ok(Running { metrics, http_addr, reload: reload_tx, done })
+}
+
+struct CoreLoop {
+    core: Core,
+    items: mpsc::Receiver<SourceItem>,
+    acks: mpsc::UnboundedReceiver<u64>,
+    swaps: mpsc::Receiver<Reload>,
+    workers: Vec<mpsc::Sender<Action>>,
+    offsets: OffsetHandle,
+    metrics: Metrics,
+    incidents: watch::Sender<Arc<Vec<Incident>>>,
+}
+
+/// The core task: the only owner of correlation state. It ends when the
+/// source has stopped (its channel closed) and in-flight actions are settled
+/// or the sink workers gave up at the deadline.
+async fn core_loop(mut l: CoreLoop) -> Summary {
+    let mut tick = tokio::time::interval(Duration::from_millis(250));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut gauges = tokio::time::interval(Duration::from_secs(2));
+    let mut first_event: Option<Instant> = None;
+    let mut last_event = Instant::now();
+    let mut source_open = true;
+    let mut acks_open = true;
+    loop {
+        tokio::select! {
+            item = l.items.recv(), if source_open => match item {
+                Some(item) => {
+                    let mut batch = vec![item];
+                    while batch.len() < 512 {
+                        match l.items.try_recv() {
+                            Ok(i) => batch.push(i),
+                            Err(_) => break,
+                        }
+                    }
+                    let now = Utc::now();
+                    for item in batch {
+                        handle_item(&mut l, item, now);
+                    }
+                    first_event.get_or_insert_with(Instant::now);
+                    last_event = Instant::now();
+                }
+                None => source_open = false,
+            },
+            ack = l.acks.recv(), if acks_open => match ack {
+                Some(id) => {
+                    l.core.ack(id);
+                    while let Ok(id) = l.acks.try_recv() {
+                        l.core.ack(id);
+                    }
+                }
+                None => acks_open = false,
+            },
+            Some(swap) = l.swaps.recv() => match swap {
+                Reload::Rules(r) => { info!(rules = r.len(), "rules swapped in"); l.core.set_rules(r) }
+                Reload::Cmdb(c) => { info!(cis = c.len(), "CMDB swapped in"); l.core.set_cmdb(c) }
+            },
+            _ = tick.tick() => {
+                if source_open {
+                    l.core.tick(Utc::now());
+                }
+            }
+            _ = gauges.tick() => publish_gauges(&l),
+        }
+        // Dispatch decided actions; a full worker queue blocks here, which stops
+        // reading the source channel, which pauses the Kafka partitions.
+        for action in l.core.take_actions() {
+            let w = worker_for(&action.incident.key, l.workers.len());
+            if l.workers[w].send(action).await.is_err() {
+                warn!("sink worker gone; action not delivered, its offsets stay unstored");
+            }
+        }
+        let changed = l.core.take_offsets();
+        if !changed.is_empty() {
+            if let Err(e) = l.offsets.store(&changed) {
+                warn!(error = %e, "storing offsets failed; they are retried with the next change");
+            }
+        }
+        if !source_open && (l.core.inflight_actions() == 0 || !acks_open) {
+            break;
+        }
+        if !source_open && l.workers.iter().all(|w| w.is_closed()) {
+            break;
+        }
+    }
+    publish_gauges(&l);
+    let stats = l.core.stats().clone();
+    Summary {
+        events: stats.events,
+        decisions: stats.decisions.iter().map(|(k, v)| (k.to_string(), *v)).collect(),
+        actions: stats.actions.iter().map(|(k, v)| (k.to_string(), *v)).collect(),
+        busy_seconds: first_event.map_or(0.0, |f| last_event.duration_since(f).as_secs_f64()),
+        clean_shutdown: l.core.inflight_actions() == 0,
+    }
+}
+
+fn handle_item(l: &mut CoreLoop, item: SourceItem, now: chrono::DateTime<Utc>) {
+    l.metrics.messages_handled.inc();
+    match item {
+        SourceItem::Skipped { origin, .. } => l.core.skip(&origin),
+        SourceItem::Events { origin, events } => {
+            if events.is_empty() {
+                l.core.skip(&origin);
+            }
+            for ev in events {
+                let started = Instant::now();
+                let d = l.core.handle(&ev, now);
+                l.metrics.rule_evaluation.with_label_values(&["event"]).observe(started.elapsed().as_secs_f64());
+                l.metrics.decisions.with_label_values(&[d.kind.as_str()]).inc();
+                match d.kind {
+                    DecisionKind::Deduplicated => l.metrics.events_deduplicated.with_label_values(&[&ev.source]).inc(),
+                    DecisionKind::Suppressed => l.metrics.events_suppressed.with_label_values(&[&ev.source, "rule"]).inc(),
+                    DecisionKind::Dropped => l.metrics.events_dropped.with_label_values(&[&ev.source]).inc(),
+                    _ => {}
+                }
+                debug!(origin = %origin, decision = d.kind.as_str(), fingerprint = ?d.fingerprint, reason = %d.reason, "decision");
+            }
+        }
+    }
+}
+
+fn publish_gauges(l: &CoreLoop) {
+    let open = l.core.open_incidents();
+    l.metrics.open_incidents.reset();
+    l.metrics.open_incidents_by_service.reset();
+    for i in &open {
+        l.metrics.open_incidents.with_label_values(&[&format!("P{}", i.priority)]).inc();
+        for s in &i.impacted_services {
+            l.metrics.open_incidents_by_service.with_label_values(&[s]).inc();
+        }
+    }
+    l.metrics.fingerprints.set(l.core.fingerprint_count() as i64);
+    let _ = l.incidents.send(Arc::new(open));
+}
+
+fn worker_for(key: &str, n: usize) -> usize {
+    let h = key.bytes().fold(0u64, |h, b| h.wrapping_mul(31).wrapping_add(u64::from(b)));
+    (h % n as u64) as usize
+}
+
+async fn sink_worker(
+    id: usize,
+    mut rx: mpsc::Receiver<Action>,
+    sink: Arc<RestSink>,
+    dead_letter: Option<Arc<DeadLetter>>,
+    acks: mpsc::UnboundedSender<u64>,
+    metrics: Metrics,
+    stop: CancellationToken,
+) {
+    loop {
+        let action = tokio::select! {
+            a = rx.recv() => match a { Some(a) => a, None => break },
+            _ = stop.cancelled() => break,
+        };
+        match sink.deliver(&action, &stop).await {
+            Ok(()) => {
+                metrics.incident_actions.with_label_values(&[action.kind.as_str()]).inc();
+                info!(worker = id, action = action.kind.as_str(), key = %action.incident.key, priority = action.incident.priority, title = %action.incident.title, "incident action delivered");
+                let _ = acks.send(action.id);
+            }
+            Err(SinkError::Cancelled) => break,
+            Err(e) => {
+                error!(action = action.kind.as_str(), key = %action.incident.key, error = %e, "sink rejected the action permanently; dead-lettering it");
+                metrics.dead_letters.with_label_values(&["sink"]).inc();
+                if let Some(dl) = &dead_letter {
+                    let payload = serde_json::to_vec(&action).unwrap_or_default();
+                    if let Err(de) = dl.send("sink", None, Some(&action.incident.key), &payload, &e.to_string()).await {
+                        error!(error = %de, "dead-letter write failed; the action stays unacknowledged");
+                        continue;
+                    }
+                }
+                let _ = acks.send(action.id);
+            }
+        }
+    }
+}
+
+/// Reloads rules and CMDB on request (SIGHUP) and on the CMDB refresh
+/// interval. A reload that fails validation keeps the old state and says why.
+async fn reloader(
+    cfg: Config,
+    mut requests: mpsc::Receiver<()>,
+    swaps: mpsc::Sender<Reload>,
+    metrics: Metrics,
+    shutdown: CancellationToken,
+) {
+    let period = cfg.cmdb.refresh_interval.map(|d| d.0).unwrap_or(Duration::from_secs(365 * 86400));
+    let mut refresh = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
+    loop {
+        let rules_too = tokio::select! {
+            r = requests.recv() => match r { Some(()) => true, None => break },
+            _ = refresh.tick() => false,
+            _ = shutdown.cancelled() => break,
+        };
+        if rules_too {
+            let dir: PathBuf = cfg.rules.dir.clone();
+            match tokio::task::spawn_blocking(move || RuleSet::load_dir(&dir)).await {
+                Ok(Ok(r)) => {
+                    metrics.reloads.with_label_values(&["rules", "ok"]).inc();
+                    let _ = swaps.send(Reload::Rules(Arc::new(r))).await;
+                }
+                Ok(Err(errs)) => {
+                    metrics.reloads.with_label_values(&["rules", "error"]).inc();
+                    for e in errs {
+                        error!(error = %e, "rules reload rejected; keeping the current rules");
+                    }
+                }
+                Err(e) => error!(error = %e, "rules reload task failed"),
+            }
+        }
+        let path = cfg.cmdb.path.clone();
+        match tokio::task::spawn_blocking(move || Snapshot::load(&path)).await {
+            Ok(Ok(s)) => {
+                metrics.reloads.with_label_values(&["cmdb", "ok"]).inc();
+                metrics.cmdb_cis.set(s.len() as i64);
+                metrics.cmdb_last_load.set(Utc::now().timestamp() as f64);
+                let _ = swaps.send(Reload::Cmdb(Arc::new(s))).await;
+            }
+            Ok(Err(errs)) => {
+                metrics.reloads.with_label_values(&["cmdb", "error"]).inc();
+                for e in errs {
+                    error!(error = %e, "CMDB reload rejected; keeping the current snapshot");
+                }
+            }
+            Err(e) => error!(error = %e, "CMDB reload task failed"),
+        }
+    }
+}

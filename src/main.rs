@@ -1,0 +1,153 @@
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use tokio::signal::unix::{signal, SignalKind};
+use tokio_util::sync::CancellationToken;
+use tracing_subscriber::EnvFilter;
+
+use triaged::config::Config;
+
+#[derive(Parser)]
+#[command(name = "triaged", version, about = "Monitoring events from Kafka -> dedup -> CMDB topology correlation -> ITSM incidents")]
+struct Cli {
+    /// Log filter (tracing EnvFilter syntax), e.g. `info`, `triaged=debug`.
+    #[arg(long, global = true, env = "TRIAGED_LOG", default_value = "info")]
+    log: String,
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Run the daemon.
+    Run {
+        #[arg(long, short, default_value = "/etc/triaged/triaged.toml")]
+        config: PathBuf,
+    },
+    /// Validate the configuration, the rule files and the CMDB; print every error.
+    Check {
+        #[arg(long, short, default_value = "/etc/triaged/triaged.toml")]
+        config: PathBuf,
+    },
+    /// Run the whole pipeline on an embedded Kafka mock cluster and HTTP incident receiver.
+    Demo {
+        /// Address of /metrics while the demo runs.
+        #[arg(long, default_value = "127.0.0.1:9464")]
+        listen: String,
+        /// How often each alert of the storm repeats.
+        #[arg(long, default_value_t = 3)]
+        repeats: u32,
+        /// Directory with config/cmdb.yaml and rules/.
+        #[arg(long, default_value = ".")]
+        root: PathBuf,
+        /// Write the final /metrics text to this file.
+        #[arg(long)]
+        metrics_out: Option<PathBuf>,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let filter = EnvFilter::try_new(&cli.log).unwrap_or_else(|_| EnvFilter::new("info"));
+    let is_demo = matches!(cli.cmd, Cmd::Demo { .. });
+    // The demo prints its own story; keep library logs to warnings unless asked.
+    let filter = if is_demo && std::env::var_os("TRIAGED_LOG").is_none() && cli.log == "info" { EnvFilter::new("warn") } else { filter };
+    tracing_subscriber::fmt().with_env_filter(filter).with_target(false).init();
+    let result = match cli.cmd {
+        Cmd::Check { config } => return check(&config),
+        Cmd::Run { config } => run(&config),
+        Cmd::Demo { listen, repeats, root, metrics_out } => demo(listen, repeats, root, metrics_out),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("triaged: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Validates the config, then the rules and CMDB it names, printing every
+/// error with its file and field or line. Exit code 2 on any error.
+fn check(path: &Path) -> ExitCode {
+    let (cfg, config_errors) = match Config::load_checked(path) {
+        Ok(c) => c,
+        Err(errs) => {
+            errs.iter().for_each(|e| eprintln!("{e}"));
+            eprintln!("{} error(s) in {}", errs.len(), path.display());
+            return ExitCode::from(2);
+        }
+    };
+    config_errors.iter().for_each(|e| eprintln!("{e}"));
+    let mut errors = config_errors.len();
+    match triaged::rules::RuleSet::load_dir(&cfg.rules.dir) {
+        Ok(r) => println!("rules: {} rules in {} files OK", r.len(), r.files().len()),
+        Err(errs) => {
+            errors += errs.len();
+            errs.iter().for_each(|e| eprintln!("{e}"));
+        }
+    }
+    match triaged::topology::Snapshot::load(&cfg.cmdb.path) {
+        Ok(s) => println!("cmdb: {} CIs from {} OK", s.len(), cfg.cmdb.path.display()),
+        Err(errs) => {
+            errors += errs.len();
+            errs.iter().for_each(|e| eprintln!("{e}"));
+        }
+    }
+    // The sink's secrets and endpoint are only worth checking on a valid sink section.
+    let sink_valid = !config_errors.iter().any(|e| e.location.starts_with("sink"));
+    if sink_valid {
+        if let Err(e) = triaged::incident::rest::RestSink::new(&cfg.sink, triaged::metrics::Metrics::new()) {
+            errors += 1;
+            eprintln!("{}: sink: {e}", path.display());
+        }
+    }
+    if errors > 0 {
+        eprintln!("{errors} error(s)");
+        return ExitCode::from(2);
+    }
+    println!("config: {} OK", path.display());
+    ExitCode::SUCCESS
+}
+
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting the async runtime")
+}
+
+fn run(path: &Path) -> anyhow::Result<()> {
+    let cfg = Config::load(path)
+        .map_err(|errs| anyhow::anyhow!("invalid configuration:\n{}", errs.iter().map(|e| e.to_string()).collect::<Vec<_>>().join("\n")))?;
+    runtime()?.block_on(async move {
+        let shutdown = CancellationToken::new();
+        let running = triaged::app::start(cfg, shutdown.clone()).await?;
+        let mut term = signal(SignalKind::terminate()).context("installing SIGTERM handler")?;
+        let mut int = signal(SignalKind::interrupt()).context("installing SIGINT handler")?;
+        let mut hup = signal(SignalKind::hangup()).context("installing SIGHUP handler")?;
+        let mut done = running.done;
+        let summary = loop {
+            tokio::select! {
+                _ = term.recv() => shutdown.cancel(),
+                _ = int.recv() => shutdown.cancel(),
+                _ = hup.recv() => {
+                    tracing::info!("SIGHUP: reloading rules and CMDB");
+                    let _ = running.reload.try_send(());
+                }
+                s = &mut done => break s.context("shutdown task failed")?,
+            }
+        };
+        if !summary.clean_shutdown {
+            tracing::warn!("in-flight sink actions did not finish before the deadline; their events are replayed on the next start");
+        }
+        Ok(())
+    })
+}
+
+fn demo(listen: String, repeats: u32, root: PathBuf, metrics_out: Option<PathBuf>) -> anyhow::Result<()> {
+    runtime()?.block_on(async move {
+        let report = triaged::demo::run(triaged::demo::DemoArgs { listen, repeats, root, metrics_out, verbose: true }).await?;
+        triaged::demo::print_summary(&report);
+        Ok(())
+    })
+}

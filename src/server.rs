@@ -1,0 +1,66 @@
+//! HTTP side door: `/metrics` (Prometheus text), `/healthz` (process alive),
+//! `/readyz` (200 only while running, 503 while starting or draining) and
+//! `/incidents` (open incidents as JSON, with their reasons).
+
+use std::sync::Arc;
+
+use axum::extract::State;
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+
+use crate::incident::Incident;
+use crate::metrics::Metrics;
+
+/// Lifecycle phase driving `/readyz`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Phase {
+    Starting,
+    Running,
+    Draining,
+}
+
+#[derive(Clone)]
+pub struct ServerState {
+    pub metrics: Metrics,
+    pub phase: watch::Receiver<Phase>,
+    pub incidents: watch::Receiver<Arc<Vec<Incident>>>,
+}
+
+pub fn router(state: ServerState) -> Router {
+    Router::new()
+        .route("/metrics", get(metrics))
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/readyz", get(readyz))
+        .route("/incidents", get(incidents))
+        .with_state(state)
+}
+
+/// Serves until `stop` is cancelled.
+pub async fn serve(listener: tokio::net::TcpListener, state: ServerState, stop: CancellationToken) {
+    let app = router(state);
+    if let Err(e) = axum::serve(listener, app).with_graceful_shutdown(async move { stop.cancelled().await }).await {
+        tracing::error!(error = %e, "HTTP server failed");
+    }
+}
+
+async fn metrics(State(s): State<ServerState>) -> Response {
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], s.metrics.render()).into_response()
+}
+
+async fn readyz(State(s): State<ServerState>) -> Response {
+    let phase = *s.phase.borrow();
+    match phase {
+        Phase::Running => (StatusCode::OK, "ready\n").into_response(),
+        Phase::Starting => (StatusCode::SERVICE_UNAVAILABLE, "starting\n").into_response(),
+        Phase::Draining => (StatusCode::SERVICE_UNAVAILABLE, "draining\n").into_response(),
+    }
+}
+
+async fn incidents(State(s): State<ServerState>) -> Json<Vec<Incident>> {
+    let list = s.incidents.borrow().clone();
+    Json(list.as_ref().clone())
+}
