@@ -38,13 +38,11 @@ impl Severity {
     pub fn parse(s: &str) -> Option<Severity> {
         let s = s.trim().to_ascii_lowercase();
         Some(match s.as_str() {
-            "info" | "information" | "informational" | "ok" | "none" | "not classified" | "notice"
-            | "debug" | "unknown" => Severity::Info,
+            "info" | "information" | "informational" | "ok" | "none" | "not classified" | "notice" | "debug" | "unknown" => Severity::Info,
             "warning" | "warn" | "low" => Severity::Warning,
             "minor" | "average" | "medium" | "error" => Severity::Minor,
             "major" | "high" | "page" => Severity::Major,
-            "critical" | "crit" | "disaster" | "fatal" | "emergency" | "alert" | "down"
-            | "unreachable" => Severity::Critical,
+            "critical" | "crit" | "disaster" | "fatal" | "emergency" | "alert" | "down" | "unreachable" => Severity::Critical,
             _ => return None,
         })
     }
@@ -156,10 +154,8 @@ impl Event {
 
     /// True if `path` names a field `field()` understands (used to validate rules).
     pub fn is_known_field(path: &str) -> bool {
-        matches!(
-            path,
-            "source" | "check" | "severity" | "status" | "summary" | "host" | "service" | "ip" | "source_id" | "ci"
-        ) || path.strip_prefix("labels.").is_some_and(|n| !n.is_empty())
+        matches!(path, "source" | "check" | "severity" | "status" | "summary" | "host" | "service" | "ip" | "source_id" | "ci")
+            || path.strip_prefix("labels.").is_some_and(|n| !n.is_empty())
             || path.strip_prefix("annotations.").is_some_and(|n| !n.is_empty())
     }
 }

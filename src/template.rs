@@ -83,9 +83,7 @@ impl Template {
         for p in &self.parts {
             match p {
                 Part::Lit(s) => out.push_str(s),
-                Part::Field(f) if f == "ci" => {
-                    out.push_str(ci.or(event.ci.host.as_deref()).or(event.ci.ip.as_deref()).unwrap_or(""))
-                }
+                Part::Field(f) if f == "ci" => out.push_str(ci.or(event.ci.host.as_deref()).or(event.ci.ip.as_deref()).unwrap_or("")),
                 Part::Field(f) => {
                     if let Some(v) = captures.get(f) {
                         out.push_str(v)

@@ -279,9 +279,8 @@ impl RuleSet {
     /// Loads every `*.yaml` / `*.yml` file of `dir` in name order. All errors
     /// of all files are returned together.
     pub fn load_dir(dir: &Path) -> Result<RuleSet, Vec<RuleError>> {
-        let entries = std::fs::read_dir(dir).map_err(|e| {
-            vec![RuleError { file: dir.to_owned(), line: None, message: format!("cannot read rules directory: {e}") }]
-        })?;
+        let entries = std::fs::read_dir(dir)
+            .map_err(|e| vec![RuleError { file: dir.to_owned(), line: None, message: format!("cannot read rules directory: {e}") }])?;
         let mut files: Vec<PathBuf> = entries
             .filter_map(|e| e.ok().map(|e| e.path()))
             .filter(|p| p.is_file() && matches!(p.extension().and_then(|e| e.to_str()), Some("yaml" | "yml")))
@@ -419,11 +418,7 @@ fn parse_file(path: &Path, text: &str, errors: &mut Vec<RuleError>) -> Vec<Rule>
     let spec: FileSpec = match serde_yaml::from_str(text) {
         Ok(s) => s,
         Err(e) => {
-            errors.push(RuleError {
-                file: path.to_owned(),
-                line: e.location().map(|l| l.line()),
-                message: e.to_string(),
-            });
+            errors.push(RuleError { file: path.to_owned(), line: e.location().map(|l| l.line()), message: e.to_string() });
             return Vec::new();
         }
     };
