@@ -235,8 +235,19 @@ async fn core_loop(mut l: CoreLoop) -> Summary {
                 None => acks_open = false,
             },
             Some(swap) = l.swaps.recv() => match swap {
-                Reload::Rules(r) => { info!(rules = r.len(), "rules swapped in"); l.core.set_rules(r) }
-                Reload::Cmdb(c) => { info!(cis = c.len(), "CMDB swapped in"); l.core.set_cmdb(c) }
+                // Counted here, once in effect for the next event.
+                Reload::Rules(r) => {
+                    info!(rules = r.len(), "rules swapped in");
+                    l.core.set_rules(r);
+                    l.metrics.reloads.with_label_values(&["rules", "ok"]).inc();
+                }
+                Reload::Cmdb(c) => {
+                    info!(cis = c.len(), "CMDB swapped in");
+                    l.metrics.cmdb_cis.set(c.len() as i64);
+                    l.metrics.cmdb_last_load.set(Utc::now().timestamp() as f64);
+                    l.core.set_cmdb(c);
+                    l.metrics.reloads.with_label_values(&["cmdb", "ok"]).inc();
+                }
             },
             _ = tick.tick() => {
                 if source_open {
@@ -346,10 +357,18 @@ async fn sink_worker(
                 error!(action = action.kind.as_str(), key = %action.incident.key, error = %e, "sink rejected the action permanently; dead-lettering it");
                 metrics.dead_letters.with_label_values(&["sink"]).inc();
                 if let Some(dl) = &dead_letter {
+                    // The action is acknowledged only once it is in the dead-letter
+                    // topic: a failed write is retried with the sink's backoff.
                     let payload = serde_json::to_vec(&action).unwrap_or_default();
-                    if let Err(de) = dl.send("sink", None, Some(&action.incident.key), &payload, &e.to_string()).await {
-                        error!(error = %de, "dead-letter write failed; the action stays unacknowledged");
-                        continue;
+                    let mut attempt = 0;
+                    while let Err(de) = dl.send("sink", None, Some(&action.incident.key), &payload, &e.to_string()).await {
+                        let delay = sink.backoff().next_delay(attempt, None, &mut rand::thread_rng());
+                        attempt = attempt.saturating_add(1);
+                        error!(error = %de, retry_in = ?delay, "dead-letter write failed; retrying");
+                        tokio::select! {
+                            _ = tokio::time::sleep(delay) => {}
+                            _ = stop.cancelled() => return,
+                        }
                     }
                 }
                 let _ = acks.send(action.id);
@@ -379,7 +398,6 @@ async fn reloader(
             let dir: PathBuf = cfg.rules.dir.clone();
             match tokio::task::spawn_blocking(move || RuleSet::load_dir(&dir)).await {
                 Ok(Ok(r)) => {
-                    metrics.reloads.with_label_values(&["rules", "ok"]).inc();
                     let _ = swaps.send(Reload::Rules(Arc::new(r))).await;
                 }
                 Ok(Err(errs)) => {
@@ -394,9 +412,6 @@ async fn reloader(
         let path = cfg.cmdb.path.clone();
         match tokio::task::spawn_blocking(move || Snapshot::load(&path)).await {
             Ok(Ok(s)) => {
-                metrics.reloads.with_label_values(&["cmdb", "ok"]).inc();
-                metrics.cmdb_cis.set(s.len() as i64);
-                metrics.cmdb_last_load.set(Utc::now().timestamp() as f64);
                 let _ = swaps.send(Reload::Cmdb(Arc::new(s))).await;
             }
             Ok(Err(errs)) => {
