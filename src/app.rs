@@ -396,31 +396,41 @@ async fn reloader(
         };
         if rules_too {
             let dir: PathBuf = cfg.rules.dir.clone();
-            match tokio::task::spawn_blocking(move || RuleSet::load_dir(&dir)).await {
-                Ok(Ok(r)) => {
-                    let _ = swaps.send(Reload::Rules(Arc::new(r))).await;
-                }
-                Ok(Err(errs)) => {
-                    metrics.reloads.with_label_values(&["rules", "error"]).inc();
-                    for e in errs {
-                        error!(error = %e, "rules reload rejected; keeping the current rules");
-                    }
-                }
-                Err(e) => error!(error = %e, "rules reload task failed"),
+            if let Some(r) = load_for_reload("rules", &metrics, move || RuleSet::load_dir(&dir)).await {
+                let _ = swaps.send(Reload::Rules(Arc::new(r))).await;
             }
         }
         let path = cfg.cmdb.path.clone();
-        match tokio::task::spawn_blocking(move || Snapshot::load(&path)).await {
-            Ok(Ok(s)) => {
-                let _ = swaps.send(Reload::Cmdb(Arc::new(s))).await;
+        if let Some(s) = load_for_reload("cmdb", &metrics, move || Snapshot::load(&path)).await {
+            let _ = swaps.send(Reload::Cmdb(Arc::new(s))).await;
+        }
+    }
+}
+
+/// Loads and validates `kind` off the async threads. On failure every error is
+/// logged and counted, and `None` keeps the running state.
+async fn load_for_reload<T, E>(
+    kind: &'static str,
+    metrics: &Metrics,
+    load: impl FnOnce() -> Result<T, Vec<E>> + Send + 'static,
+) -> Option<T>
+where
+    T: Send + 'static,
+    E: std::fmt::Display + Send + 'static,
+{
+    match tokio::task::spawn_blocking(load).await {
+        Ok(Ok(v)) => Some(v),
+        Ok(Err(errs)) => {
+            metrics.reloads.with_label_values(&[kind, "error"]).inc();
+            for e in errs {
+                error!(kind, error = %e, "reload rejected; keeping the running state");
             }
-            Ok(Err(errs)) => {
-                metrics.reloads.with_label_values(&["cmdb", "error"]).inc();
-                for e in errs {
-                    error!(error = %e, "CMDB reload rejected; keeping the current snapshot");
-                }
-            }
-            Err(e) => error!(error = %e, "CMDB reload task failed"),
+            None
+        }
+        Err(e) => {
+            metrics.reloads.with_label_values(&[kind, "error"]).inc();
+            error!(kind, error = %e, "reload task failed; keeping the running state");
+            None
         }
     }
 }
