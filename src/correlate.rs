@@ -8,14 +8,18 @@
 //!    (reopening it when it was resolved within the reopen window);
 //! 2. with topology correlation and a bound CI: if an upstream CI (depends_on,
 //!    runs_on, connects_to, followed transitively) has a firing event within the
-//!    window, the event joins that CI's incident; **the root cause is the
-//!    deepest failing upstream CI**. A new root that is upstream of existing
-//!    incidents absorbs them;
+//!    window, or cleared only after this event began (event time: one fault's
+//!    events read out of order across partitions), the event joins that CI's
+//!    incident; **the root cause is the deepest failing upstream CI** (in a
+//!    dependency cycle, the one that failed first). A new root that is upstream
+//!    of existing incidents absorbs them;
 //! 3. else a `group` rule's key (rule name + field values) within its window;
 //! 4. else the fingerprint alone.
 //!
 //! New incidents wait `group_wait` before they are opened, so a storm becomes
-//! one incident. Open incidents are updated at most every `update_interval`,
+//! one incident. One whose members all clear sooner is dropped as a flap if,
+//! by the events' own times, the fault lasted less than `group_wait`;
+//! otherwise it still opens, then resolves (late bursts, replays). Open incidents are updated at most every `update_interval`,
 //! resolved after every member has stayed clear for `resolve_hold_down`, and
 //! reopened by a recurrence within `reopen_window`; after that they close and
 //! release their state. Priority is ITIL impact x urgency.
