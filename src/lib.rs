@@ -11,6 +11,7 @@ pub mod metrics;
 pub mod offsets;
 pub mod receiver;
 pub mod rules;
+pub mod ruletest;
 pub mod server;
 pub mod source;
 pub mod template;

@@ -31,6 +31,15 @@ enum Cmd {
         #[arg(long, short, default_value = "/etc/triaged/triaged.toml")]
         config: PathBuf,
     },
+    /// Run the rule tests in RULES_DIR/tests/*.yaml against the rules in RULES_DIR,
+    /// on a virtual clock (format: see src/ruletest.rs). Exit 1 when one fails.
+    Test {
+        #[arg(default_value = "rules")]
+        rules_dir: PathBuf,
+        /// CMDB for tests that do not name their own.
+        #[arg(long, default_value = "config/cmdb.yaml")]
+        cmdb: PathBuf,
+    },
     /// Run the whole pipeline on an embedded Kafka mock cluster and HTTP incident receiver.
     Demo {
         /// Address of /metrics while the demo runs.
@@ -57,6 +66,7 @@ fn main() -> ExitCode {
     tracing_subscriber::fmt().with_env_filter(filter).with_target(false).init();
     let result = match cli.cmd {
         Cmd::Check { config } => return check(&config),
+        Cmd::Test { rules_dir, cmdb } => return rule_tests(&rules_dir, &cmdb),
         Cmd::Run { config } => run(&config),
         Cmd::Demo { listen, repeats, root, metrics_out } => demo(listen, repeats, root, metrics_out),
     };
@@ -110,6 +120,56 @@ fn check(path: &Path) -> ExitCode {
     }
     println!("config: {} OK", path.display());
     ExitCode::SUCCESS
+}
+
+fn rule_tests(rules_dir: &Path, cmdb: &Path) -> ExitCode {
+    use triaged::ruletest::{run_file, test_files, Defaults};
+    let rules = match triaged::rules::RuleSet::load_dir(rules_dir) {
+        Ok(r) => r,
+        Err(errs) => {
+            errs.iter().for_each(|e| eprintln!("{e}"));
+            return ExitCode::from(2);
+        }
+    };
+    let cmdb = match triaged::topology::Snapshot::load(cmdb) {
+        Ok(c) => c,
+        Err(errs) => {
+            errs.iter().for_each(|e| eprintln!("{e}"));
+            return ExitCode::from(2);
+        }
+    };
+    let defaults = Defaults { rules: Some(rules.into()), cmdb: Some(cmdb.into()), correlation: Default::default() };
+    let files = match test_files(&rules_dir.join("tests")) {
+        Ok(f) if !f.is_empty() => f,
+        Ok(_) => {
+            eprintln!("{}: no rule tests (*.yaml)", rules_dir.join("tests").display());
+            return ExitCode::from(2);
+        }
+        Err(e) => {
+            eprintln!("{e}");
+            return ExitCode::from(2);
+        }
+    };
+    let (mut failed, mut invalid) = (0, 0);
+    for f in &files {
+        match run_file(f, &defaults) {
+            Ok(o) if o.passed() => println!("PASS {}", f.display()),
+            Ok(o) => {
+                failed += 1;
+                println!("FAIL {}\n{}", f.display(), o.diff);
+            }
+            Err(e) => {
+                invalid += 1;
+                println!("ERROR {e}");
+            }
+        }
+    }
+    println!("{} tests, {} passed, {failed} failed, {invalid} invalid", files.len(), files.len() - failed - invalid);
+    match (failed, invalid) {
+        (0, 0) => ExitCode::SUCCESS,
+        (_, 0) => ExitCode::from(1),
+        _ => ExitCode::from(2),
+    }
 }
 
 fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {

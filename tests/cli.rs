@@ -1,5 +1,6 @@
-//! `triaged check`: every error of the config, the rules and the CMDB it names
-//! is printed with its file and field or line, and the exit code is 2.
+//! The command line: `triaged check` prints every error of the config, the
+//! rules and the CMDB it names with its file and field or line (exit 2);
+//! `triaged test` runs rule tests (exit 1 with a diff when one fails).
 
 use std::path::Path;
 use std::process::Command;
@@ -63,4 +64,43 @@ fn unparsable_config_names_the_line() {
     let (code, stderr) = check(&config);
     assert_eq!(code, 2, "{stderr}");
     assert!(stderr.contains("triaged.toml: line 3"), "{stderr}");
+}
+
+fn rule_tests(rules_dir: &Path) -> (i32, String) {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let out = Command::new(env!("CARGO_BIN_EXE_triaged"))
+        .args(["test", rules_dir.to_str().unwrap(), "--cmdb", root.join("config/cmdb.yaml").to_str().unwrap()])
+        .output()
+        .unwrap();
+    (out.status.code().unwrap_or(-1), String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+#[test]
+fn shipped_rule_tests_pass() {
+    let (code, stdout) = rule_tests(&Path::new(env!("CARGO_MANIFEST_DIR")).join("rules"));
+    assert_eq!(code, 0, "{stdout}");
+    assert!(stdout.contains("0 failed, 0 invalid"), "{stdout}");
+}
+
+#[test]
+fn a_failing_rule_test_exits_1_with_a_diff() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let dir = tempfile::tempdir().unwrap();
+    for e in std::fs::read_dir(root.join("rules")).unwrap() {
+        let p = e.unwrap().path();
+        if p.is_file() {
+            std::fs::copy(&p, dir.path().join(p.file_name().unwrap())).unwrap();
+        }
+    }
+    std::fs::create_dir(dir.path().join("tests")).unwrap();
+    // Expects the heartbeat to open an incident: wrong, it is dropped.
+    std::fs::write(
+        dir.path().join("tests/wrong.yaml"),
+        "description: wrong on purpose\nsteps:\n  - at: 0s\n    events:\n      - { source: alertmanager, check: Watchdog, severity: none }\n  - at: 30s\nexpect:\n  actions: [\"30s open P5 group:x root=- members=1 firing=1\"]\n  decisions: { new: 1 }\n",
+    )
+    .unwrap();
+    let (code, stdout) = rule_tests(dir.path());
+    assert_eq!(code, 1, "{stdout}");
+    assert!(stdout.contains("FAIL") && stdout.contains("  - 30s open P5 group:x root=- members=1 firing=1"), "{stdout}");
+    assert!(stdout.contains("decisions:") && stdout.contains("\"dropped\": 1"), "{stdout}");
 }
