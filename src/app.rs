@@ -22,6 +22,7 @@ use crate::config::Config;
 use crate::correlate::{Core, CoreConfig, DecisionKind};
 use crate::incident::rest::RestSink;
 use crate::incident::{Action, Incident, SinkError};
+use crate::ingest::{Ingest, IngestError};
 use crate::metrics::Metrics;
 use crate::rules::{RuleError, RuleSet};
 use crate::server::{self, Phase, ServerState};
@@ -37,6 +38,8 @@ pub enum AppError {
     Cmdb(Vec<CmdbError>),
     #[error("kafka: {0}")]
     Kafka(#[from] crate::source::kafka::SourceError),
+    #[error("{0}")]
+    Ingest(#[from] IngestError),
     #[error("sink: {0}")]
     Sink(String),
     #[error("HTTP server on {addr}: {source}")]
@@ -91,6 +94,7 @@ pub async fn start(cfg: Config, shutdown: CancellationToken) -> Result<Running, 
     info!(rules = rules.len(), cis = cmdb.len(), "rules and CMDB loaded");
     let sink = Arc::new(RestSink::new(&cfg.sink, metrics.clone()).map_err(|e| AppError::Sink(e.to_string()))?);
     let dead_letter = DeadLetter::new(&cfg.kafka)?.map(Arc::new);
+    let ingest = Ingest::new(&cfg, metrics.clone())?.map(Arc::new);
     let source = KafkaSource::new(&cfg.kafka, metrics.clone())?;
     let offsets = source.offsets();
 
@@ -107,7 +111,7 @@ pub async fn start(cfg: Config, shutdown: CancellationToken) -> Result<Running, 
     let http_stop = CancellationToken::new();
     tracker.spawn(server::serve(
         listener,
-        ServerState { metrics: metrics.clone(), phase: phase_rx, incidents: incidents_rx },
+        ServerState { metrics: metrics.clone(), phase: phase_rx, incidents: incidents_rx, ingest },
         http_stop.clone(),
     ));
 

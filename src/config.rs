@@ -76,6 +76,41 @@ pub struct Config {
     pub correlation: CorrelationConfig,
     #[serde(default)]
     pub shutdown: ShutdownConfig,
+    /// Alertmanager-compatible `POST /api/v2/alerts`; absent: not served.
+    #[serde(default)]
+    pub ingest: Option<IngestConfig>,
+}
+
+/// `POST /api/v2/alerts` on the HTTP listener, so Prometheus can send alerts
+/// to triaged directly: each alert is produced into an input topic and takes
+/// the same path as every other event.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IngestConfig {
+    /// Input topic the alerts go to; default: the first input topic whose
+    /// format is `auto` or `alertmanager`.
+    #[serde(default)]
+    pub topic: Option<String>,
+    /// Bearer token clients must send; absent: no authentication (loopback use).
+    #[serde(default)]
+    pub token: Option<SecretSource>,
+    /// Largest request body accepted (413 above).
+    #[serde(default = "default_ingest_body")]
+    pub max_body_bytes: usize,
+}
+
+fn default_ingest_body() -> usize {
+    1 << 20
+}
+
+impl IngestConfig {
+    /// The topic alerts are produced to, if one fits.
+    pub fn target_topic<'a>(&'a self, kafka: &'a KafkaConfig) -> Option<&'a str> {
+        match &self.topic {
+            Some(t) => Some(t.as_str()),
+            None => kafka.topics.iter().find(|t| matches!(t.format, Format::Auto | Format::Alertmanager)).map(|t| t.name.as_str()),
+        }
+    }
 }
 
 /// Input format of a topic's messages.
@@ -423,6 +458,9 @@ impl Config {
         if let Some(rk) = self.sink.routing_key.as_mut() {
             fix_secret(rk);
         }
+        if let Some(token) = self.ingest.as_mut().and_then(|i| i.token.as_mut()) {
+            fix_secret(token);
+        }
     }
 
     /// Checks everything serde cannot; returns every problem found.
@@ -432,6 +470,21 @@ impl Config {
             |location: &str, message: String| errs.push(ConfigError { file: file.to_owned(), location: location.into(), message });
         if self.kafka.brokers.trim().is_empty() {
             err("kafka.brokers", "must name at least one broker".into());
+        }
+        if let Some(ing) = &self.ingest {
+            match ing.target_topic(&self.kafka) {
+                None => err("ingest.topic", "no input topic has format `auto` or `alertmanager`; name one".into()),
+                Some(t) => match self.kafka.topics.iter().find(|x| x.name == t) {
+                    None => err("ingest.topic", format!("`{t}` is not one of kafka.topics, so its alerts would never be read")),
+                    Some(x) if !matches!(x.format, Format::Auto | Format::Alertmanager) => {
+                        err("ingest.topic", format!("`{t}` is read as {:?}, not Alertmanager alerts", x.format))
+                    }
+                    Some(_) => {}
+                },
+            }
+            if ing.max_body_bytes == 0 || ing.max_body_bytes > 16 << 20 {
+                err("ingest.max_body_bytes", "must be between 1 and 16777216".into());
+            }
         }
         if self.kafka.commit_interval.0.is_zero() {
             err("kafka.commit_interval", "must be greater than zero".into());

@@ -134,6 +134,7 @@ pub fn demo_config(root: &std::path::Path, brokers: &str, sink: &str, listen: &s
             ..CorrelationConfig::default()
         },
         shutdown: ShutdownConfig { deadline: d("10s") },
+        ingest: None,
     }
 }
 

@@ -7,6 +7,7 @@ pub mod correlate;
 pub mod demo;
 pub mod event;
 pub mod incident;
+pub mod ingest;
 pub mod metrics;
 pub mod offsets;
 pub mod receiver;

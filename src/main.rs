@@ -108,6 +108,12 @@ fn check(path: &Path) -> ExitCode {
     }
     // The sink's secrets and endpoint are only worth checking on a valid sink section.
     let sink_valid = !config_errors.iter().any(|e| e.location.starts_with("sink"));
+    if let Some(ic) = cfg.ingest.as_ref().filter(|_| !config_errors.iter().any(|e| e.location.starts_with("ingest"))) {
+        if let Err(e) = triaged::ingest::check_token(ic) {
+            errors += 1;
+            eprintln!("{}: {e}", path.display());
+        }
+    }
     if sink_valid {
         if let Err(e) = triaged::incident::rest::RestSink::new(&cfg.sink, triaged::metrics::Metrics::new()) {
             errors += 1;

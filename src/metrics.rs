@@ -53,6 +53,10 @@ pub struct Metrics {
     pub build_info: GaugeVec,
     /// Kafka messages the correlation core has handled.
     pub messages_handled: IntCounter,
+    /// `POST /api/v2/alerts` requests, by HTTP status code.
+    pub ingest_requests: IntCounterVec,
+    /// Alerts accepted by the ingest and produced into Kafka.
+    pub ingest_alerts: IntCounter,
 }
 
 fn counter(reg: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
@@ -89,6 +93,8 @@ impl Metrics {
         build_info.with_label_values(&[env!("CARGO_PKG_VERSION")]).set(1.0);
         let messages_handled = IntCounter::new("core_messages_handled_total", "Kafka messages handled by the correlation core.").unwrap();
         reg.register(Box::new(messages_handled.clone())).unwrap();
+        let ingest_alerts = IntCounter::new("ingest_alerts_total", "Alerts accepted on /api/v2/alerts and produced into Kafka.").unwrap();
+        reg.register(Box::new(ingest_alerts.clone())).unwrap();
         let latency_buckets = vec![0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0];
         let eval_buckets = vec![1e-6, 5e-6, 1e-5, 5e-5, 1e-4, 5e-4, 1e-3, 5e-3, 1e-2];
         Metrics {
@@ -147,6 +153,8 @@ impl Metrics {
             paused_partitions,
             build_info,
             messages_handled,
+            ingest_requests: counter(&reg, "ingest_requests_total", "Requests to /api/v2/alerts by status code.", &["code"]),
+            ingest_alerts,
         }
     }
 

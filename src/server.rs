@@ -1,18 +1,21 @@
 //! HTTP side door: `/metrics` (Prometheus text), `/healthz` (process alive),
 //! `/readyz` (200 only while running, 503 while starting or draining) and
-//! `/incidents` (open incidents as JSON, with their reasons).
+//! `/incidents` (open incidents as JSON, with their reasons), and with
+//! `[ingest]` the Alertmanager-compatible `POST /api/v2/alerts`.
 
 use std::sync::Arc;
 
-use axum::extract::State;
-use axum::http::{header, StatusCode};
+use axum::body::Bytes;
+use axum::extract::{DefaultBodyLimit, State};
+use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, post};
 use axum::{Json, Router};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 use crate::incident::Incident;
+use crate::ingest::Ingest;
 use crate::metrics::Metrics;
 
 /// Lifecycle phase driving `/readyz`.
@@ -28,15 +31,19 @@ pub struct ServerState {
     pub metrics: Metrics,
     pub phase: watch::Receiver<Phase>,
     pub incidents: watch::Receiver<Arc<Vec<Incident>>>,
+    pub ingest: Option<Arc<Ingest>>,
 }
 
 pub fn router(state: ServerState) -> Router {
-    Router::new()
+    let mut app = Router::new()
         .route("/metrics", get(metrics))
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
-        .route("/incidents", get(incidents))
-        .with_state(state)
+        .route("/incidents", get(incidents));
+    if let Some(ing) = &state.ingest {
+        app = app.route("/api/v2/alerts", post(ingest_alerts).layer(DefaultBodyLimit::max(ing.max_body_bytes)));
+    }
+    app.with_state(state)
 }
 
 /// Serves until `stop` is cancelled.
@@ -58,6 +65,12 @@ async fn readyz(State(s): State<ServerState>) -> Response {
         Phase::Starting => (StatusCode::SERVICE_UNAVAILABLE, "starting\n").into_response(),
         Phase::Draining => (StatusCode::SERVICE_UNAVAILABLE, "draining\n").into_response(),
     }
+}
+
+async fn ingest_alerts(State(s): State<ServerState>, headers: HeaderMap, body: Bytes) -> Response {
+    let Some(ing) = &s.ingest else { return StatusCode::NOT_FOUND.into_response() };
+    let auth = headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok());
+    ing.handle(auth, &body).await.into_response()
 }
 
 async fn incidents(State(s): State<ServerState>) -> Json<Vec<Incident>> {

@@ -9,6 +9,7 @@ fn check(config: &Path) -> (i32, String) {
     let out = Command::new(env!("CARGO_BIN_EXE_triaged"))
         .args(["check", "--config", config.to_str().unwrap()])
         .env("TRIAGED_SINK_TOKEN", "not-a-real-token")
+        .env("TRIAGED_INGEST_TOKEN", "not-a-real-token")
         .output()
         .unwrap();
     (out.status.code().unwrap_or(-1), String::from_utf8_lossy(&out.stderr).into_owned())

@@ -74,10 +74,10 @@ pub enum SinkBuildError {
 
 /// A secret value; `Debug` never shows it and there is no `Display`.
 #[derive(Clone)]
-struct Secret(String);
+pub(crate) struct Secret(String);
 
 impl Secret {
-    fn expose(&self) -> &str {
+    pub(crate) fn expose(&self) -> &str {
         &self.0
     }
 }
@@ -89,7 +89,7 @@ impl fmt::Debug for Secret {
 }
 
 /// Reads a secret from its env var or file, trailing newline(s) trimmed.
-fn read_secret(field: &'static str, src: &SecretSource) -> Result<Secret, SinkBuildError> {
+pub(crate) fn read_secret(field: &'static str, src: &SecretSource) -> Result<Secret, SinkBuildError> {
     let trim = |s: String| s.trim_end_matches(['\n', '\r']).to_owned();
     match (&src.env, &src.file) {
         (Some(_), Some(_)) => Err(SinkBuildError::BothSecretSources { field }),

@@ -1046,7 +1046,7 @@ pub struct DeadLetter {
 /// librdkafka's CONFIGURATION.md). The dead-letter producer shares the
 /// connection options (security, SASL, TLS, timeouts) but not these, which a
 /// producer would warn about and ignore.
-fn is_consumer_only(key: &str) -> bool {
+pub(crate) fn is_consumer_only(key: &str) -> bool {
     const PREFIXES: &[&str] = &["group.", "fetch.", "queued.", "auto.commit.", "offset.store."];
     const NAMES: &[&str] = &[
         "session.timeout.ms",
