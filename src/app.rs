@@ -24,6 +24,7 @@ use crate::incident::rest::RestSink;
 use crate::incident::{Action, Incident, SinkError};
 use crate::ingest::{Ingest, IngestError};
 use crate::metrics::Metrics;
+use crate::problems::{ProblemCandidate, ProblemTracker};
 use crate::rules::{RuleError, RuleSet};
 use crate::server::{self, Phase, ServerState};
 use crate::source::kafka::{DeadLetter, KafkaSource, OffsetHandle, SourceItem};
@@ -100,6 +101,7 @@ pub async fn start(cfg: Config, shutdown: CancellationToken) -> Result<Running, 
 
     let (phase_tx, phase_rx) = watch::channel(Phase::Starting);
     let (incidents_tx, incidents_rx) = watch::channel(Arc::new(Vec::<Incident>::new()));
+    let (problems_tx, problems_rx) = watch::channel(Arc::new(Vec::<ProblemCandidate>::new()));
     let listener =
         tokio::net::TcpListener::bind(&cfg.http.listen).await.map_err(|source| AppError::Http { addr: cfg.http.listen.clone(), source })?;
     let http_addr = listener.local_addr().map_err(|source| AppError::Http { addr: cfg.http.listen.clone(), source })?;
@@ -111,7 +113,7 @@ pub async fn start(cfg: Config, shutdown: CancellationToken) -> Result<Running, 
     let http_stop = CancellationToken::new();
     tracker.spawn(server::serve(
         listener,
-        ServerState { metrics: metrics.clone(), phase: phase_rx, incidents: incidents_rx, ingest },
+        ServerState { metrics: metrics.clone(), phase: phase_rx, incidents: incidents_rx, ingest, problems: problems_rx },
         http_stop.clone(),
     ));
 
@@ -149,6 +151,8 @@ pub async fn start(cfg: Config, shutdown: CancellationToken) -> Result<Running, 
         offsets: offsets.clone(),
         metrics: metrics.clone(),
         incidents: incidents_tx,
+        problems: ProblemTracker::new(cfg.problems.threshold, cfg.problems.period.0),
+        problems_tx,
     }));
 
     tracker.close();
@@ -196,6 +200,8 @@ struct CoreLoop {
     offsets: OffsetHandle,
     metrics: Metrics,
     incidents: watch::Sender<Arc<Vec<Incident>>>,
+    problems: ProblemTracker,
+    problems_tx: watch::Sender<Arc<Vec<ProblemCandidate>>>,
 }
 
 /// The core task: the only owner of correlation state. It ends when the
@@ -258,11 +264,15 @@ async fn core_loop(mut l: CoreLoop) -> Summary {
                     l.core.tick(Utc::now());
                 }
             }
-            _ = gauges.tick() => publish_gauges(&l),
+            _ = gauges.tick() => publish_gauges(&mut l),
         }
         // Dispatch decided actions; a full worker queue blocks here, which stops
         // reading the source channel, which pauses the Kafka partitions.
         for action in l.core.take_actions() {
+            if let Some(p) = l.problems.observe(&action, Utc::now()) {
+                warn!(problem = %p.id, ci = %p.ci, incidents = ?p.incidents, "problem candidate: {}", p.reason);
+                l.metrics.problem_candidates.inc();
+            }
             let w = worker_for(&action.incident.key, l.workers.len());
             if l.workers[w].send(action).await.is_err() {
                 warn!("sink worker gone; action not delivered, its offsets stay unstored");
@@ -281,7 +291,7 @@ async fn core_loop(mut l: CoreLoop) -> Summary {
             break;
         }
     }
-    publish_gauges(&l);
+    publish_gauges(&mut l);
     let stats = l.core.stats().clone();
     Summary {
         events: stats.events,
@@ -317,7 +327,7 @@ fn handle_item(l: &mut CoreLoop, item: SourceItem, now: chrono::DateTime<Utc>) {
     }
 }
 
-fn publish_gauges(l: &CoreLoop) {
+fn publish_gauges(l: &mut CoreLoop) {
     let open = l.core.open_incidents();
     l.metrics.open_incidents.reset();
     l.metrics.open_incidents_by_service.reset();
@@ -329,6 +339,7 @@ fn publish_gauges(l: &CoreLoop) {
     }
     l.metrics.fingerprints.set(l.core.fingerprint_count() as i64);
     let _ = l.incidents.send(Arc::new(open));
+    let _ = l.problems_tx.send(Arc::new(l.problems.current(Utc::now())));
 }
 
 fn worker_for(key: &str, n: usize) -> usize {

@@ -76,6 +76,8 @@ pub struct Config {
     pub correlation: CorrelationConfig,
     #[serde(default)]
     pub shutdown: ShutdownConfig,
+    #[serde(default)]
+    pub problems: ProblemsConfig,
     /// Alertmanager-compatible `POST /api/v2/alerts`; absent: not served.
     #[serde(default)]
     pub ingest: Option<IngestConfig>,
@@ -367,6 +369,31 @@ fn default_topology_window() -> HumanDuration {
 }
 fn default_max_depth() -> usize {
     8
+}
+
+/// Problem candidates: `threshold` incidents on one root-cause CI within `period`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProblemsConfig {
+    /// Incidents opened or reopened on the same CI that make a problem candidate; 0 turns it off.
+    #[serde(default = "default_problem_threshold")]
+    pub threshold: u32,
+    #[serde(default = "default_problem_period")]
+    pub period: HumanDuration,
+}
+
+impl Default for ProblemsConfig {
+    fn default() -> Self {
+        ProblemsConfig { threshold: default_problem_threshold(), period: default_problem_period() }
+    }
+}
+
+fn default_problem_threshold() -> u32 {
+    3
+}
+
+fn default_problem_period() -> HumanDuration {
+    dur("24h")
 }
 
 #[derive(Debug, Clone, Deserialize)]

@@ -10,6 +10,7 @@ pub mod incident;
 pub mod ingest;
 pub mod metrics;
 pub mod offsets;
+pub mod problems;
 pub mod receiver;
 pub mod rules;
 pub mod ruletest;

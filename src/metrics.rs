@@ -57,6 +57,8 @@ pub struct Metrics {
     pub ingest_requests: IntCounterVec,
     /// Alerts accepted by the ingest and produced into Kafka.
     pub ingest_alerts: IntCounter,
+    /// Problem candidates raised (one CI causing repeated incidents).
+    pub problem_candidates: IntCounter,
 }
 
 fn counter(reg: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
@@ -95,6 +97,9 @@ impl Metrics {
         reg.register(Box::new(messages_handled.clone())).unwrap();
         let ingest_alerts = IntCounter::new("ingest_alerts_total", "Alerts accepted on /api/v2/alerts and produced into Kafka.").unwrap();
         reg.register(Box::new(ingest_alerts.clone())).unwrap();
+        let problem_candidates =
+            IntCounter::new("problem_candidates_total", "Problem candidates raised: one CI causing repeated incidents.").unwrap();
+        reg.register(Box::new(problem_candidates.clone())).unwrap();
         let latency_buckets = vec![0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0];
         let eval_buckets = vec![1e-6, 5e-6, 1e-5, 5e-5, 1e-4, 5e-4, 1e-3, 5e-3, 1e-2];
         Metrics {
@@ -155,6 +160,7 @@ impl Metrics {
             messages_handled,
             ingest_requests: counter(&reg, "ingest_requests_total", "Requests to /api/v2/alerts by status code.", &["code"]),
             ingest_alerts,
+            problem_candidates,
         }
     }
 

@@ -1,6 +1,7 @@
 //! HTTP side door: `/metrics` (Prometheus text), `/healthz` (process alive),
 //! `/readyz` (200 only while running, 503 while starting or draining) and
-//! `/incidents` (open incidents as JSON, with their reasons), and with
+//! `/incidents` (open incidents as JSON, with their reasons), `/problems`
+//! (problem candidates), and with
 //! `[ingest]` the Alertmanager-compatible `POST /api/v2/alerts`.
 
 use std::sync::Arc;
@@ -17,6 +18,7 @@ use tokio_util::sync::CancellationToken;
 use crate::incident::Incident;
 use crate::ingest::Ingest;
 use crate::metrics::Metrics;
+use crate::problems::ProblemCandidate;
 
 /// Lifecycle phase driving `/readyz`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -32,6 +34,7 @@ pub struct ServerState {
     pub phase: watch::Receiver<Phase>,
     pub incidents: watch::Receiver<Arc<Vec<Incident>>>,
     pub ingest: Option<Arc<Ingest>>,
+    pub problems: watch::Receiver<Arc<Vec<ProblemCandidate>>>,
 }
 
 pub fn router(state: ServerState) -> Router {
@@ -39,7 +42,8 @@ pub fn router(state: ServerState) -> Router {
         .route("/metrics", get(metrics))
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
-        .route("/incidents", get(incidents));
+        .route("/incidents", get(incidents))
+        .route("/problems", get(problems));
     if let Some(ing) = &state.ingest {
         app = app.route("/api/v2/alerts", post(ingest_alerts).layer(DefaultBodyLimit::max(ing.max_body_bytes)));
     }
@@ -71,6 +75,11 @@ async fn ingest_alerts(State(s): State<ServerState>, headers: HeaderMap, body: B
     let Some(ing) = &s.ingest else { return StatusCode::NOT_FOUND.into_response() };
     let auth = headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok());
     ing.handle(auth, &body).await.into_response()
+}
+
+async fn problems(State(s): State<ServerState>) -> Json<Vec<ProblemCandidate>> {
+    let list = s.problems.borrow().clone();
+    Json(list.as_ref().clone())
 }
 
 async fn incidents(State(s): State<ServerState>) -> Json<Vec<Incident>> {
