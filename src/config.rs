@@ -333,6 +333,13 @@ pub struct CorrelationConfig {
     /// How far up the dependency graph root-cause search goes.
     #[serde(default = "default_max_depth")]
     pub max_upstream_depth: usize,
+    /// State changes of one alert within `flap_window` that make it flapping
+    /// (0: no flap detection). A flapping alert stops adding work notes and
+    /// holds its incident's resolve until it has been stable for `flap_window`.
+    #[serde(default = "default_flap_threshold")]
+    pub flap_threshold: u32,
+    #[serde(default = "default_flap_window")]
+    pub flap_window: HumanDuration,
 }
 
 impl Default for CorrelationConfig {
@@ -345,10 +352,18 @@ impl Default for CorrelationConfig {
             dedup_key: default_dedup_key(),
             topology_window: default_topology_window(),
             max_upstream_depth: default_max_depth(),
+            flap_threshold: default_flap_threshold(),
+            flap_window: default_flap_window(),
         }
     }
 }
 
+fn default_flap_threshold() -> u32 {
+    4
+}
+fn default_flap_window() -> HumanDuration {
+    dur("10m")
+}
 fn default_group_wait() -> HumanDuration {
     dur("30s")
 }

@@ -27,7 +27,7 @@
 //! **Incident keys are deterministic**: a hash of the scope and the earliest
 //! member's first-seen time, so replaying the same events gives the same key.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -51,6 +51,9 @@ pub struct CoreConfig {
     pub topology_window: chrono::Duration,
     pub max_depth: usize,
     pub dedup_key: Template,
+    /// State changes within `flap_window` that make a fingerprint flapping (0: off).
+    pub flap_threshold: usize,
+    pub flap_window: chrono::Duration,
 }
 
 fn chrono_dur(d: Duration) -> chrono::Duration {
@@ -68,6 +71,8 @@ impl CoreConfig {
             topology_window: chrono_dur(c.topology_window.0),
             max_depth: c.max_upstream_depth,
             dedup_key: Template::parse(&c.dedup_key).expect("validated dedup key template"),
+            flap_threshold: c.flap_threshold as usize,
+            flap_window: chrono_dur(c.flap_window.0),
         }
     }
 }
@@ -159,6 +164,34 @@ struct Fp {
     topology: bool,
     /// Offsets this fingerprint's live state holds, one per partition.
     holds: Vec<(PartId, i64)>,
+    /// Times of its recent state changes (fire, clear), for flap detection.
+    changes: VecDeque<DateTime<Utc>>,
+    /// Flapping: too many state changes within the flap window; ends once the
+    /// fingerprint has been stable for a whole window (hysteresis).
+    flapping: bool,
+    /// Its incident has been told it flaps.
+    flap_noted: bool,
+}
+
+/// Records a state change of `fp` at event time `t`; true when it has just
+/// started flapping. Keeps at most `threshold` change times.
+fn note_change(fp: &mut Fp, t: DateTime<Utc>, threshold: usize, window: chrono::Duration) -> bool {
+    if threshold == 0 {
+        return false;
+    }
+    if fp.flapping && fp.changes.back().is_some_and(|last| t - *last >= window) {
+        fp.flapping = false;
+        fp.flap_noted = false;
+    }
+    fp.changes.push_back(t);
+    while fp.changes.front().is_some_and(|c| t - *c > window) || fp.changes.len() > threshold {
+        fp.changes.pop_front();
+    }
+    if !fp.flapping && fp.changes.len() >= threshold {
+        fp.flapping = true;
+        return true;
+    }
+    false
 }
 
 #[derive(Debug)]
@@ -411,8 +444,12 @@ impl Core {
                 incident: None,
                 topology,
                 holds: Vec::new(),
+                changes: VecDeque::new(),
+                flapping: false,
+                flap_noted: false,
             });
             fp.firing = true;
+            note_change(fp, ev.time, self.cfg.flap_threshold, self.cfg.flap_window);
             fp.count += 1;
             fp.severity = severity;
             fp.summary = ev.summary.clone();
@@ -645,10 +682,26 @@ impl Core {
 
     /// Adds fingerprint `fp` (already firing) to incident `id`.
     fn join(&mut self, fp: &str, id: u64, now: DateTime<Utc>, reason: &str) {
-        if let Some(f) = self.fps.get_mut(fp) {
-            f.incident = Some(id);
-        }
+        let window = self.cfg.flap_window;
+        let (flapping, announce) = match self.fps.get_mut(fp) {
+            Some(f) => {
+                f.incident = Some(id);
+                let announce = f.flapping && !f.flap_noted;
+                f.flap_noted |= announce;
+                (f.flapping, announce.then(|| f.changes.len()))
+            }
+            None => (false, None),
+        };
         let inc = self.incidents.get_mut(&id).expect("live incident");
+        if let (Some(n), Phase::Open | Phase::Resolving { .. }) = (announce, inc.phase) {
+            inc.phase = Phase::Open;
+            inc.dirty = true;
+            inc.notes.push(format!(
+                "{fp} is flapping ({n} state changes within {}): its changes add no more notes, and the incident resolves only once it has been stable for {}",
+                fmt_dur(window),
+                fmt_dur(window)
+            ));
+        }
         inc.last_activity = now;
         let new_member = inc.members.insert(fp.to_string());
         if inc.reasons.len() < MAX_REASONS {
@@ -656,10 +709,12 @@ impl Core {
         }
         match inc.phase {
             Phase::Pending => {}
+            Phase::Open if flapping && !new_member => {}
             Phase::Open => {
                 inc.dirty = true;
                 inc.notes.push(if new_member { format!("{fp} joined: {reason}") } else { format!("{fp} fired again") });
             }
+            Phase::Resolving { .. } if flapping => inc.phase = Phase::Open,
             Phase::Resolving { .. } => {
                 inc.phase = Phase::Open;
                 inc.dirty = true;
@@ -783,6 +838,8 @@ impl Core {
         }
         fp.firing = false;
         fp.last_seen = ev.time.max(fp.last_seen);
+        note_change(fp, ev.time, self.cfg.flap_threshold, self.cfg.flap_window);
+        let flapping = fp.flapping;
         if let Some((p, off)) = part {
             if fp.incident.is_some() && !fp.holds.iter().any(|(hp, _)| *hp == p) {
                 fp.holds.push((p, off));
@@ -841,7 +898,7 @@ impl Core {
                 "cleared; all members clear, incident resolves after the hold-down".into()
             }
             _ => {
-                if inc.phase == Phase::Open {
+                if inc.phase == Phase::Open && !flapping {
                     inc.dirty = true;
                     inc.notes.push(format!("{key} cleared"));
                 }
@@ -849,6 +906,22 @@ impl Core {
             }
         };
         Decision { kind: DecisionKind::Cleared, fingerprint: Some(key.to_string()), incident: Some(inc_id), reason }
+    }
+
+    /// The resolve hold-down of incident `id`: the flap window while a member
+    /// flaps (changed state within the last window), else the configured one.
+    fn hold_down_of(&self, id: u64, now: DateTime<Utc>) -> chrono::Duration {
+        let window = self.cfg.flap_window;
+        let flaps = self.incidents[&id]
+            .members
+            .iter()
+            .filter_map(|m| self.fps.get(m))
+            .any(|f| f.flapping && f.changes.back().is_some_and(|t| now - *t < window));
+        if flaps {
+            self.cfg.hold_down.max(window)
+        } else {
+            self.cfg.hold_down
+        }
     }
 
     /// No member of incident `id` is firing.
@@ -897,10 +970,11 @@ impl Core {
                         self.emit(id, ActionKind::Update, now);
                     }
                 }
-                Phase::Resolving { since } if now - since >= self.cfg.hold_down => {
+                Phase::Resolving { since } if now - since >= self.hold_down_of(id, now) => {
+                    let hold = self.hold_down_of(id, now);
                     let inc = self.incidents.get_mut(&id).unwrap();
                     inc.phase = Phase::Resolved { at: now };
-                    inc.notes.push(format!("all member events clear for {}", fmt_dur(self.cfg.hold_down)));
+                    inc.notes.push(format!("all member events clear for {}", fmt_dur(hold)));
                     self.emit(id, ActionKind::Resolve, now);
                 }
                 Phase::Resolved { at } if inc.inflight == 0 && (inc.merged || now - at >= self.cfg.reopen_window) => {

@@ -9,7 +9,7 @@
 //! cmdb: ../../config/cmdb.yaml       # optional: relative to this file; else the suite's CMDB
 //! rules: |                           # optional: inline rules; else the suite's rules
 //!   rules: [...]
-//! correlation: { group_wait: 30s }   # optional overrides of [correlation]
+//! correlation: { group_wait: 30s }   # optional overrides of [correlation] (timers, flap_threshold)
 //! start: 2030-03-14T23:00:00Z        # optional: the virtual clock's 0s (default 2026-11-24T12:00:00Z)
 //! steps:
 //!   - at: 0s                         # virtual time of the step
@@ -207,6 +207,10 @@ pub fn run_file(path: &Path, defaults: &Defaults) -> Result<Outcome, RuleTestErr
     };
     let mut cc = defaults.correlation.clone();
     for (k, v) in &sc.correlation {
+        if k == "flap_threshold" {
+            cc.flap_threshold = v.parse().map_err(|_| invalid(path, format!("correlation.flap_threshold: `{v}` is not a count")))?;
+            continue;
+        }
         let d = HumanDuration(HumanDuration::parse(v).map_err(|e| invalid(path, format!("correlation.{k}: {e}")))?);
         match k.as_str() {
             "group_wait" => cc.group_wait = d,
@@ -214,6 +218,7 @@ pub fn run_file(path: &Path, defaults: &Defaults) -> Result<Outcome, RuleTestErr
             "resolve_hold_down" => cc.resolve_hold_down = d,
             "reopen_window" => cc.reopen_window = d,
             "topology_window" => cc.topology_window = d,
+            "flap_window" => cc.flap_window = d,
             other => return Err(invalid(path, format!("unknown correlation setting `{other}`"))),
         }
     }
