@@ -20,6 +20,7 @@ use tracing::{debug, error, info, warn};
 
 use crate::config::Config;
 use crate::correlate::{Core, CoreConfig, DecisionKind};
+use crate::explain::DecisionLog;
 use crate::incident::rest::RestSink;
 use crate::incident::{Action, Incident, SinkError};
 use crate::ingest::{Ingest, IngestError};
@@ -102,6 +103,7 @@ pub async fn start(cfg: Config, shutdown: CancellationToken) -> Result<Running, 
     let (phase_tx, phase_rx) = watch::channel(Phase::Starting);
     let (incidents_tx, incidents_rx) = watch::channel(Arc::new(Vec::<Incident>::new()));
     let (problems_tx, problems_rx) = watch::channel(Arc::new(Vec::<ProblemCandidate>::new()));
+    let decisions = DecisionLog::default();
     let listener =
         tokio::net::TcpListener::bind(&cfg.http.listen).await.map_err(|source| AppError::Http { addr: cfg.http.listen.clone(), source })?;
     let http_addr = listener.local_addr().map_err(|source| AppError::Http { addr: cfg.http.listen.clone(), source })?;
@@ -113,7 +115,14 @@ pub async fn start(cfg: Config, shutdown: CancellationToken) -> Result<Running, 
     let http_stop = CancellationToken::new();
     tracker.spawn(server::serve(
         listener,
-        ServerState { metrics: metrics.clone(), phase: phase_rx, incidents: incidents_rx, ingest, problems: problems_rx },
+        ServerState {
+            metrics: metrics.clone(),
+            phase: phase_rx,
+            incidents: incidents_rx,
+            ingest,
+            problems: problems_rx,
+            decisions: decisions.clone(),
+        },
         http_stop.clone(),
     ));
 
@@ -153,6 +162,7 @@ pub async fn start(cfg: Config, shutdown: CancellationToken) -> Result<Running, 
         incidents: incidents_tx,
         problems: ProblemTracker::new(cfg.problems.threshold, cfg.problems.period.0),
         problems_tx,
+        decisions,
     }));
 
     tracker.close();
@@ -202,6 +212,7 @@ struct CoreLoop {
     incidents: watch::Sender<Arc<Vec<Incident>>>,
     problems: ProblemTracker,
     problems_tx: watch::Sender<Arc<Vec<ProblemCandidate>>>,
+    decisions: DecisionLog,
 }
 
 /// The core task: the only owner of correlation state. It ends when the
@@ -322,6 +333,7 @@ fn handle_item(l: &mut CoreLoop, item: SourceItem, now: chrono::DateTime<Utc>) {
                     _ => {}
                 }
                 debug!(origin = %origin, decision = d.kind.as_str(), fingerprint = ?d.fingerprint, reason = %d.reason, "decision");
+                l.decisions.record(&ev, &d, now);
             }
         }
     }

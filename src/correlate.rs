@@ -688,7 +688,7 @@ impl Core {
                 f.incident = Some(id);
                 let announce = f.flapping && !f.flap_noted;
                 f.flap_noted |= announce;
-                (f.flapping, announce.then(|| f.changes.len()))
+                (f.flapping, announce.then_some(f.changes.len()))
             }
             None => (false, None),
         };

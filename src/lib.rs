@@ -6,6 +6,7 @@ pub mod config;
 pub mod correlate;
 pub mod demo;
 pub mod event;
+pub mod explain;
 pub mod incident;
 pub mod ingest;
 pub mod metrics;

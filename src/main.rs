@@ -40,6 +40,17 @@ enum Cmd {
         #[arg(long, default_value = "config/cmdb.yaml")]
         cmdb: PathBuf,
     },
+    /// Ask a running daemon why: ID is an open incident's key, an event's
+    /// fingerprint, its source event id, or its Kafka origin (topic/partition@offset).
+    Explain {
+        id: String,
+        /// The daemon's HTTP address ([http] listen).
+        #[arg(long, default_value = "http://127.0.0.1:9464")]
+        url: String,
+        /// Print the JSON answer instead of text.
+        #[arg(long)]
+        json: bool,
+    },
     /// Run the whole pipeline on an embedded Kafka mock cluster and HTTP incident receiver.
     Demo {
         /// Address of /metrics while the demo runs.
@@ -67,6 +78,7 @@ fn main() -> ExitCode {
     let result = match cli.cmd {
         Cmd::Check { config } => return check(&config),
         Cmd::Test { rules_dir, cmdb } => return rule_tests(&rules_dir, &cmdb),
+        Cmd::Explain { id, url, json } => explain(&id, &url, json),
         Cmd::Run { config } => run(&config),
         Cmd::Demo { listen, repeats, root, metrics_out } => demo(listen, repeats, root, metrics_out),
     };
@@ -176,6 +188,26 @@ fn rule_tests(rules_dir: &Path, cmdb: &Path) -> ExitCode {
         (_, 0) => ExitCode::from(1),
         _ => ExitCode::from(2),
     }
+}
+
+fn explain(id: &str, base: &str, json: bool) -> anyhow::Result<()> {
+    let mut url = reqwest::Url::parse(base).with_context(|| format!("--url {base}"))?;
+    url.path_segments_mut().map_err(|()| anyhow::anyhow!("--url {base} cannot take a path"))?.pop_if_empty().push("explain").push(id);
+    runtime()?.block_on(async move {
+        let resp = reqwest::get(url.clone()).await.with_context(|| format!("asking {url}"))?;
+        let status = resp.status();
+        let body = resp.text().await.with_context(|| format!("reading the answer of {url}"))?;
+        if !status.is_success() {
+            anyhow::bail!("{status}: {}", body.trim());
+        }
+        if json {
+            println!("{body}");
+        } else {
+            let x: triaged::explain::Explanation = serde_json::from_str(&body).context("the daemon's answer")?;
+            print!("{}", triaged::explain::render(&x));
+        }
+        Ok(())
+    })
 }
 
 fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {

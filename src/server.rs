@@ -1,13 +1,14 @@
 //! HTTP side door: `/metrics` (Prometheus text), `/healthz` (process alive),
 //! `/readyz` (200 only while running, 503 while starting or draining) and
 //! `/incidents` (open incidents as JSON, with their reasons), `/problems`
-//! (problem candidates), and with
+//! (problem candidates), `/explain/{id}` (why, for an incident key, a
+//! fingerprint, an event id or a Kafka origin), and with
 //! `[ingest]` the Alertmanager-compatible `POST /api/v2/alerts`.
 
 use std::sync::Arc;
 
 use axum::body::Bytes;
-use axum::extract::{DefaultBodyLimit, State};
+use axum::extract::{DefaultBodyLimit, Path, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -15,6 +16,7 @@ use axum::{Json, Router};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
+use crate::explain::{DecisionLog, Explanation};
 use crate::incident::Incident;
 use crate::ingest::Ingest;
 use crate::metrics::Metrics;
@@ -35,6 +37,7 @@ pub struct ServerState {
     pub incidents: watch::Receiver<Arc<Vec<Incident>>>,
     pub ingest: Option<Arc<Ingest>>,
     pub problems: watch::Receiver<Arc<Vec<ProblemCandidate>>>,
+    pub decisions: DecisionLog,
 }
 
 pub fn router(state: ServerState) -> Router {
@@ -43,7 +46,8 @@ pub fn router(state: ServerState) -> Router {
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
         .route("/incidents", get(incidents))
-        .route("/problems", get(problems));
+        .route("/problems", get(problems))
+        .route("/explain/{*id}", get(explain));
     if let Some(ing) = &state.ingest {
         app = app.route("/api/v2/alerts", post(ingest_alerts).layer(DefaultBodyLimit::max(ing.max_body_bytes)));
     }
@@ -75,6 +79,13 @@ async fn ingest_alerts(State(s): State<ServerState>, headers: HeaderMap, body: B
     let Some(ing) = &s.ingest else { return StatusCode::NOT_FOUND.into_response() };
     let auth = headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok());
     ing.handle(auth, &body).await.into_response()
+}
+
+async fn explain(State(s): State<ServerState>, Path(id): Path<String>) -> Result<Json<Explanation>, (StatusCode, String)> {
+    let open = s.incidents.borrow().clone();
+    s.decisions.explain(&id, &open).map(Json).ok_or_else(|| {
+        (StatusCode::NOT_FOUND, format!("`{id}` is no open incident key, nor a recent event's fingerprint, event id or origin\n"))
+    })
 }
 
 async fn problems(State(s): State<ServerState>) -> Json<Vec<ProblemCandidate>> {
