@@ -13,11 +13,14 @@ use tokio_util::sync::CancellationToken;
 use triaged::metrics::Metrics;
 use triaged::receiver::IncidentReceiver;
 
+/// Copies the files (not subdirectories) of `from` into `to`.
 fn copy_dir(from: &Path, to: &Path) {
     std::fs::create_dir_all(to).unwrap();
     for e in std::fs::read_dir(from).unwrap() {
         let e = e.unwrap();
-        std::fs::copy(e.path(), to.join(e.file_name())).unwrap();
+        if e.path().is_file() {
+            std::fs::copy(e.path(), to.join(e.file_name())).unwrap();
+        }
     }
 }
 
