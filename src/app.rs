@@ -316,7 +316,10 @@ async fn core_loop(mut l: CoreLoop) -> Summary {
 fn handle_item(l: &mut CoreLoop, item: SourceItem, now: chrono::DateTime<Utc>) {
     l.metrics.messages_handled.inc();
     match item {
-        SourceItem::Skipped { origin, .. } => l.core.skip(&origin),
+        SourceItem::Skipped { origin, reason } => {
+            l.decisions.record_skipped(&origin, &reason, now);
+            l.core.skip(&origin);
+        }
         SourceItem::Events { origin, events } => {
             if events.is_empty() {
                 l.core.skip(&origin);

@@ -88,6 +88,21 @@ impl DecisionLog {
         }
     }
 
+    /// Remembers a message that produced no event (undecodable: dead-lettered).
+    pub fn record_skipped(&self, origin: &crate::event::Origin, reason: &str, now: DateTime<Utc>) {
+        let e = Explained {
+            at: now,
+            origin: Some(origin.to_string()),
+            source_id: None,
+            source: "-".into(),
+            check: "-".into(),
+            decision: "skipped".into(),
+            fingerprint: None,
+            reason: reason.to_string(),
+        };
+        self.by_origin.insert(origin.to_string(), Arc::new(e));
+    }
+
     /// Explains `id`: an open incident's key, a fingerprint, an event id or an origin.
     pub fn explain(&self, id: &str, open: &[Incident]) -> Option<Explanation> {
         if let Some(inc) = open.iter().find(|i| i.key == id) {
@@ -150,4 +165,54 @@ fn render_incident(i: &Incident) -> String {
         out.push_str(&format!("    {r}\n"));
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::correlate::{Decision, DecisionKind};
+    use crate::event::{CiHint, Event, Origin, Severity, Status};
+
+    fn event(id: &str, offset: i64) -> Event {
+        Event {
+            source: "zabbix".into(),
+            source_id: Some(id.into()),
+            ci: CiHint { host: Some("db-1".into()), service: None, ip: None },
+            check: "Database down".into(),
+            severity: Severity::Critical,
+            status: Status::Firing,
+            summary: String::new(),
+            labels: Default::default(),
+            annotations: Default::default(),
+            time: Utc::now(),
+            origin: Some(Origin { topic: "events".into(), partition: 2, offset }),
+        }
+    }
+
+    fn decision(kind: DecisionKind, reason: &str) -> Decision {
+        Decision { kind, fingerprint: Some("zabbix|db-1|Database down".into()), incident: None, reason: reason.into() }
+    }
+
+    #[test]
+    fn found_by_fingerprint_event_id_and_origin_but_repeats_are_not_kept() {
+        let log = DecisionLog::default();
+        log.record(&event("e1", 7), &decision(DecisionKind::New, "topology: no failing upstream"), Utc::now());
+        log.record(&event("e2", 8), &decision(DecisionKind::Deduplicated, "repeat"), Utc::now());
+        for id in ["zabbix|db-1|Database down", "e1", "events/2@7"] {
+            let Some(Explanation::Event { decision, incident }) = log.explain(id, &[]) else { panic!("{id} not explained") };
+            assert_eq!((decision.decision.as_str(), decision.reason.as_str()), ("new", "topology: no failing upstream"));
+            assert!(incident.is_none());
+        }
+        assert!(log.explain("e2", &[]).is_none(), "plain repeats are not remembered");
+    }
+
+    #[test]
+    fn skipped_messages_are_explained_by_origin() {
+        let log = DecisionLog::default();
+        let origin = Origin { topic: "events".into(), partition: 1, offset: 58 };
+        log.record_skipped(&origin, "invalid JSON at line 1, column 20", Utc::now());
+        let Some(Explanation::Event { decision, .. }) = log.explain("events/1@58", &[]) else { panic!("not explained") };
+        assert_eq!(decision.decision, "skipped");
+        assert!(render(&Explanation::Event { decision, incident: None }).contains("invalid JSON"));
+    }
 }
