@@ -1,6 +1,7 @@
 //! Prometheus metrics. Names follow `triaged_<name>_<unit>[_total]`, base
 //! units, small fixed label sets. One `Metrics` is created at start and shared.
 
+use prometheus::core::Collector;
 use prometheus::{
     Encoder, Gauge, GaugeVec, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry, TextEncoder,
 };
@@ -164,6 +165,38 @@ impl Metrics {
         }
     }
 
+    /// Exposed name of every metric (`triaged_…`), whether or not it has samples yet.
+    pub fn names(&self) -> std::collections::BTreeSet<String> {
+        let all: [&dyn Collector; 25] = [
+            &self.messages_received,
+            &self.events_decoded,
+            &self.events_failed,
+            &self.events_deduplicated,
+            &self.events_suppressed,
+            &self.events_dropped,
+            &self.dead_letters,
+            &self.incident_actions,
+            &self.open_incidents,
+            &self.open_incidents_by_service,
+            &self.sink_request_duration,
+            &self.sink_errors,
+            &self.consumer_lag,
+            &self.fingerprints,
+            &self.cmdb_cis,
+            &self.cmdb_last_load,
+            &self.reloads,
+            &self.rule_evaluation,
+            &self.decisions,
+            &self.paused_partitions,
+            &self.build_info,
+            &self.messages_handled,
+            &self.ingest_requests,
+            &self.ingest_alerts,
+            &self.problem_candidates,
+        ];
+        all.iter().flat_map(|c| c.desc()).map(|d| format!("triaged_{}", d.fq_name)).collect()
+    }
+
     /// Text exposition format.
     pub fn render(&self) -> String {
         let mut buf = Vec::new();
@@ -175,5 +208,24 @@ impl Metrics {
 impl Default for Metrics {
     fn default() -> Self {
         Metrics::new()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_cover_every_exported_family() {
+        let m = Metrics::new();
+        m.messages_handled.inc();
+        m.decisions.with_label_values(&["new"]).inc();
+        let names = m.names();
+        let text = m.render();
+        for line in text.lines().filter(|l| l.starts_with("# TYPE ")) {
+            let name = line.split(' ').nth(2).unwrap();
+            assert!(names.contains(name), "{name} missing from names()");
+        }
+        assert!(names.contains("triaged_sink_errors_total"), "families without samples are named too");
     }
 }
