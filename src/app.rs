@@ -29,7 +29,7 @@ use crate::problems::{ProblemCandidate, ProblemTracker};
 use crate::rules::{RuleError, RuleSet};
 use crate::server::{self, Phase, ServerState};
 use crate::source::kafka::{DeadLetter, KafkaSource, OffsetHandle, SourceItem};
-use crate::topology::{CmdbError, Snapshot};
+use crate::topology::Snapshot;
 
 /// Startup failures.
 #[derive(Debug, thiserror::Error)]
@@ -37,7 +37,7 @@ pub enum AppError {
     #[error("rules: {}", join(.0))]
     Rules(Vec<RuleError>),
     #[error("CMDB: {}", join(.0))]
-    Cmdb(Vec<CmdbError>),
+    Cmdb(Vec<String>),
     #[error("kafka: {0}")]
     Kafka(#[from] crate::source::kafka::SourceError),
     #[error("{0}")]
@@ -55,8 +55,20 @@ fn join<T: std::fmt::Display>(errs: &[T]) -> String {
 /// Loads rules and CMDB as configured (also used by `check` and reloads).
 pub fn load_rules_and_cmdb(cfg: &Config) -> Result<(RuleSet, Snapshot), AppError> {
     let rules = RuleSet::load_dir(&cfg.rules.dir).map_err(AppError::Rules)?;
-    let cmdb = Snapshot::load(&cfg.cmdb.path).map_err(AppError::Cmdb)?;
+    let cmdb = load_cmdb(cfg).map_err(AppError::Cmdb)?;
     Ok((rules, cmdb))
+}
+
+/// The CMDB snapshot with the change calendar, if any, merged in.
+pub fn load_cmdb(cfg: &Config) -> Result<Snapshot, Vec<String>> {
+    fn strings<E: std::fmt::Display>(errs: Vec<E>) -> Vec<String> {
+        errs.iter().map(E::to_string).collect()
+    }
+    let mut cmdb = Snapshot::load(&cfg.cmdb.path).map_err(strings)?;
+    if let Some(ch) = &cfg.changes {
+        crate::changes::apply_calendar(&ch.path, &mut cmdb, cfg.correlation.max_upstream_depth).map_err(strings)?;
+    }
+    Ok(cmdb)
 }
 
 /// A request to swap rules and/or CMDB, already validated.
@@ -430,8 +442,8 @@ async fn reloader(
                 let _ = swaps.send(Reload::Rules(Arc::new(r))).await;
             }
         }
-        let path = cfg.cmdb.path.clone();
-        if let Some(s) = load_for_reload("cmdb", &metrics, move || Snapshot::load(&path)).await {
+        let c = cfg.clone();
+        if let Some(s) = load_for_reload("cmdb", &metrics, move || load_cmdb(&c)).await {
             let _ = swaps.send(Reload::Cmdb(Arc::new(s))).await;
         }
     }

@@ -78,6 +78,9 @@ pub struct Config {
     pub shutdown: ShutdownConfig,
     #[serde(default)]
     pub problems: ProblemsConfig,
+    /// Change calendar merged into the CMDB as maintenance windows.
+    #[serde(default)]
+    pub changes: Option<ChangesConfig>,
     /// Alertmanager-compatible `POST /api/v2/alerts`; absent: not served.
     #[serde(default)]
     pub ingest: Option<IngestConfig>,
@@ -386,6 +389,13 @@ fn default_max_depth() -> usize {
     8
 }
 
+/// `[changes]`: the change calendar file (`src/changes.rs` shows its format).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ChangesConfig {
+    pub path: PathBuf,
+}
+
 /// Problem candidates: `threshold` incidents on one root-cause CI within `period`.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -485,6 +495,9 @@ impl Config {
         };
         fix(&mut self.cmdb.path);
         fix(&mut self.rules.dir);
+        if let Some(c) = self.changes.as_mut() {
+            fix(&mut c.path);
+        }
         let fix_secret = |s: &mut SecretSource| {
             if let Some(f) = s.file.as_mut() {
                 if f.is_relative() {

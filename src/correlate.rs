@@ -465,6 +465,14 @@ impl Core {
             }
         }
         let mut reason = bind_reason;
+        if let Some(m) = ci.and_then(|c| self.cmdb.active_maintenance(c, now)) {
+            reason.push_str(&format!(
+                "; under {} until {}{}",
+                m.change_id.as_deref().map_or_else(|| "planned maintenance".to_string(), |c| format!("change {c}")),
+                m.end.to_rfc3339(),
+                m.reason.as_deref().map(|r| format!(" ({r})")).unwrap_or_default()
+            ));
+        }
 
         // 1. Recurrence of a fingerprint whose incident is still live.
         if let Some(inc_id) = live_incident {
@@ -569,7 +577,7 @@ impl Core {
                 ));
             }
             if s.in_maintenance {
-                if let Some(m) = ci.and_then(|c| self.cmdb.active_maintenance(c, now)) {
+                if let Some(m) = ci.and_then(|c| self.cmdb.active_maintenance(c, now)).filter(|m| !m.annotate) {
                     return Some(format!(
                         "suppressed by rule `{rule}`: CI {} in maintenance until {}{}{}",
                         self.cmdb.ci(ci.unwrap()).id,

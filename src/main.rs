@@ -111,8 +111,13 @@ fn check(path: &Path) -> ExitCode {
             errs.iter().for_each(|e| eprintln!("{e}"));
         }
     }
-    match triaged::topology::Snapshot::load(&cfg.cmdb.path) {
-        Ok(s) => println!("cmdb: {} CIs from {} OK", s.len(), cfg.cmdb.path.display()),
+    match triaged::app::load_cmdb(&cfg) {
+        Ok(s) => match &cfg.changes {
+            Some(ch) => {
+                println!("cmdb: {} CIs from {} with the change calendar {} OK", s.len(), cfg.cmdb.path.display(), ch.path.display())
+            }
+            None => println!("cmdb: {} CIs from {} OK", s.len(), cfg.cmdb.path.display()),
+        },
         Err(errs) => {
             errors += errs.len();
             errs.iter().for_each(|e| eprintln!("{e}"));

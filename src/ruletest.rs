@@ -7,6 +7,7 @@
 //! ```yaml
 //! description: a core switch storm becomes one incident
 //! cmdb: ../../config/cmdb.yaml       # optional: relative to this file; else the suite's CMDB
+//! changes: ../../config/changes.yaml # optional: a change calendar merged into the CMDB
 //! rules: |                           # optional: inline rules; else the suite's rules
 //!   rules: [...]
 //! correlation: { group_wait: 30s }   # optional overrides of [correlation] (timers, flap_threshold)
@@ -22,6 +23,7 @@
 //!     - 30s open P1 topology:sw-core-par1-01 root=sw-core-par1-01 members=2 firing=2
 //!   decisions: { new: 1, joined: 1 }
 //!   safe_offset: 0                   # optional: the offset of partition 0 safe to commit at the end
+//!   reasons: [under change CHG1]     # optional: texts each found in some decision's reason
 //! ```
 //!
 //! Every action is acknowledged before the next step unless the step says
@@ -65,6 +67,9 @@ struct Scenario {
     /// CMDB file, relative to the test file.
     #[serde(default)]
     cmdb: Option<String>,
+    /// Change calendar merged into the CMDB, relative to the test file.
+    #[serde(default)]
+    changes: Option<String>,
     /// Inline rule file text.
     #[serde(default)]
     rules: Option<String>,
@@ -133,6 +138,9 @@ struct Expect {
     decisions: BTreeMap<String, u64>,
     #[serde(default)]
     safe_offset: Option<i64>,
+    /// Texts each found in at least one decision's reason.
+    #[serde(default)]
+    reasons: Vec<String>,
 }
 
 /// What a suite brings to tests that do not name their own rules or CMDB.
@@ -197,6 +205,16 @@ pub fn run_file(path: &Path, defaults: &Defaults) -> Result<Outcome, RuleTestErr
         }
         None => defaults.cmdb.clone().ok_or_else(|| invalid(path, "no `cmdb:` in the test and no CMDB for the suite"))?,
     };
+    let cmdb = match &sc.changes {
+        Some(rel) => {
+            let p = path.parent().unwrap_or(Path::new(".")).join(rel);
+            let mut snapshot = (*cmdb).clone();
+            crate::changes::apply_calendar(&p, &mut snapshot, defaults.correlation.max_upstream_depth)
+                .map_err(|e| invalid(path, format!("changes: {}", e.iter().map(|e| e.to_string()).collect::<Vec<_>>().join("; "))))?;
+            Arc::new(snapshot)
+        }
+        None => cmdb,
+    };
     let rules = match &sc.rules {
         Some(text) => {
             let rs = RuleSet::from_texts(&[(path.with_extension("rules.yaml"), text.clone())])
@@ -228,6 +246,7 @@ pub fn run_file(path: &Path, defaults: &Defaults) -> Result<Outcome, RuleTestErr
     let mut next_offset = 0i64;
     let mut actions = Vec::new();
     let mut decisions: BTreeMap<String, u64> = BTreeMap::new();
+    let mut reasons: Vec<String> = Vec::new();
     let mut unacked: Vec<u64> = Vec::new();
     for (i, step) in sc.steps.iter().enumerate() {
         let now = t0 + offset(path, &step.at)?;
@@ -260,6 +279,7 @@ pub fn run_file(path: &Path, defaults: &Defaults) -> Result<Outcome, RuleTestErr
                 next_offset += 1;
                 let d = core.handle(&ev, now);
                 *decisions.entry(d.kind.as_str().to_string()).or_default() += 1;
+                reasons.push(d.reason);
             }
         }
         core.tick(now);
@@ -276,6 +296,12 @@ pub fn run_file(path: &Path, defaults: &Defaults) -> Result<Outcome, RuleTestErr
     }
     if decisions != sc.expect.decisions {
         diff.push_str(&format!("decisions:\n  - {:?}\n  + {:?}\n", sc.expect.decisions, decisions));
+    }
+    for want in &sc.expect.reasons {
+        if !reasons.iter().any(|r| r.contains(want.as_str())) {
+            diff.push_str(&format!("no decision reason contains `{want}`; reasons:\n"));
+            reasons.iter().for_each(|r| diff.push_str(&format!("  {r}\n")));
+        }
     }
     if let Some(want) = sc.expect.safe_offset {
         let got = core.take_offsets().into_iter().find(|(_, p, _)| *p == 0).map(|(_, _, o)| o);

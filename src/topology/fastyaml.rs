@@ -407,7 +407,13 @@ fn window(fields: Vec<(&str, Value)>) -> Option<MaintenanceWindow> {
         }
         *slot = Some(s);
     }
-    Some(MaintenanceWindow { start: start?.parse::<DateTime<Utc>>().ok()?, end: end?.parse::<DateTime<Utc>>().ok()?, change_id, reason })
+    Some(MaintenanceWindow {
+        start: start?.parse::<DateTime<Utc>>().ok()?,
+        end: end?.parse::<DateTime<Utc>>().ok()?,
+        change_id,
+        reason,
+        annotate: false,
+    })
 }
 
 /// `{ key: value, ... }` on one line; values are scalars or flow lists of scalars.

@@ -501,6 +501,7 @@ pub fn synthetic(p: &GenParams) -> CmdbFile {
                 end: ts(2030, 3, 15, 2),
                 change_id: Some(s("CHG0045121")),
                 reason: Some(s("VM hardware upgrade and guest OS patching")),
+                annotate: false,
             });
         }
         let acc = format!("sw-acc-{code}-{:0wa$}", 2.min(p.access_per_site));
@@ -510,6 +511,7 @@ pub fn synthetic(p: &GenParams) -> CmdbFile {
                 end: ts(2024, 6, 1, 23),
                 change_id: Some(s("CHG0028764")),
                 reason: Some(s("access switch firmware upgrade")),
+                annotate: false,
             });
         }
     }
@@ -790,6 +792,7 @@ mod tests {
                 end: ts(2030, 1, 1, 1),
                 change_id: Some(n.to_string()),
                 reason: Some(n.to_string()),
+                annotate: false,
             }];
             file.cis.push(d);
         }

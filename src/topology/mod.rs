@@ -84,8 +84,8 @@ pub struct CmdbError {
     pub message: String,
 }
 
-/// An immutable, validated CMDB topology.
-#[derive(Debug)]
+/// A validated CMDB topology, immutable once shared (a change calendar is merged in before).
+#[derive(Debug, Clone)]
 pub struct Snapshot {
     cis: Vec<Ci>,
     /// `cis[i].ci_type`, packed: traversals test types without touching `Ci`s.
@@ -317,6 +317,11 @@ impl Snapshot {
         }
         out.sort_unstable();
         out
+    }
+
+    /// Adds a planned window to `idx` (from a change calendar).
+    pub fn add_maintenance(&mut self, idx: CiIdx, window: MaintenanceWindow) {
+        self.cis[idx as usize].maintenance.push(window);
     }
 
     /// The maintenance window of `idx` that contains `now`, if any.

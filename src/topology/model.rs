@@ -132,6 +132,9 @@ pub struct MaintenanceWindow {
     pub change_id: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
+    /// Annotate events on the CI with the change instead of suppressing them.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub annotate: bool,
 }
 
 impl MaintenanceWindow {
