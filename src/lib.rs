@@ -14,6 +14,7 @@ pub mod metrics;
 pub mod offsets;
 pub mod problems;
 pub mod receiver;
+pub mod replay;
 pub mod rules;
 pub mod ruletest;
 pub mod server;

@@ -40,6 +40,33 @@ enum Cmd {
         #[arg(long, default_value = "config/cmdb.yaml")]
         cmdb: PathBuf,
     },
+    /// Replay recorded events through rules and a CMDB without touching the sink;
+    /// print the incidents they would open, update and resolve. With --against,
+    /// replay through a candidate rules directory too and print the difference
+    /// (exit 1 when they differ).
+    Replay {
+        /// A recording: one raw message payload per line.
+        #[arg(long, conflicts_with = "topic", required_unless_present = "topic")]
+        from: Option<PathBuf>,
+        /// A Kafka topic to read instead (with --brokers and --offsets).
+        #[arg(long, requires = "brokers")]
+        topic: Option<String>,
+        #[arg(long)]
+        brokers: Option<String>,
+        /// Only this partition (default: all).
+        #[arg(long)]
+        partition: Option<i32>,
+        /// Offsets per partition, half-open: A..B, A.. (to the end), ..B.
+        #[arg(long, default_value = "0..")]
+        offsets: String,
+        #[arg(long, default_value = "rules")]
+        rules: PathBuf,
+        #[arg(long, default_value = "config/cmdb.yaml")]
+        cmdb: PathBuf,
+        /// Candidate rules directory to compare with.
+        #[arg(long)]
+        against: Option<PathBuf>,
+    },
     /// Ask a running daemon why: ID is an open incident's key, an event's
     /// fingerprint, its source event id, or its Kafka origin (topic/partition@offset).
     Explain {
@@ -79,6 +106,9 @@ fn main() -> ExitCode {
         Cmd::Check { config } => return check(&config),
         Cmd::Test { rules_dir, cmdb } => return rule_tests(&rules_dir, &cmdb),
         Cmd::Explain { id, url, json } => explain(&id, &url, json),
+        Cmd::Replay { from, topic, brokers, partition, offsets, rules, cmdb, against } => {
+            return replay(ReplayArgs { from, topic, brokers, partition, offsets, rules, cmdb, against })
+        }
         Cmd::Run { config } => run(&config),
         Cmd::Demo { listen, repeats, root, metrics_out } => demo(listen, repeats, root, metrics_out),
     };
@@ -193,6 +223,76 @@ fn rule_tests(rules_dir: &Path, cmdb: &Path) -> ExitCode {
         (_, 0) => ExitCode::from(1),
         _ => ExitCode::from(2),
     }
+}
+
+struct ReplayArgs {
+    from: Option<PathBuf>,
+    topic: Option<String>,
+    brokers: Option<String>,
+    partition: Option<i32>,
+    offsets: String,
+    rules: PathBuf,
+    cmdb: PathBuf,
+    against: Option<PathBuf>,
+}
+
+fn replay(a: ReplayArgs) -> ExitCode {
+    match replay_inner(a) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("triaged: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn replay_inner(a: ReplayArgs) -> anyhow::Result<ExitCode> {
+    use triaged::replay::{parse_offsets, read_file, read_topic, replay};
+    let load_rules = |dir: &Path| {
+        triaged::rules::RuleSet::load_dir(dir)
+            .map(std::sync::Arc::new)
+            .map_err(|e| anyhow::anyhow!("{}", e.iter().map(|e| e.to_string()).collect::<Vec<_>>().join("\n")))
+    };
+    let rules = load_rules(&a.rules)?;
+    let cmdb = triaged::topology::Snapshot::load(&a.cmdb)
+        .map(std::sync::Arc::new)
+        .map_err(|e| anyhow::anyhow!("{}", e.iter().map(|e| e.to_string()).collect::<Vec<_>>().join("\n")))?;
+    let messages = match (&a.from, &a.topic) {
+        (Some(f), _) => read_file(f)?,
+        (None, Some(t)) => {
+            let (from, to) = parse_offsets(&a.offsets)?;
+            read_topic(a.brokers.as_deref().unwrap_or_default(), t, a.partition, from, to)?
+        }
+        (None, None) => anyhow::bail!("give --from FILE or --topic T"),
+    };
+    let cc = triaged::config::CorrelationConfig::default();
+    let current = replay(&messages, rules, cmdb.clone(), &cc, true);
+    for (origin, e) in &current.undecodable {
+        eprintln!("{origin}: undecodable: {e}");
+    }
+    let Some(dir) = &a.against else {
+        current.actions.iter().for_each(|l| println!("{l}"));
+        println!("\nincidents ({}), last action of each:", current.incidents.len());
+        current.incidents.values().for_each(|l| println!("  {l}"));
+        println!(
+            "{} messages, {} events, {} undecodable, {} incident actions; decisions {:?}",
+            current.messages,
+            current.events,
+            current.undecodable.len(),
+            current.actions.len(),
+            current.decisions
+        );
+        return Ok(ExitCode::SUCCESS);
+    };
+    let candidate = replay(&messages, load_rules(dir)?, cmdb, &cc, true);
+    if current.actions == candidate.actions && current.decisions == candidate.decisions {
+        println!("no difference: {} incident actions, decisions {:?}", current.actions.len(), current.decisions);
+        return Ok(ExitCode::SUCCESS);
+    }
+    println!("incident actions (- {}, + {}):", a.rules.display(), dir.display());
+    print!("{}", triaged::ruletest::line_diff(&current.actions, &candidate.actions));
+    println!("decisions:\n  - {:?}\n  + {:?}", current.decisions, candidate.decisions);
+    Ok(ExitCode::from(1))
 }
 
 fn explain(id: &str, base: &str, json: bool) -> anyhow::Result<()> {
