@@ -17,7 +17,8 @@ pub struct ProblemCandidate {
     /// Deterministic id: `prb-` + FNV-1a of the CI id and the first incident's key.
     pub id: String,
     pub ci: String,
-    /// Incidents (keys, oldest first) opened or reopened within the period.
+    /// Incident keys, oldest first, one per opening or reopening within the
+    /// period (a key recurs when the same incident reopened).
     pub incidents: Vec<String>,
     pub first: DateTime<Utc>,
     pub last: DateTime<Utc>,
@@ -68,8 +69,9 @@ impl ProblemTracker {
             id: format!("prb-{:016x}", fnv1a(format!("{ci}|{}", incidents[0]).as_bytes())),
             ci: ci.clone(),
             reason: format!(
-                "{} incidents opened or reopened on {ci} within {} (threshold {})",
+                "{} incident openings or reopenings ({} distinct incidents) with root cause {ci} within {} (threshold {})",
                 incidents.len(),
+                incidents.iter().collect::<std::collections::BTreeSet<_>>().len(),
                 humanize(self.period),
                 self.threshold
             ),
@@ -157,7 +159,12 @@ mod tests {
         assert_eq!(t.observe(&action(ActionKind::Reopen, "k1", "sw-1"), at(2)), None);
         let p = t.observe(&action(ActionKind::Open, "k2", "sw-1"), at(3)).expect("third opening raises");
         assert_eq!((p.ci.as_str(), p.incidents.len(), p.first, p.last), ("sw-1", 3, at(0), at(3)));
-        assert!(p.id.starts_with("prb-") && p.reason.contains("3 incidents") && p.reason.contains("1d"), "{p:?}");
+        assert!(
+            p.id.starts_with("prb-")
+                && p.reason.contains("3 incident openings or reopenings (2 distinct incidents)")
+                && p.reason.contains("1d"),
+            "{p:?}"
+        );
         assert_eq!(t.observe(&action(ActionKind::Open, "k3", "sw-1"), at(4)), None, "once per period");
         assert_eq!(t.current(at(5)).len(), 1);
         assert!(t.current(at(28)).is_empty(), "expires after the period");
