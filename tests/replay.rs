@@ -31,7 +31,8 @@ fn storm_lines() -> String {
     let storm = triaged::demo::storm(&cmdb, 2, at).unwrap();
     // The faults last ten minutes, well past the default group wait.
     let recovery = triaged::demo::storm(&cmdb, 2, at + chrono::Duration::minutes(10)).unwrap().recovery;
-    let mut out = String::from("# triaged demo storm at 2026-11-24T12:00:00Z: sw-core-par1-01 and db-pay-fra1-01 fail, recover 10 min later\n");
+    let mut out =
+        String::from("# triaged demo storm at 2026-11-24T12:00:00Z: sw-core-par1-01 and db-pay-fra1-01 fail, recover 10 min later\n");
     for (_, payload) in storm.firing.iter().chain(&recovery) {
         out.push_str(std::str::from_utf8(payload).unwrap());
         out.push('\n');
