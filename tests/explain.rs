@@ -1,17 +1,15 @@
 //! `GET /explain/{id}` and `triaged explain` on a running daemon: why an event
 //! was dropped, and why an incident has its members and root cause.
 
+mod common;
+
 use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
-use rdkafka::mocking::MockCluster;
 use rdkafka::producer::{FutureProducer, FutureRecord};
-use rdkafka::ClientConfig;
-use tokio_util::sync::CancellationToken;
 
 use triaged::incident::ActionKind;
-use triaged::receiver::IncidentReceiver;
 
 async fn send(producer: &FutureProducer, id: &str, host: &str, check: &str, severity: &str) {
     let payload = format!(
@@ -33,21 +31,13 @@ async fn cli(id: &str, url: &str) -> (bool, String, String) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn explains_dropped_events_and_incidents() {
-    let repo = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let cluster = MockCluster::new(1).unwrap();
-    cluster.create_topic("events", 1, 1).unwrap();
-    cluster.create_topic("triaged-dead-letter", 1, 1).unwrap();
-    let brokers = cluster.bootstrap_servers();
-    let receiver = IncidentReceiver::start().await.unwrap();
-    let cfg = triaged::demo::demo_config(repo, &brokers, &receiver.url(), "127.0.0.1:0");
-    let shutdown = CancellationToken::new();
-    let running = triaged::app::start(cfg, shutdown.clone()).await.unwrap();
-    let producer: FutureProducer = ClientConfig::new().set("bootstrap.servers", &brokers).create().unwrap();
+    let d = common::start(Path::new(env!("CARGO_MANIFEST_DIR")), 1, |_| {}).await;
+    let (producer, receiver, running) = (&d.producer, &d.receiver, &d.running);
 
     // A switch and a hypervisor behind it fail; an informational event is noise.
-    send(&producer, "ev-1", "hv-par1-01", "host-down", "critical").await;
-    send(&producer, "ev-2", "sw-acc-par1-01", "ICMP ping unreachable", "critical").await;
-    send(&producer, "ev-3", "db-pay-fra1-01", "Backup finished", "info").await;
+    send(producer, "ev-1", "hv-par1-01", "host-down", "critical").await;
+    send(producer, "ev-2", "sw-acc-par1-01", "ICMP ping unreachable", "critical").await;
+    send(producer, "ev-3", "db-pay-fra1-01", "Backup finished", "info").await;
     let log = receiver
         .wait_for(Duration::from_secs(30), |log| log.iter().any(|r| r.kind == ActionKind::Open))
         .await
@@ -82,7 +72,5 @@ async fn explains_dropped_events_and_incidents() {
     let (ok, _, err) = cli("no-such-thing", &url).await;
     assert!(!ok && err.contains("404") && err.contains("no-such-thing"), "{err}");
 
-    shutdown.cancel();
-    assert!(running.done.await.unwrap().clean_shutdown);
-    drop(producer);
+    assert!(d.stop().await.clean_shutdown);
 }

@@ -2,15 +2,13 @@
 //! `POST /api/v2/alerts` go through Kafka (the mock cluster) into the same
 //! pipeline and open an incident; bad tokens, bodies and sizes are refused.
 
+mod common;
+
 use std::path::Path;
 use std::time::Duration;
 
-use rdkafka::mocking::MockCluster;
-use tokio_util::sync::CancellationToken;
-
 use triaged::config::{IngestConfig, SecretSource};
 use triaged::incident::ActionKind;
-use triaged::receiver::IncidentReceiver;
 
 fn alert(name: &str, instance: &str, starts: chrono::DateTime<chrono::Utc>) -> serde_json::Value {
     serde_json::json!({
@@ -24,20 +22,16 @@ fn alert(name: &str, instance: &str, starts: chrono::DateTime<chrono::Utc>) -> s
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn posted_alerts_become_incidents_and_bad_requests_are_refused() {
-    let repo = Path::new(env!("CARGO_MANIFEST_DIR"));
     let dir = tempfile::tempdir().unwrap();
     let token_file = dir.path().join("token");
     std::fs::write(&token_file, "s3cret\n").unwrap();
 
-    let cluster = MockCluster::new(1).unwrap();
-    cluster.create_topic("events", 2, 1).unwrap();
-    cluster.create_topic("triaged-dead-letter", 1, 1).unwrap();
-    let brokers = cluster.bootstrap_servers();
-    let receiver = IncidentReceiver::start().await.unwrap();
-    let mut cfg = triaged::demo::demo_config(repo, &brokers, &receiver.url(), "127.0.0.1:0");
-    cfg.ingest = Some(IngestConfig { topic: None, token: Some(SecretSource { env: None, file: Some(token_file) }), max_body_bytes: 4096 });
-    let shutdown = CancellationToken::new();
-    let running = triaged::app::start(cfg, shutdown.clone()).await.unwrap();
+    let d = common::start(Path::new(env!("CARGO_MANIFEST_DIR")), 2, |cfg| {
+        cfg.ingest =
+            Some(IngestConfig { topic: None, token: Some(SecretSource { env: None, file: Some(token_file) }), max_body_bytes: 4096 });
+    })
+    .await;
+    let (receiver, running) = (&d.receiver, &d.running);
     let url = format!("http://{}/api/v2/alerts", running.http_addr);
     let http = reqwest::Client::new();
     let now = chrono::Utc::now();
@@ -73,6 +67,5 @@ async fn posted_alerts_become_incidents_and_bad_requests_are_refused() {
     assert_eq!(m.ingest_requests.with_label_values(&["400"]).get(), 2);
     assert_eq!(m.ingest_requests.with_label_values(&["200"]).get(), 1);
 
-    shutdown.cancel();
-    assert!(running.done.await.unwrap().clean_shutdown);
+    assert!(d.stop().await.clean_shutdown);
 }

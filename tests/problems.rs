@@ -1,17 +1,15 @@
 //! Problem candidates on a running daemon: a CI whose fault comes back within
 //! the period is raised once on `/problems` and in the metric.
 
+mod common;
+
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use rdkafka::mocking::MockCluster;
 use rdkafka::producer::{FutureProducer, FutureRecord};
-use rdkafka::ClientConfig;
-use tokio_util::sync::CancellationToken;
 
 use triaged::config::{HumanDuration, ProblemsConfig};
 use triaged::incident::ActionKind;
-use triaged::receiver::IncidentReceiver;
 
 async fn send(producer: &FutureProducer, status: &str) {
     let payload = format!(
@@ -26,26 +24,20 @@ async fn send(producer: &FutureProducer, status: &str) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_recurring_fault_raises_one_problem_candidate() {
-    let repo = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let cluster = MockCluster::new(1).unwrap();
-    cluster.create_topic("events", 1, 1).unwrap();
-    cluster.create_topic("triaged-dead-letter", 1, 1).unwrap();
-    let brokers = cluster.bootstrap_servers();
-    let receiver = IncidentReceiver::start().await.unwrap();
-    let mut cfg = triaged::demo::demo_config(repo, &brokers, &receiver.url(), "127.0.0.1:0");
-    cfg.problems = ProblemsConfig { threshold: 2, period: HumanDuration(Duration::from_secs(3600)) };
-    let shutdown = CancellationToken::new();
-    let running = triaged::app::start(cfg, shutdown.clone()).await.unwrap();
-    let producer: FutureProducer = ClientConfig::new().set("bootstrap.servers", &brokers).create().unwrap();
+    let d = common::start(Path::new(env!("CARGO_MANIFEST_DIR")), 1, |cfg| {
+        cfg.problems = ProblemsConfig { threshold: 2, period: HumanDuration(Duration::from_secs(3600)) };
+    })
+    .await;
+    let (producer, receiver, running) = (&d.producer, &d.receiver, &d.running);
     let count = |kind: ActionKind| move |log: &[triaged::receiver::Received]| log.iter().filter(|r| r.kind == kind).count();
     let minute = Duration::from_secs(60);
 
-    send(&producer, "firing").await;
+    send(producer, "firing").await;
     receiver.wait_for(minute, |log| count(ActionKind::Open)(log) == 1).await.expect("opened");
-    send(&producer, "resolved").await;
+    send(producer, "resolved").await;
     receiver.wait_for(minute, |log| count(ActionKind::Resolve)(log) == 1).await.expect("resolved");
     assert_eq!(running.metrics.problem_candidates.get(), 0, "one incident is not a problem");
-    send(&producer, "firing").await;
+    send(producer, "firing").await;
     receiver.wait_for(minute, |log| count(ActionKind::Reopen)(log) == 1).await.expect("reopened within the reopen window");
 
     // The core raises the candidate as it dispatches the reopen; /problems shows it after the next gauge refresh.
@@ -64,7 +56,5 @@ async fn a_recurring_fault_raises_one_problem_candidate() {
     assert_eq!(problems[0]["incidents"].as_array().unwrap().len(), 2);
     assert_eq!(running.metrics.problem_candidates.get(), 1);
 
-    shutdown.cancel();
-    assert!(running.done.await.unwrap().clean_shutdown);
-    drop(producer);
+    assert!(d.stop().await.clean_shutdown);
 }

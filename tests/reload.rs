@@ -2,16 +2,14 @@
 //! fails validation keeps the current rules and is counted as an error; a
 //! valid one takes effect for the next event.
 
+mod common;
+
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use rdkafka::mocking::MockCluster;
 use rdkafka::producer::{FutureProducer, FutureRecord};
-use rdkafka::ClientConfig;
-use tokio_util::sync::CancellationToken;
 
 use triaged::metrics::Metrics;
-use triaged::receiver::IncidentReceiver;
 
 /// Copies the files (not subdirectories) of `from` into `to`.
 fn copy_dir(from: &Path, to: &Path) {
@@ -47,21 +45,14 @@ async fn bad_reload_keeps_the_rules_and_good_reload_applies() {
     copy_dir(&repo.join("rules"), &root.path().join("rules"));
     copy_dir(&repo.join("config"), &root.path().join("config"));
 
-    let cluster = MockCluster::new(1).unwrap();
-    cluster.create_topic("events", 1, 1).unwrap();
-    cluster.create_topic("triaged-dead-letter", 1, 1).unwrap();
-    let brokers = cluster.bootstrap_servers();
-    let receiver = IncidentReceiver::start().await.unwrap();
-    let cfg = triaged::demo::demo_config(root.path(), &brokers, &receiver.url(), "127.0.0.1:0");
-    let shutdown = CancellationToken::new();
-    let running = triaged::app::start(cfg, shutdown.clone()).await.unwrap();
+    let d = common::start(root.path(), 1, |_| {}).await;
+    let (running, producer) = (&d.running, &d.producer);
     let m = running.metrics.clone();
-    let producer: FutureProducer = ClientConfig::new().set("bootstrap.servers", &brokers).create().unwrap();
     let dropped = |m: &Metrics| m.decisions.with_label_values(&["dropped"]).get();
     let reloads = |m: &Metrics, result: &str| m.reloads.with_label_values(&["rules", result]).get();
 
     // The shipped rules drop informational events.
-    send_info_event(&producer, 1).await;
+    send_info_event(producer, 1).await;
     wait_until("the first event", &m, |m| m.messages_handled.get() >= 1).await;
     assert_eq!(dropped(&m), 1);
 
@@ -70,7 +61,7 @@ async fn bad_reload_keeps_the_rules_and_good_reload_applies() {
     std::fs::write(&broken, "rules:\n  - name: broken\n    match: { check: { regex: \"([\" } }\n").unwrap();
     running.reload.send(()).await.unwrap();
     wait_until("the rejected reload", &m, |m| reloads(m, "error") == 1).await;
-    send_info_event(&producer, 2).await;
+    send_info_event(producer, 2).await;
     wait_until("the second event", &m, |m| m.messages_handled.get() >= 2).await;
     assert_eq!(dropped(&m), 2, "the old rules still drop informational events");
 
@@ -83,13 +74,10 @@ async fn bad_reload_keeps_the_rules_and_good_reload_applies() {
     std::fs::write(&filter, format!("{}{}", &text[..cut], &text[end..])).unwrap();
     running.reload.send(()).await.unwrap();
     wait_until("the accepted reload", &m, |m| reloads(m, "ok") == 1).await;
-    send_info_event(&producer, 3).await;
+    send_info_event(producer, 3).await;
     wait_until("the third event", &m, |m| m.messages_handled.get() >= 3).await;
     assert_eq!(dropped(&m), 2, "the new rules no longer drop informational events");
     assert_eq!(m.decisions.with_label_values(&["new"]).get(), 1);
 
-    shutdown.cancel();
-    let summary = running.done.await.unwrap();
-    assert!(summary.clean_shutdown);
-    drop(producer);
+    assert!(d.stop().await.clean_shutdown);
 }
