@@ -11,13 +11,12 @@ use std::time::Duration;
 use axum::http::StatusCode;
 use chrono::Utc;
 use rdkafka::producer::{FutureProducer, FutureRecord};
-use rdkafka::ClientConfig;
 
 use crate::config::{Config, Format};
 use crate::incident::rest::{read_secret, Secret, SinkBuildError};
 use crate::metrics::Metrics;
 use crate::source::decode::decode;
-use crate::source::kafka::is_consumer_only;
+use crate::source::kafka::producer_config;
 
 /// How long Kafka may take to acknowledge a request's alerts before 503.
 const PRODUCE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -54,12 +53,12 @@ impl Ingest {
         let Some(ic) = &cfg.ingest else { return Ok(None) };
         let topic = ic.target_topic(&cfg.kafka).ok_or(IngestError::NoTopic)?.to_owned();
         let token = ic.token.as_ref().map(|t| read_secret("ingest.token", t)).transpose().map_err(IngestError::Token)?;
-        let mut cc = ClientConfig::new();
-        for (k, v) in cfg.kafka.options.iter().filter(|(k, _)| !is_consumer_only(k)) {
-            cc.set(k, v);
-        }
-        cc.set("bootstrap.servers", &cfg.kafka.brokers).set("acks", "all").set("enable.idempotence", "true").set("linger.ms", "2");
-        let producer: FutureProducer = cc.create().map_err(IngestError::Producer)?;
+        let producer: FutureProducer = producer_config(&cfg.kafka)
+            .set("acks", "all")
+            .set("enable.idempotence", "true")
+            .set("linger.ms", "2")
+            .create()
+            .map_err(IngestError::Producer)?;
         Ok(Some(Ingest { producer, topic, token, metrics, max_body_bytes: ic.max_body_bytes }))
     }
 

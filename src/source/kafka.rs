@@ -466,6 +466,18 @@ fn check_config(cfg: &KafkaConfig) -> Result<(), SourceError> {
     }
 }
 
+/// The client configuration of a producer beside the consumer (dead letters,
+/// ingest): the brokers and the shared `kafka.options`, without the
+/// consumer-only ones a producer would warn about and ignore.
+pub(crate) fn producer_config(cfg: &KafkaConfig) -> ClientConfig {
+    let mut cc = ClientConfig::new();
+    for (k, v) in cfg.options.iter().filter(|(k, _)| !is_consumer_only(k)) {
+        cc.set(k, v);
+    }
+    cc.set("bootstrap.servers", &cfg.brokers);
+    cc
+}
+
 fn consumer_config(cfg: &KafkaConfig) -> ClientConfig {
     let mut cc = ClientConfig::new();
     for (k, v) in &cfg.options {
@@ -1046,7 +1058,7 @@ pub struct DeadLetter {
 /// librdkafka's CONFIGURATION.md). The dead-letter producer shares the
 /// connection options (security, SASL, TLS, timeouts) but not these, which a
 /// producer would warn about and ignore.
-pub(crate) fn is_consumer_only(key: &str) -> bool {
+fn is_consumer_only(key: &str) -> bool {
     const PREFIXES: &[&str] = &["group.", "fetch.", "queued.", "auto.commit.", "offset.store."];
     const NAMES: &[&str] = &[
         "session.timeout.ms",
@@ -1078,14 +1090,10 @@ impl DeadLetter {
         if cfg.topics.iter().any(|t| &t.name == topic) {
             return Err(SourceError::Config(format!("`dead_letter_topic` `{topic}` is also an input topic")));
         }
-        let mut cc = ClientConfig::new();
-        for (k, v) in cfg.options.iter().filter(|(k, _)| !is_consumer_only(k)) {
-            cc.set(k, v);
-        }
+        let mut cc = producer_config(cfg);
         if !cfg.options.contains_key("message.timeout.ms") && !cfg.options.contains_key("delivery.timeout.ms") {
             cc.set("message.timeout.ms", DEAD_LETTER_MESSAGE_TIMEOUT_MS);
         }
-        cc.set("bootstrap.servers", &cfg.brokers);
         let producer: FutureProducer = cc.create().map_err(|source| SourceError::Client { what: "dead-letter producer", source })?;
         Ok(Some(DeadLetter { producer, topic: topic.clone() }))
     }
