@@ -978,12 +978,14 @@ impl Core {
                         self.emit(id, ActionKind::Update, now);
                     }
                 }
-                Phase::Resolving { since } if now - since >= self.hold_down_of(id, now) => {
+                Phase::Resolving { since } => {
                     let hold = self.hold_down_of(id, now);
-                    let inc = self.incidents.get_mut(&id).unwrap();
-                    inc.phase = Phase::Resolved { at: now };
-                    inc.notes.push(format!("all member events clear for {}", fmt_dur(hold)));
-                    self.emit(id, ActionKind::Resolve, now);
+                    if now - since >= hold {
+                        let inc = self.incidents.get_mut(&id).unwrap();
+                        inc.phase = Phase::Resolved { at: now };
+                        inc.notes.push(format!("all member events clear for {}", fmt_dur(hold)));
+                        self.emit(id, ActionKind::Resolve, now);
+                    }
                 }
                 Phase::Resolved { at } if inc.inflight == 0 && (inc.merged || now - at >= self.cfg.reopen_window) => {
                     self.close(id);
