@@ -593,6 +593,13 @@ impl KafkaSource {
                 }
             }
         }
+        // A probe in flight holds the consumer: let it end here (it is bounded
+        // by LAG_BUDGET), or the consumer's last reference would go with it,
+        // and its close (leave group) would run on a blocking thread after the
+        // orderly shutdown, against a broker that may be gone by then.
+        if let Some(probe) = lag.task.take() {
+            let _ = probe.await;
+        }
         info!("Kafka source stopped consuming");
         Ok(())
     }
