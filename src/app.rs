@@ -250,8 +250,17 @@ async fn core_loop(mut l: CoreLoop) -> Summary {
                         }
                     }
                     let now = Utc::now();
+                    let mut stamps = Vec::with_capacity(batch.len());
                     for item in batch {
+                        if let SourceItem::Events { timestamp: Some(t), .. } = item {
+                            stamps.push(t);
+                        }
                         handle_item(&mut l, item, now);
+                    }
+                    // Every decision of the batch is taken by now.
+                    let decided = Utc::now().timestamp_micros();
+                    for t in stamps {
+                        l.metrics.event_lag.observe((decided - t * 1000).max(0) as f64 / 1e6);
                     }
                     first_event.get_or_insert_with(Instant::now);
                     last_event = Instant::now();
@@ -332,7 +341,7 @@ fn handle_item(l: &mut CoreLoop, item: SourceItem, now: chrono::DateTime<Utc>) {
             l.decisions.record_skipped(&origin, &reason, now);
             l.core.skip(&origin);
         }
-        SourceItem::Events { origin, events } => {
+        SourceItem::Events { origin, events, .. } => {
             if events.is_empty() {
                 l.core.skip(&origin);
             }

@@ -3,7 +3,8 @@
 
 use prometheus::core::Collector;
 use prometheus::{
-    Encoder, Gauge, GaugeVec, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry, TextEncoder,
+    Encoder, Gauge, GaugeVec, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
+    TextEncoder,
 };
 
 /// All metrics of the daemon, registered in their own registry.
@@ -60,6 +61,8 @@ pub struct Metrics {
     pub ingest_alerts: IntCounter,
     /// Problem candidates raised (one CI causing repeated incidents).
     pub problem_candidates: IntCounter,
+    /// Time from a Kafka message's timestamp to the core's decision on it.
+    pub event_lag: Histogram,
 }
 
 fn counter(reg: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
@@ -101,6 +104,20 @@ impl Metrics {
         let problem_candidates =
             IntCounter::new("problem_candidates_total", "Problem candidates raised: one CI causing repeated incidents.").unwrap();
         reg.register(Box::new(problem_candidates.clone())).unwrap();
+        // Fine below 10 ms: the decision latency target is a p99 under 5 ms.
+        let lag_buckets = vec![
+            0.0005, 0.001, 0.0015, 0.002, 0.003, 0.004, 0.005, 0.0075, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
+            300.0,
+        ];
+        let event_lag = Histogram::with_opts(
+            HistogramOpts::new(
+                "event_lag_seconds",
+                "Time from the Kafka message timestamp (its producer's create time) to the correlation core's decision.",
+            )
+            .buckets(lag_buckets),
+        )
+        .unwrap();
+        reg.register(Box::new(event_lag.clone())).unwrap();
         let latency_buckets = vec![0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0];
         let eval_buckets = vec![1e-6, 5e-6, 1e-5, 5e-5, 1e-4, 5e-4, 1e-3, 5e-3, 1e-2];
         Metrics {
@@ -162,12 +179,13 @@ impl Metrics {
             ingest_requests: counter(&reg, "ingest_requests_total", "Requests to /api/v2/alerts by status code.", &["code"]),
             ingest_alerts,
             problem_candidates,
+            event_lag,
         }
     }
 
     /// Exposed name of every metric (`triaged_…`), whether or not it has samples yet.
     pub fn names(&self) -> std::collections::BTreeSet<String> {
-        let all: [&dyn Collector; 25] = [
+        let all: [&dyn Collector; 26] = [
             &self.messages_received,
             &self.events_decoded,
             &self.events_failed,
@@ -193,6 +211,7 @@ impl Metrics {
             &self.ingest_requests,
             &self.ingest_alerts,
             &self.problem_candidates,
+            &self.event_lag,
         ];
         all.iter().flat_map(|c| c.desc()).map(|d| format!("triaged_{}", d.fq_name)).collect()
     }

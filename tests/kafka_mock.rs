@@ -198,7 +198,7 @@ fn consumes_decodes_and_dead_letters_in_partition_order() {
                 SourceItem::Skipped { reason, .. } => {
                     assert_eq!(i, BAD_AT, "only the malformed message is skipped: {reason}");
                 }
-                SourceItem::Events { origin, events } => {
+                SourceItem::Events { origin, events, .. } => {
                     assert_ne!(i, BAD_AT, "the malformed message decoded");
                     assert_eq!(events.len(), 1);
                     assert_eq!(events[0].check, format!("check-{i}"));

@@ -107,8 +107,9 @@ fn is_too_large(e: &KafkaError) -> bool {
 /// One Kafka message's worth of work for the core, in partition order.
 #[derive(Debug, Clone, PartialEq)]
 pub enum SourceItem {
-    /// Decoded events; `origin` is also set on each event.
-    Events { origin: Origin, events: Vec<Event> },
+    /// Decoded events; `origin` is also set on each event. `timestamp` is the
+    /// message's Kafka timestamp (milliseconds), for the decision lag metric.
+    Events { origin: Origin, events: Vec<Event>, timestamp: Option<i64> },
     /// Nothing for the core (undecodable, empty, no events): already
     /// dead-lettered (delivery awaited) or logged. The core just marks the
     /// offset done.
@@ -806,7 +807,8 @@ impl Runner {
                 return Step::Emit(SourceItem::Skipped { origin, reason: "message has no payload".into() });
             }
         };
-        let received = msg.timestamp().to_millis().and_then(DateTime::from_timestamp_millis).unwrap_or_else(Utc::now);
+        let timestamp = msg.timestamp().to_millis();
+        let received = timestamp.and_then(DateTime::from_timestamp_millis).unwrap_or_else(Utc::now);
         match decode::decode(topic.format, payload, received) {
             Ok(mut events) => {
                 if events.is_empty() {
@@ -817,7 +819,7 @@ impl Runner {
                     count_decoded(&mut self.decoded, &self.metrics, &ev.source);
                     ev.origin = Some(origin.clone());
                 }
-                Step::Emit(SourceItem::Events { origin, events })
+                Step::Emit(SourceItem::Events { origin, events, timestamp })
             }
             Err(e) => {
                 topic.failed.inc();
