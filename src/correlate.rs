@@ -740,13 +740,20 @@ impl Core {
     /// A new topology root `root` absorbs live incidents rooted downstream of it.
     /// Returns the incident that now carries the root.
     fn absorb_downstream(&mut self, id: u64, root: CiIdx, window: chrono::Duration, now: DateTime<Utc>) -> u64 {
+        // One walk down from `root`, not one walk up from every incident's root:
+        // in a storm with thousands of incidents the latter made each new
+        // incident cost thousands of walks.
+        let below = self.cmdb.downstream_within(root, self.cfg.max_depth);
         let mut victims: Vec<(u64, u32)> = Vec::new();
+        if below.is_empty() {
+            return id;
+        }
         for (&other, inc) in &self.incidents {
             if other == id || inc.merged || !matches!(inc.phase, Phase::Pending | Phase::Open) || now - inc.last_activity > window {
                 continue;
             }
             let Some(r) = inc.root else { continue };
-            if let Some(d) = self.cmdb.is_upstream_of(root, r, self.cfg.max_depth) {
+            if let Some(&d) = below.get(&r) {
                 victims.push((other, d));
             }
         }

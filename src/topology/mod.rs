@@ -251,6 +251,31 @@ impl Snapshot {
         self.bfs_up(down, max_depth, |c, _| c == up, &mut out).map(|(_, d)| d)
     }
 
+    /// Everything downstream of `idx` within `max_depth` hops with its
+    /// shortest distance, `idx` itself excluded: for every `down` in it,
+    /// `is_upstream_of(idx, down, max_depth)` is that distance. One walk
+    /// answers the question for many candidates at once.
+    pub(crate) fn downstream_within(&self, idx: CiIdx, max_depth: usize) -> FastMap<CiIdx, u32> {
+        let mut dist: FastMap<CiIdx, u32> = FastMap::default();
+        let mut frontier = vec![idx];
+        for d in 1..=max_depth as u32 {
+            let mut next = Vec::new();
+            for &c in &frontier {
+                for &(down, _) in self.downstream(c) {
+                    if down != idx && !dist.contains_key(&down) {
+                        dist.insert(down, d);
+                        next.push(down);
+                    }
+                }
+            }
+            if next.is_empty() {
+                break;
+            }
+            frontier = next;
+        }
+        dist
+    }
+
     /// Breadth-first walk upstream of `start`, appending `(ci, distance)` to
     /// `out`; stops early and returns the first CI for which `stop` is true.
     fn bfs_up(
@@ -352,10 +377,10 @@ fn short_host(key: &str) -> Option<&str> {
 /// Hash maps keyed by CMDB content (trusted input, so no DoS-resistant hashing):
 /// a multiply-rotate hash like rustc's FxHash, several times faster than SipHash
 /// on short names, which matters with millions of keys.
-type FastMap<K, V> = HashMap<K, V, BuildHasherDefault<FxHasher>>;
+pub(crate) type FastMap<K, V> = HashMap<K, V, BuildHasherDefault<FxHasher>>;
 
 #[derive(Default, Clone, Copy)]
-struct FxHasher(u64);
+pub(crate) struct FxHasher(u64);
 
 impl FxHasher {
     #[inline]

@@ -209,6 +209,22 @@ fn is_upstream_of_distances() {
 }
 
 #[test]
+fn downstream_within_agrees_with_is_upstream_of() {
+    let estate = estate();
+    let example = Snapshot::from_file_model(synthetic(&GenParams::example())).unwrap();
+    for s in [&estate, &example] {
+        for depth in [0, 1, 2, 3, 8] {
+            for up in 0..s.len() as CiIdx {
+                let below = s.downstream_within(up, depth);
+                for down in 0..s.len() as CiIdx {
+                    assert_eq!(below.get(&down).copied(), s.is_upstream_of(up, down, depth), "{up} -> {down} within {depth}");
+                }
+            }
+        }
+    }
+}
+
+#[test]
 fn impacted_services_transitive_sorted_cycle_safe() {
     let s = estate();
     let id = |x: &str| s.by_id(x).unwrap();
