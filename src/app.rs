@@ -48,7 +48,7 @@ pub enum AppError {
     Http { addr: String, source: std::io::Error },
 }
 
-fn join<T: std::fmt::Display>(errs: &[T]) -> String {
+pub(crate) fn join<T: std::fmt::Display>(errs: &[T]) -> String {
     errs.iter().map(|e| e.to_string()).collect::<Vec<_>>().join("; ")
 }
 

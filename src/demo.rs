@@ -73,7 +73,7 @@ const THROUGHPUT_MIN_MESSAGES: u64 = 5_000;
 
 /// Runs the mock cluster on its own thread (it is not `Send`) until the
 /// returned guard is dropped. Returns the bootstrap servers.
-fn start_mock_cluster(topics: &[(&str, i32)]) -> Result<(String, std::sync::mpsc::Sender<()>), DemoError> {
+pub(crate) fn start_mock_cluster(topics: &[(&str, i32)]) -> Result<(String, std::sync::mpsc::Sender<()>), DemoError> {
     let (tx, rx) = std::sync::mpsc::channel();
     let (stop_tx, stop_rx) = std::sync::mpsc::channel::<()>();
     let topics: Vec<(String, i32)> = topics.iter().map(|(t, p)| (t.to_string(), *p)).collect();
@@ -141,7 +141,7 @@ pub fn demo_config(root: &std::path::Path, brokers: &str, sink: &str, listen: &s
 }
 
 /// One monitoring message in its source's own format.
-fn message(cmdb: &Snapshot, ci: CiIdx, firing: bool, at: DateTime<Utc>, seq: u64) -> serde_json::Value {
+pub(crate) fn message(cmdb: &Snapshot, ci: CiIdx, firing: bool, at: DateTime<Utc>, seq: u64) -> serde_json::Value {
     let c = cmdb.ci(ci);
     let ts = at.timestamp();
     let name = c.name.as_str();
@@ -184,7 +184,7 @@ fn alertmanager(alert: &str, sev: &str, instance: &str, job: &str, firing: bool,
 }
 
 /// CIs downstream of `root` (everything that depends on it), breadth first.
-fn downstream(cmdb: &Snapshot, root: CiIdx) -> Vec<CiIdx> {
+pub(crate) fn downstream(cmdb: &Snapshot, root: CiIdx) -> Vec<CiIdx> {
     let mut seen = vec![false; cmdb.len()];
     seen[root as usize] = true;
     let mut out = Vec::new();
@@ -251,7 +251,7 @@ pub fn storm(cmdb: &Snapshot, repeats: u32, now: DateTime<Utc>) -> Option<Storm>
     Some(Storm { firing, recovery, root: cmdb.ci(root).id.clone(), unrelated: cmdb.ci(unrelated).id.clone(), downstream: down.len() })
 }
 
-async fn produce(producer: &FutureProducer, messages: &[(String, Vec<u8>)]) -> Result<(), DemoError> {
+pub(crate) async fn produce(producer: &FutureProducer, messages: &[(String, Vec<u8>)]) -> Result<(), DemoError> {
     let mut pending = Vec::with_capacity(messages.len());
     for (key, payload) in messages {
         let record = FutureRecord::to("events").key(key).payload(payload);

@@ -2,6 +2,7 @@
 //! -> incidents in an ITSM tool. See README.md for the architecture.
 
 pub mod app;
+pub mod bench;
 pub mod changes;
 pub mod config;
 pub mod correlate;

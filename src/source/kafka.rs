@@ -479,7 +479,7 @@ pub(crate) fn producer_config(cfg: &KafkaConfig) -> ClientConfig {
     cc
 }
 
-fn consumer_config(cfg: &KafkaConfig) -> ClientConfig {
+pub(crate) fn consumer_config(cfg: &KafkaConfig) -> ClientConfig {
     let mut cc = ClientConfig::new();
     for (k, v) in &cfg.options {
         cc.set(k, v);
