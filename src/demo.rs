@@ -294,6 +294,26 @@ fn print_action(r: &Received) {
     }
 }
 
+/// Polls `handled` (every millisecond) until it reaches `expected`, for at
+/// most `limit`; returns the messages handled since the first one was seen
+/// and the time that took, or None when `limit` passed first.
+pub(crate) async fn time_until_handled(handled: &prometheus::IntCounter, expected: u64, limit: Duration) -> Option<(u64, Duration)> {
+    let deadline = Instant::now() + limit;
+    let mut first: Option<(Instant, u64)> = None;
+    while Instant::now() < deadline {
+        let n = handled.get();
+        if n > 0 && first.is_none() {
+            first = Some((Instant::now(), n));
+        }
+        if n >= expected {
+            let (t0, n0) = first?;
+            return Some((n - n0, t0.elapsed()));
+        }
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    None
+}
+
 /// Runs the demo end to end.
 pub async fn run(args: DemoArgs) -> Result<DemoReport, DemoError> {
     let cmdb_path = args.root.join("config/cmdb.yaml");
@@ -337,24 +357,7 @@ pub async fn run(args: DemoArgs) -> Result<DemoReport, DemoError> {
         printed = log.len();
     };
     // Throughput: from the first handled message to the last of the storm.
-    let deadline = Instant::now() + settle;
-    let mut first: Option<(Instant, u64)> = None;
-    let mut consumed = Duration::ZERO;
-    let mut measured = 0;
-    while Instant::now() < deadline {
-        let n = handled();
-        if n > 0 && first.is_none() {
-            first = Some((Instant::now(), n));
-        }
-        if n >= produced_firing {
-            if let Some((t0, n0)) = first {
-                consumed = t0.elapsed();
-                measured = n - n0;
-            }
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(1)).await;
-    }
+    let (measured, consumed) = time_until_handled(&running.metrics.messages_handled, produced_firing, settle).await.unwrap_or_default();
     let opened = receiver
         .wait_for(settle, |log| {
             let keys = opened_keys(log);

@@ -47,8 +47,7 @@ pub fn fingerprints(rules_dir: &Path, n: u64) -> Result<MemoryFigure, BenchError
     const CHECKS_PER_CI: u64 = 100;
     let rules = Arc::new(RuleSet::load_dir(rules_dir).map_err(|e| BenchError::Setup(crate::app::join(&e)))?);
     let cis = (n / CHECKS_PER_CI).max(1) as usize;
-    let cmdb = Snapshot::from_file_model(crate::topology::synthetic(&GenParams::scaled(cis)))
-        .map_err(|e| BenchError::Setup(crate::app::join(&e)))?;
+    let cmdb = super::storm::estate(cis).map_err(BenchError::Setup)?;
     let vms: Vec<String> = cmdb.cis().iter().filter(|c| c.kind == "vm").map(|c| c.name.clone()).collect();
     if vms.is_empty() {
         return Err(BenchError::Setup("the synthetic estate has no VM".into()));

@@ -162,7 +162,7 @@ pub async fn run(args: BenchArgs) -> Result<Results, BenchError> {
             Arc::new(crate::rules::RuleSet::load_dir(&args.root.join("rules")).map_err(|e| BenchError::Setup(crate::app::join(&e)))?);
         let cmdb = Arc::new(storm.cmdb.clone());
         let (events, elapsed) = pipeline::core_pass(&rules, &cmdb, &messages);
-        let t = Throughput { messages: events, seconds: elapsed.as_secs_f64(), per_second: events as f64 / elapsed.as_secs_f64() };
+        let t = Throughput::new(events, elapsed);
         progress(format!("core alone: {:.0} events/s", t.per_second));
         r.core = Some(t);
     }

@@ -67,7 +67,9 @@ use tokio::process::{Child, Command};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
+use super::pipeline::per_second;
 use super::storm::{Alert, Storm};
+use crate::incident::rest::error_chain;
 
 /// Alerts per `POST /api/v2/alerts` (Prometheus' notifier `DefaultMaxBatchSize`).
 pub const AM_BATCH: usize = 256;
@@ -162,18 +164,6 @@ fn tail(log: &Path) -> String {
     let text = std::fs::read_to_string(log).unwrap_or_else(|e| format!("(cannot read: {e})"));
     let lines: Vec<&str> = text.lines().collect();
     lines[lines.len().saturating_sub(10)..].join("\n")
-}
-
-/// A reqwest error with its causes (the top level alone says little).
-fn chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut cause = e.source();
-    while let Some(c) = cause {
-        s.push_str(": ");
-        s.push_str(&c.to_string());
-        cause = c.source();
-    }
-    s
 }
 
 /// A peer process, killed when dropped (on error paths included); the normal
@@ -353,7 +343,7 @@ async fn wait_ready(client: &reqwest::Client, base: &str, am: &mut Running) -> R
         let last = match client.get(&url).timeout(Duration::from_secs(2)).send().await {
             Ok(r) if r.status() == reqwest::StatusCode::OK => return Ok(()),
             Ok(r) => format!("answered {}", r.status()),
-            Err(e) => chain(&e),
+            Err(e) => error_chain(&e),
         };
         if Instant::now() >= deadline {
             return Err(PeerError::Timeout {
@@ -374,7 +364,7 @@ async fn post_batches(client: &reqwest::Client, url: &str, storm: &Storm, batche
             let now = Utc::now();
             let body: Vec<serde_json::Value> = batch.iter().map(|a| storm.alertmanager_alert(a, now)).collect();
             let what = || format!("POST {url} ({} alerts)", batch.len());
-            let r = client.post(url).json(&body).send().await.map_err(|e| PeerError::Http { what: what(), message: chain(&e) })?;
+            let r = client.post(url).json(&body).send().await.map_err(|e| PeerError::Http { what: what(), message: error_chain(&e) })?;
             let status = r.status();
             if status != reqwest::StatusCode::OK {
                 let text = r.text().await.unwrap_or_default();
@@ -421,7 +411,7 @@ async fn alertmanager_run(storm: &Storm, limit: usize, workdir: &Path) -> Result
     let client = reqwest::Client::builder()
         .timeout(Duration::from_secs(30))
         .build()
-        .map_err(|e| PeerError::Http { what: "HTTP client".into(), message: chain(&e) })?;
+        .map_err(|e| PeerError::Http { what: "HTTP client".into(), message: error_chain(&e) })?;
     wait_ready(&client, &base, &mut am).await?;
 
     // Runs of one status (the firing repeats, then the recoveries) one after
@@ -464,19 +454,11 @@ async fn alertmanager_run(storm: &Storm, limit: usize, workdir: &Path) -> Result
         system,
         events: alerts.len(),
         seconds,
-        events_per_second: rate(alerts.len(), seconds),
+        events_per_second: per_second(alerts.len() as u64, seconds),
         notifications: seen.notifications,
         note,
     };
     Ok((result, seen))
-}
-
-fn rate(events: usize, seconds: f64) -> f64 {
-    if seconds > 0.0 {
-        events as f64 / seconds
-    } else {
-        0.0
-    }
 }
 
 // ---------------------------------------------------------------------------
@@ -618,7 +600,14 @@ pub async fn sec(storm: &Storm, limit: usize, workdir: &Path) -> Result<PeerResu
         a.storm,
         startup.as_secs_f64()
     );
-    Ok(PeerResult { system, events: alerts.len(), seconds, events_per_second: rate(alerts.len(), seconds), notifications: a.total(), note })
+    Ok(PeerResult {
+        system,
+        events: alerts.len(),
+        seconds,
+        events_per_second: per_second(alerts.len() as u64, seconds),
+        notifications: a.total(),
+        note,
+    })
 }
 
 #[cfg(test)]

@@ -157,9 +157,18 @@ pub struct Throughput {
 }
 
 impl Throughput {
-    fn new(messages: u64, elapsed: Duration) -> Throughput {
+    pub(crate) fn new(messages: u64, elapsed: Duration) -> Throughput {
         let seconds = elapsed.as_secs_f64();
-        Throughput { messages, seconds, per_second: if seconds > 0.0 { messages as f64 / seconds } else { 0.0 } }
+        Throughput { messages, seconds, per_second: per_second(messages, seconds) }
+    }
+}
+
+/// `count / seconds`, 0 for no time.
+pub(crate) fn per_second(count: u64, seconds: f64) -> f64 {
+    if seconds > 0.0 {
+        count as f64 / seconds
+    } else {
+        0.0
     }
 }
 
@@ -190,6 +199,15 @@ pub async fn raw_consume(cfg: &Config, group: &str, expected: u64, limit: Durati
     Ok(Throughput::new(n, elapsed))
 }
 
+/// The daemon with `cfg`, its sink an in-process incident receiver.
+async fn start_daemon(mut cfg: Config) -> Result<(IncidentReceiver, CancellationToken, app::Running), BenchError> {
+    let receiver = IncidentReceiver::start().await.map_err(BenchError::Io)?;
+    cfg.sink.endpoint = receiver.url();
+    let shutdown = CancellationToken::new();
+    let running = app::start(cfg, shutdown.clone()).await.map_err(|e| BenchError::App(e.to_string()))?;
+    Ok((receiver, shutdown, running))
+}
+
 /// What `triaged` did with the storm.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct EndToEnd {
@@ -205,28 +223,13 @@ pub struct EndToEnd {
 /// timed from the first handled message to the last; then the sink calls are
 /// counted once the incidents have settled.
 pub async fn triaged(cfg: Config, expected: u64, limit: Duration) -> Result<EndToEnd, BenchError> {
-    let receiver = IncidentReceiver::start().await.map_err(BenchError::Io)?;
-    let mut cfg = cfg;
-    cfg.sink.endpoint = receiver.url();
-    let shutdown = CancellationToken::new();
-    let running = app::start(cfg, shutdown.clone()).await.map_err(|e| BenchError::App(e.to_string()))?;
-    let handled = || running.metrics.messages_handled.get();
+    let (receiver, shutdown, running) = start_daemon(cfg).await?;
     let deadline = Instant::now() + limit;
-    let mut first: Option<(Instant, u64)> = None;
-    let mut measured = None;
-    while Instant::now() < deadline {
-        let n = handled();
-        if n > 0 && first.is_none() {
-            first = Some((Instant::now(), n));
-        }
-        if n >= expected {
-            let (t0, n0) = first.expect("set when the first message was handled");
-            measured = Some(Throughput::new(n - n0, t0.elapsed()));
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(1)).await;
-    }
-    let throughput = measured.ok_or_else(|| BenchError::Timeout(limit, format!("triaged handled {} of {expected} messages", handled())))?;
+    let handled = &running.metrics.messages_handled;
+    let throughput = crate::demo::time_until_handled(handled, expected, limit)
+        .await
+        .map(|(n, took)| Throughput::new(n, took))
+        .ok_or_else(|| BenchError::Timeout(limit, format!("triaged handled {} of {expected} messages", handled.get())))?;
     // The last incident actions follow the last event by the correlation
     // timers; count them once the receiver has been quiet for a while.
     let quiet = Duration::from_secs(3);
@@ -270,18 +273,15 @@ pub struct Latency {
 /// second (paced every millisecond), and reads the quantiles of
 /// `triaged_event_lag_seconds`: Kafka create time to the core's decision.
 pub async fn latency(cfg: Config, messages: &[(String, Vec<u8>)], rate: u64, limit: Duration) -> Result<Latency, BenchError> {
-    let receiver = IncidentReceiver::start().await.map_err(BenchError::Io)?;
     let brokers = cfg.kafka.brokers.clone();
     let mut cfg = cfg;
-    cfg.sink.endpoint = receiver.url();
     // A real broker answers a fetch as soon as data arrives (fetch.min.bytes
     // 1); the mock cluster answers an empty fetch only after its full wait
     // (`rdkafka_mock_handlers.c`: "If there was no data, delay up to
     // MaxWait"), which would put librdkafka's 500 ms default into every
     // figure of a consumer that keeps up.
     cfg.kafka.options.insert("fetch.wait.max.ms".into(), MOCK_FETCH_WAIT_MS.to_string());
-    let shutdown = CancellationToken::new();
-    let running = app::start(cfg, shutdown.clone()).await.map_err(|e| BenchError::App(e.to_string()))?;
+    let (_receiver, shutdown, running) = start_daemon(cfg).await?;
     // The consumer must own its partitions before the clock starts.
     let ready = Instant::now() + limit;
     let producer = producer(&brokers, 0)?;

@@ -69,14 +69,18 @@ pub fn check_of(kind: &str) -> (&'static str, &'static str) {
     }
 }
 
+/// The synthetic estate of about `cis` CIs the benchmark runs over.
+pub fn estate(cis: usize) -> Result<Snapshot, String> {
+    Snapshot::from_file_model(crate::topology::synthetic(&GenParams::scaled(cis)))
+        .map_err(|e| format!("synthetic CMDB of {cis} CIs: {}", crate::app::join(&e)))
+}
+
 const FAULT_KINDS: [&str; 6] = ["host", "hypervisor", "vm", "database", "application", "switch"];
 
 impl Storm {
     /// Builds the estate and the storm; `start` is the first event's time.
     pub fn generate(p: &StormParams, start: DateTime<Utc>) -> Result<Storm, String> {
-        let cmdb = Snapshot::from_file_model(crate::topology::synthetic(&GenParams::scaled(p.cis)))
-            .map_err(|e| format!("synthetic CMDB of {} CIs: {}", p.cis, crate::app::join(&e)))?;
-        Storm::over(cmdb, p, start)
+        Storm::over(estate(p.cis)?, p, start)
     }
 
     /// The storm over an existing estate.
