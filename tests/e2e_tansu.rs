@@ -85,6 +85,7 @@ impl Drop for Broker {
 struct Daemon {
     child: Child,
     metrics_port: u16,
+    log_dir: PathBuf,
 }
 
 impl Daemon {
@@ -92,13 +93,22 @@ impl Daemon {
         let log = std::fs::File::create(log_dir.join(format!("triaged-{n}.log"))).unwrap();
         let child = Command::new(env!("CARGO_BIN_EXE_triaged"))
             .args(["run", "--config", config.to_str().unwrap()])
-            .env("TRIAGED_LOG", "info")
+            .env("TRIAGED_LOG", "info,triaged::source=debug")
             .stdin(Stdio::null())
             .stdout(log.try_clone().unwrap())
             .stderr(log)
             .spawn()
             .unwrap();
-        Daemon { child, metrics_port }
+        Daemon { child, metrics_port, log_dir: log_dir.to_owned() }
+    }
+
+    /// `running`, or how the process ended.
+    fn status(&mut self) -> String {
+        match self.child.try_wait() {
+            Ok(None) => "running".into(),
+            Ok(Some(status)) => format!("exited with {status}"),
+            Err(e) => format!("unknown ({e})"),
+        }
     }
 
     fn sigkill(mut self) {
@@ -140,7 +150,11 @@ impl Daemon {
             if v.is_some_and(&done) {
                 return;
             }
-            assert!(Instant::now() < deadline, "{name} = {v:?} did not reach the expected value within {timeout:?}");
+            assert!(
+                Instant::now() < deadline,
+                "{name} = {v:?} did not reach the expected value within {timeout:?}\n{}",
+                log_tails(&self.log_dir)
+            );
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
@@ -151,6 +165,44 @@ impl Drop for Daemon {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// The last lines of every log in `dir` (daemons and broker), for failure messages.
+fn log_tails(dir: &Path) -> String {
+    const LINES: usize = 60;
+    let mut names: Vec<PathBuf> = std::fs::read_dir(dir)
+        .map(|d| d.filter_map(|e| e.ok().map(|e| e.path())).filter(|p| p.extension().is_some_and(|x| x == "log")).collect())
+        .unwrap_or_default();
+    names.sort();
+    let mut out = String::new();
+    for path in names {
+        let text = std::fs::read_to_string(&path).unwrap_or_default();
+        let lines: Vec<&str> = text.lines().collect();
+        out.push_str(&format!("--- last {LINES} lines of {}\n", path.display()));
+        for line in &lines[lines.len().saturating_sub(LINES)..] {
+            out.push_str(&strip_ansi(line));
+            out.push('\n');
+        }
+    }
+    out
+}
+
+fn strip_ansi(line: &str) -> String {
+    let mut out = String::with_capacity(line.len());
+    let mut chars = line.chars();
+    while let Some(c) = chars.next() {
+        if c == '\x1b' {
+            // CSI: ESC [ parameters final-byte
+            for c in chars.by_ref() {
+                if c.is_ascii_alphabetic() {
+                    break;
+                }
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
 }
 
 fn write_config(dir: &Path, brokers: &str, sink: &str, metrics_port: u16) -> PathBuf {
@@ -242,7 +294,7 @@ async fn storm_with_crashes_yields_exact_incidents_once() {
     let log = receiver
         .wait_for(minute, |log| opened_keys(log).len() >= 2)
         .await
-        .unwrap_or_else(|log| panic!("run 1: incidents did not open: {} actions; see {}", log.len(), logs.display()));
+        .unwrap_or_else(|log| panic!("run 1: incidents did not open: {} actions\n{}", log.len(), log_tails(logs)));
     let keys = opened_keys(&log);
     let opens_before = log.iter().filter(|r| r.kind == ActionKind::Open).count();
     d1.sigkill();
@@ -254,17 +306,24 @@ async fn storm_with_crashes_yields_exact_incidents_once() {
     receiver
         .wait_for(minute, |log| log.iter().filter(|r| r.kind == ActionKind::Open).count() >= opens_before + keys.len())
         .await
-        .unwrap_or_else(|log| panic!("run 2 did not rebuild the incidents: {} actions", log.len()));
+        .unwrap_or_else(|log| panic!("run 2 did not rebuild the incidents: {} actions\n{}", log.len(), log_tails(logs)));
     produce(&broker.bootstrap(), &storm.recovery, &mut ends).await;
     let half_recovered = firing + storm.recovery.len() as f64 / 2.0;
     d2.wait_metric("triaged_core_messages_handled_total", |v| v >= half_recovered, minute).await;
     d2.sigkill();
 
     // Run 3: finishes the recovery; SIGTERM must drain and commit.
-    let d3 = Daemon::start(&config, logs, 3, metrics_port);
-    let log = receiver.wait_for(minute, |log| all_resolved(log, &keys)).await.unwrap_or_else(|log| {
-        panic!("run 3: not every incident resolved: {:#?}", latest(&log).iter().map(|r| (&r.incident.key, r.kind)).collect::<Vec<_>>())
-    });
+    let mut d3 = Daemon::start(&config, logs, 3, metrics_port);
+    let log = match receiver.wait_for(minute, |log| all_resolved(log, &keys)).await {
+        Ok(log) => log,
+        Err(log) => panic!(
+            "run 3 ({}, {:?} messages handled): not every incident resolved: {:?}\n{}",
+            d3.status(),
+            d3.metric("triaged_core_messages_handled_total").await,
+            latest(&log).iter().map(|r| (&r.incident.key, r.kind)).collect::<Vec<_>>(),
+            log_tails(logs)
+        ),
+    };
     // Let the incidents close (reopen window 2 s) so every offset is released and stored.
     d3.wait_metric("triaged_fingerprints", |v| v == 0.0, minute).await;
     d3.sigterm(Duration::from_secs(15));
