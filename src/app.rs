@@ -166,6 +166,7 @@ pub async fn start(cfg: Config, shutdown: CancellationToken) -> Result<Running, 
     let core_task = tokio::spawn(core_loop(CoreLoop {
         core,
         items: item_rx,
+        circuit: sink.circuit_closed(),
         acks: ack_rx,
         swaps: swap_rx,
         workers,
@@ -216,6 +217,8 @@ pub async fn start(cfg: Config, shutdown: CancellationToken) -> Result<Running, 
 struct CoreLoop {
     core: Core,
     items: mpsc::Receiver<SourceItem>,
+    /// `true` while the sink's circuit is closed; events are read only then.
+    circuit: watch::Receiver<bool>,
     acks: mpsc::UnboundedReceiver<u64>,
     swaps: mpsc::Receiver<Reload>,
     workers: Vec<mpsc::Sender<Action>>,
@@ -239,8 +242,16 @@ async fn core_loop(mut l: CoreLoop) -> Summary {
     let mut source_open = true;
     let mut acks_open = true;
     loop {
+        // While the ITSM is unreachable, events stay in Kafka: the source
+        // channel fills and the source pauses its partitions. At shutdown the
+        // unread ones are left for the next start (their offsets are unstored).
+        let circuit_closed = *l.circuit.borrow_and_update();
+        if source_open && !circuit_closed && l.items.is_closed() {
+            source_open = false;
+        }
         tokio::select! {
-            item = l.items.recv(), if source_open => match item {
+            Ok(()) = l.circuit.changed() => {}
+            item = l.items.recv(), if source_open && circuit_closed => match item {
                 Some(item) => {
                     let mut batch = vec![item];
                     while batch.len() < 512 {

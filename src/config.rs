@@ -256,6 +256,31 @@ impl Default for RetryConfig {
     }
 }
 
+/// `[sink.circuit]`: the circuit breaker shared by the sink workers.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CircuitConfig {
+    /// Retryable failures in a row that open the circuit; 0 disables it.
+    #[serde(default = "default_failure_threshold")]
+    pub failure_threshold: u32,
+    /// How long the circuit stays open before one probe request is let through.
+    #[serde(default = "default_open_for")]
+    pub open_for: HumanDuration,
+}
+
+impl Default for CircuitConfig {
+    fn default() -> Self {
+        CircuitConfig { failure_threshold: default_failure_threshold(), open_for: default_open_for() }
+    }
+}
+
+fn default_failure_threshold() -> u32 {
+    5
+}
+fn default_open_for() -> HumanDuration {
+    dur("15s")
+}
+
 fn default_initial_backoff() -> HumanDuration {
     dur("200ms")
 }
@@ -280,6 +305,8 @@ pub struct SinkConfig {
     pub auth: AuthConfig,
     #[serde(default)]
     pub retry: RetryConfig,
+    #[serde(default)]
+    pub circuit: CircuitConfig,
     /// PagerDuty integration (routing) key; required for the pagerduty profile.
     #[serde(default)]
     pub routing_key: Option<SecretSource>,
@@ -577,6 +604,9 @@ impl Config {
         if self.sink.timeout.0.is_zero() {
             err("sink.timeout", "must be greater than zero".into());
         }
+        if self.sink.circuit.failure_threshold > 0 && self.sink.circuit.open_for.0.is_zero() {
+            err("sink.circuit.open_for", "must be above zero (set failure_threshold = 0 to disable the breaker)".into());
+        }
         if self.sink.retry.initial_backoff > self.sink.retry.max_backoff {
             err("sink.retry.initial_backoff", "is larger than sink.retry.max_backoff".into());
         }
@@ -665,6 +695,17 @@ endpoint = "http://127.0.0.1:8080"
         let errs = Config::parse(Path::new("t.toml"), &text).unwrap_err();
         let locs: Vec<_> = errs.iter().map(|e| e.location.as_str()).collect();
         assert_eq!(locs, ["kafka.options.group.id", "sink.endpoint", "sink.concurrency"]);
+    }
+
+    #[test]
+    fn circuit_breaker_defaults_and_validation() {
+        let cfg = Config::parse(Path::new("t.toml"), MINIMAL).unwrap();
+        assert_eq!((cfg.sink.circuit.failure_threshold, cfg.sink.circuit.open_for.0), (5, Duration::from_secs(15)));
+        let zero = format!("{MINIMAL}[sink.circuit]\nopen_for = \"0s\"\n");
+        let errs = Config::parse(Path::new("t.toml"), &zero).unwrap_err();
+        assert_eq!(errs[0].location, "sink.circuit.open_for");
+        let disabled = format!("{MINIMAL}[sink.circuit]\nfailure_threshold = 0\nopen_for = \"0s\"\n");
+        assert!(Config::parse(Path::new("t.toml"), &disabled).is_ok());
     }
 
     #[test]

@@ -19,8 +19,8 @@ use tokio_util::sync::CancellationToken;
 
 use crate::app;
 use crate::config::{
-    AuthConfig, CmdbConfig, Config, CorrelationConfig, Format, HttpConfig, HumanDuration, KafkaConfig, RetryConfig, RulesConfig,
-    ShutdownConfig, SinkConfig, SinkProfile, TopicConfig,
+    AuthConfig, CircuitConfig, CmdbConfig, Config, CorrelationConfig, Format, HttpConfig, HumanDuration, KafkaConfig, RetryConfig,
+    RulesConfig, ShutdownConfig, SinkConfig, SinkProfile, TopicConfig,
 };
 use crate::incident::ActionKind;
 use crate::receiver::{opened_keys, IncidentReceiver, Received};
@@ -123,6 +123,7 @@ pub fn demo_config(root: &std::path::Path, brokers: &str, sink: &str, listen: &s
             concurrency: 4,
             auth: AuthConfig::None,
             retry: RetryConfig::default(),
+            circuit: CircuitConfig::default(),
             routing_key: None,
         },
         http: HttpConfig { listen: listen.into() },

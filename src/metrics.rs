@@ -63,6 +63,9 @@ pub struct Metrics {
     pub problem_candidates: IntCounter,
     /// Time from a Kafka message's timestamp to the core's decision on it.
     pub event_lag: Histogram,
+    /// Sink circuit breaker state: 0 closed, 1 open, 2 half open.
+    pub sink_circuit_state: IntGauge,
+    pub sink_circuit_opened: IntCounter,
 }
 
 fn counter(reg: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
@@ -104,6 +107,12 @@ impl Metrics {
         let problem_candidates =
             IntCounter::new("problem_candidates_total", "Problem candidates raised: one CI causing repeated incidents.").unwrap();
         reg.register(Box::new(problem_candidates.clone())).unwrap();
+        let sink_circuit_state =
+            IntGauge::new("sink_circuit_state", "Sink circuit breaker: 0 closed, 1 open (no requests, events wait in Kafka), 2 half open.")
+                .unwrap();
+        reg.register(Box::new(sink_circuit_state.clone())).unwrap();
+        let sink_circuit_opened = IntCounter::new("sink_circuit_opened_total", "Times the sink circuit breaker opened.").unwrap();
+        reg.register(Box::new(sink_circuit_opened.clone())).unwrap();
         // Fine below 10 ms: the decision latency target is a p99 under 5 ms.
         let lag_buckets = vec![
             0.0005, 0.001, 0.0015, 0.002, 0.003, 0.004, 0.005, 0.0075, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
@@ -180,12 +189,14 @@ impl Metrics {
             ingest_alerts,
             problem_candidates,
             event_lag,
+            sink_circuit_state,
+            sink_circuit_opened,
         }
     }
 
     /// Exposed name of every metric (`triaged_…`), whether or not it has samples yet.
     pub fn names(&self) -> std::collections::BTreeSet<String> {
-        let all: [&dyn Collector; 26] = [
+        let all: [&dyn Collector; 28] = [
             &self.messages_received,
             &self.events_decoded,
             &self.events_failed,
@@ -212,6 +223,8 @@ impl Metrics {
             &self.ingest_alerts,
             &self.problem_candidates,
             &self.event_lag,
+            &self.sink_circuit_state,
+            &self.sink_circuit_opened,
         ];
         all.iter().flat_map(|c| c.desc()).map(|d| format!("triaged_{}", d.fq_name)).collect()
     }

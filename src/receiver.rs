@@ -1,13 +1,16 @@
 //! An in-process ITSM endpoint speaking the `generic` sink profile
 //! (`PUT /incidents/{key}`), used by `triaged demo` and the end-to-end tests.
-//! It records every action it receives, in order.
+//! It records every action it receives, in order, and can play an ITSM in
+//! trouble: answer every request with an error status (and `Retry-After`),
+//! recording nothing, until told to heal.
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use axum::extract::{Path as UrlPath, State};
-use axum::http::StatusCode;
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
 use axum::routing::put;
 use axum::{Json, Router};
 use tokio::sync::Notify;
@@ -23,10 +26,20 @@ pub struct Received {
     pub notes: Vec<String>,
 }
 
+/// An injected failure: every request is answered with it.
+#[derive(Debug, Clone, Copy)]
+struct Fault {
+    status: StatusCode,
+    retry_after_secs: Option<u64>,
+}
+
 #[derive(Clone, Default)]
 struct Shared {
     log: Arc<Mutex<Vec<Received>>>,
     changed: Arc<Notify>,
+    fault: Arc<Mutex<Option<Fault>>>,
+    /// Requests answered with the injected failure: incident key, when.
+    rejected: Arc<Mutex<Vec<(String, Instant)>>>,
 }
 
 /// A running receiver; stops when dropped.
@@ -36,11 +49,15 @@ pub struct IncidentReceiver {
     stop: CancellationToken,
 }
 
-async fn receive(
-    State(s): State<Shared>,
-    UrlPath(key): UrlPath<String>,
-    Json(body): Json<serde_json::Value>,
-) -> (StatusCode, &'static str) {
+async fn receive(State(s): State<Shared>, UrlPath(key): UrlPath<String>, Json(body): Json<serde_json::Value>) -> Response {
+    if let Some(f) = *s.fault.lock().expect("receiver fault") {
+        s.rejected.lock().expect("receiver rejections").push((key, Instant::now()));
+        s.changed.notify_waiters();
+        return match f.retry_after_secs {
+            Some(secs) => (f.status, [(header::RETRY_AFTER, secs.to_string())], "injected failure").into_response(),
+            None => (f.status, "injected failure").into_response(),
+        };
+    }
     let kind: Option<ActionKind> = serde_json::from_value(body["action"].clone()).ok();
     let incident: Option<Incident> = serde_json::from_value(body["incident"].clone()).ok();
     let notes: Vec<String> = serde_json::from_value(body["notes"].clone()).unwrap_or_default();
@@ -48,9 +65,9 @@ async fn receive(
         (Some(kind), Some(incident)) if incident.key == key => {
             s.log.lock().expect("receiver log").push(Received { kind, incident, notes });
             s.changed.notify_waiters();
-            (StatusCode::OK, "ok")
+            (StatusCode::OK, "ok").into_response()
         }
-        _ => (StatusCode::BAD_REQUEST, "expected {action, incident, notes} with incident.key matching the path"),
+        _ => (StatusCode::BAD_REQUEST, "expected {action, incident, notes} with incident.key matching the path").into_response(),
     }
 }
 
@@ -72,6 +89,27 @@ impl IncidentReceiver {
     /// Base URL for the sink's `endpoint`.
     pub fn url(&self) -> String {
         format!("http://{}", self.addr)
+    }
+
+    /// From now on, answers every request with `status` (and `Retry-After`
+    /// when given) and records nothing.
+    pub fn fail_with(&self, status: StatusCode, retry_after_secs: Option<u64>) {
+        *self.shared.fault.lock().expect("receiver fault") = Some(Fault { status, retry_after_secs });
+    }
+
+    /// Ends an injected failure.
+    pub fn heal(&self) {
+        *self.shared.fault.lock().expect("receiver fault") = None;
+    }
+
+    /// Requests answered with an injected failure so far.
+    pub fn rejected(&self) -> u64 {
+        self.shared.rejected.lock().expect("receiver rejections").len() as u64
+    }
+
+    /// Requests answered with an injected failure: incident key and arrival time.
+    pub fn rejections(&self) -> Vec<(String, Instant)> {
+        self.shared.rejected.lock().expect("receiver rejections").clone()
     }
 
     /// Everything received so far.

@@ -11,7 +11,7 @@ use tokio_util::sync::CancellationToken;
 use wiremock::matchers::{basic_auth, bearer_token, body_partial_json, method, path, query_param};
 use wiremock::{Mock, MockServer, Request, ResponseTemplate};
 
-use triaged::config::{AuthConfig, HumanDuration, RetryConfig, SecretSource, SinkConfig, SinkProfile};
+use triaged::config::{AuthConfig, CircuitConfig, HumanDuration, RetryConfig, SecretSource, SinkConfig, SinkProfile};
 use triaged::event::{Severity, Status};
 use triaged::incident::rest::{RestSink, SinkBuildError};
 use triaged::incident::retry::Backoff;
@@ -85,6 +85,8 @@ fn config(profile: SinkProfile, endpoint: &str) -> SinkConfig {
             initial_backoff: HumanDuration(Duration::from_millis(1)),
             max_backoff: HumanDuration(Duration::from_millis(5)),
         },
+        // These tests are about single requests; the breaker has its own.
+        circuit: CircuitConfig { failure_threshold: 0, ..CircuitConfig::default() },
         routing_key: None,
     }
 }

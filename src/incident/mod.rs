@@ -5,6 +5,7 @@
 //! **Every incident has a deterministic correlation key**: the sink uses it to
 //! make creation idempotent (look up before create, or an idempotent PUT).
 
+pub mod breaker;
 pub mod rest;
 pub mod retry;
 

@@ -24,6 +24,7 @@ use tracing::{debug, Instrument};
 
 use crate::config::{AuthConfig, SecretSource, SinkConfig, SinkProfile};
 use crate::event::Severity;
+use crate::incident::breaker::{Breaker, Outcome};
 use crate::incident::retry::{self, Backoff};
 use crate::incident::{Action, ActionKind, Incident, SinkError};
 use crate::metrics::Metrics;
@@ -135,6 +136,8 @@ struct Inner {
     /// Every secret string (and encoding of one) to scrub from error text.
     scrub: Vec<Secret>,
     backoff: Backoff,
+    /// Shared by every worker delivering through this sink.
+    breaker: Breaker,
     metrics: Metrics,
     /// ServiceNow: correlation key -> sys_id of incidents seen or created.
     sys_ids: Cache<String, String>,
@@ -248,10 +251,16 @@ impl RestSink {
                 routing_key,
                 scrub,
                 backoff: Backoff::new(&cfg.retry),
+                breaker: Breaker::new(&cfg.circuit, metrics.clone()),
                 metrics,
                 sys_ids,
             }),
         })
+    }
+
+    /// `true` while the sink's circuit breaker is closed.
+    pub fn circuit_closed(&self) -> tokio::sync::watch::Receiver<bool> {
+        self.inner.breaker.closed()
     }
 
     /// The backoff policy `deliver` uses.
@@ -285,7 +294,14 @@ impl RestSink {
             action = action.kind.as_str(),
             key = %action.incident.key,
         );
-        let result = retry::retry(&self.inner.backoff, shutdown, || self.apply(action)).instrument(span).await;
+        let breaker = &self.inner.breaker;
+        let attempt = || async move {
+            let permit = breaker.admit().await;
+            let result = self.apply(action).await;
+            breaker.record(permit, Outcome::of(&result));
+            result
+        };
+        let result = retry::retry(&self.inner.backoff, shutdown, attempt).instrument(span).await;
         if let Err(e @ SinkError::Cancelled) = &result {
             self.inner.metrics.sink_errors.with_label_values(&[e.class()]).inc();
         }
