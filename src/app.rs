@@ -184,8 +184,8 @@ pub async fn start(cfg: Config, shutdown: CancellationToken) -> Result<Running, 
         shutdown.cancelled().await;
         info!("shutting down: consumption stops, in-flight work drains for up to {deadline:?}");
         let _ = phase_tx.send(Phase::Draining);
-        source_stop.cancel();
-        let _ = source_task.await;
+        // The deadline counts from here: stopping the source (a broker that
+        // does not answer) comes out of it too.
         let started = Instant::now();
         let sink_deadline = tokio::spawn({
             let sink_stop = sink_stop.clone();
@@ -194,6 +194,8 @@ pub async fn start(cfg: Config, shutdown: CancellationToken) -> Result<Running, 
                 sink_stop.cancel();
             }
         });
+        source_stop.cancel();
+        let _ = source_task.await;
         let (summary, clean) = match core_task.await {
             Ok(s) => (s, true),
             Err(e) => {

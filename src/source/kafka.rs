@@ -594,13 +594,11 @@ impl KafkaSource {
                 }
             }
         }
-        // A probe in flight holds the consumer: let it end here (it is bounded
-        // by LAG_BUDGET), or the consumer's last reference would go with it,
-        // and its close (leave group) would run on a blocking thread after the
-        // orderly shutdown, against a broker that may be gone by then.
-        if let Some(probe) = lag.task.take() {
-            let _ = probe.await;
-        }
+        // A probe in flight holds the consumer: end it here (within
+        // LAG_CALL), or the consumer's last reference would go with it, and its
+        // close (leave group) would run on a blocking thread after the orderly
+        // shutdown, against a broker that may be gone by then.
+        lag.finish().await;
         info!("Kafka source stopped consuming");
         Ok(())
     }
@@ -933,10 +931,18 @@ fn count_decoded(counters: &mut Vec<(String, IntCounter)>, metrics: &Metrics, so
     }
 }
 
+/// Longest one watermark query of a probe may block, so that a probe told to
+/// stop (shutdown) ends this soon even when the broker does not answer. A
+/// query can wait behind a fetch long poll on the same connection
+/// (`fetch.wait.max.ms`, 500 ms by default), so this is twice that.
+const LAG_CALL: Duration = Duration::from_secs(1);
+
 /// Measures high watermarks off the runtime (the query blocks), one probe at a time.
 #[derive(Default)]
 struct LagProbe {
     task: Option<tokio::task::JoinHandle<Vec<(String, i32, i64)>>>,
+    /// Tells the probe in flight to stop before its next query.
+    stop: Arc<AtomicBool>,
 }
 
 impl LagProbe {
@@ -952,21 +958,31 @@ impl LagProbe {
             return;
         }
         let consumer = consumer.clone();
+        let stop = Arc::new(AtomicBool::new(false));
+        self.stop = stop.clone();
         self.task = Some(tokio::task::spawn_blocking(move || {
             let deadline = Instant::now() + LAG_BUDGET;
             let mut highs = Vec::with_capacity(parts.len());
             for (topic, partition) in parts {
                 let left = deadline.saturating_duration_since(Instant::now());
-                if left.is_zero() {
+                if left.is_zero() || stop.load(Ordering::Acquire) {
                     break;
                 }
-                match consumer.client().fetch_watermarks(&topic, partition, left) {
+                match consumer.client().fetch_watermarks(&topic, partition, left.min(LAG_CALL)) {
                     Ok((_low, high)) => highs.push((topic, partition, high)),
                     Err(e) => debug!(topic, partition, error = %e, "watermark query failed"),
                 }
             }
             highs
         }));
+    }
+
+    /// Stops the probe in flight, if any, within `LAG_CALL`, and waits for it.
+    async fn finish(&mut self) {
+        self.stop.store(true, Ordering::Release);
+        if let Some(task) = self.task.take() {
+            let _ = task.await;
+        }
     }
 
     /// Resolves when a probe finishes; pending forever when none runs.

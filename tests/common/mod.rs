@@ -42,14 +42,34 @@ pub async fn start(root: &Path, partitions: i32, tweak: impl FnOnce(&mut Config)
 }
 
 impl InProcess {
+    /// The mock cluster, to inject broker faults.
+    #[allow(dead_code)]
+    pub fn cluster(&self) -> &MockCluster<'static, DefaultProducerContext> {
+        &self.cluster
+    }
+
+    /// The daemon's bootstrap servers.
+    #[allow(dead_code)]
+    pub fn brokers(&self) -> String {
+        self.cluster.bootstrap_servers()
+    }
+
     /// SIGTERM's path: drains, commits and returns what the daemon did.
     pub async fn stop(self) -> Summary {
+        self.stop_timed().await.0
+    }
+
+    /// `stop`, also returning how long the daemon took to stop (the test's
+    /// own clients and the cluster go afterwards, uncounted).
+    pub async fn stop_timed(self) -> (Summary, std::time::Duration) {
         let InProcess { running, producer, shutdown, cluster, .. } = self;
+        let started = std::time::Instant::now();
         shutdown.cancel();
         let summary = running.done.await.unwrap();
+        let took = started.elapsed();
         // Clients go before the cluster.
         drop(producer);
         drop(cluster);
-        summary
+        (summary, took)
     }
 }
