@@ -97,7 +97,14 @@ pub struct Summary {
     /// Seconds between the first and the last event handled.
     pub busy_seconds: f64,
     pub clean_shutdown: bool,
+    /// Why the daemon stopped without being asked to (the correlation core
+    /// panicked, or the source ended on a fatal error); `None` after SIGTERM.
+    pub failure: Option<String>,
 }
+
+/// Time the Kafka consumer gets to close (leave its group) even when the
+/// shutdown deadline is spent.
+const CLOSE_AT_LEAST: Duration = Duration::from_secs(1);
 
 /// Starts the daemon; it runs until `shutdown` is cancelled.
 pub async fn start(cfg: Config, shutdown: CancellationToken) -> Result<Running, AppError> {
@@ -181,8 +188,28 @@ pub async fn start(cfg: Config, shutdown: CancellationToken) -> Result<Running, 
     tracker.close();
     let done = tokio::spawn(async move {
         let _ = phase_tx.send(Phase::Running);
-        shutdown.cancelled().await;
-        info!("shutting down: consumption stops, in-flight work drains for up to {deadline:?}");
+        let mut core_task = core_task;
+        // The core ends on its own only when something failed: a panic, or
+        // the source gone on a fatal error. Then the daemon stops and exits
+        // non-zero (its supervisor restarts it and the log is replayed)
+        // instead of idling with nothing consuming.
+        let ended = tokio::select! {
+            _ = shutdown.cancelled() => None,
+            r = &mut core_task => Some(r),
+        };
+        let failure = ended.as_ref().map(|r| match r {
+            Ok(_) => "the correlation core stopped: its event source ended (see the errors above)".to_string(),
+            // Names the panic message too.
+            Err(e) => format!("the correlation core failed: {e}"),
+        });
+        match &failure {
+            Some(f) => {
+                error!("{f}; shutting down");
+                // Everything else (reloader, HTTP) stops as after SIGTERM.
+                shutdown.cancel();
+            }
+            None => info!("shutting down: consumption stops, in-flight work drains for up to {deadline:?}"),
+        }
         let _ = phase_tx.send(Phase::Draining);
         // The deadline counts from here: stopping the source (a broker that
         // does not answer) comes out of it too.
@@ -196,10 +223,16 @@ pub async fn start(cfg: Config, shutdown: CancellationToken) -> Result<Running, 
         });
         source_stop.cancel();
         let _ = source_task.await;
-        let (summary, clean) = match core_task.await {
+        let core_result = match ended {
+            Some(r) => r,
+            None => core_task.await,
+        };
+        let (summary, clean) = match core_result {
             Ok(s) => (s, true),
             Err(e) => {
-                error!(error = %e, "core task failed");
+                if failure.is_none() {
+                    error!("the correlation core failed while draining: {e}");
+                }
                 (Summary::default(), false)
             }
         };
@@ -210,8 +243,9 @@ pub async fn start(cfg: Config, shutdown: CancellationToken) -> Result<Running, 
         if let Err(e) = offsets.commit_now() {
             warn!(error = %e, "final offset commit failed; the next start replays from the last committed offsets");
         }
+        offsets.close(deadline.saturating_sub(started.elapsed()).max(CLOSE_AT_LEAST)).await;
         info!(elapsed = ?started.elapsed(), "shutdown complete");
-        Summary { clean_shutdown: clean && summary.clean_shutdown, ..summary }
+        Summary { clean_shutdown: clean && summary.clean_shutdown, failure, ..summary }
     });
     Ok(Running { metrics, http_addr, reload: reload_tx, done })
 }
@@ -344,6 +378,7 @@ async fn core_loop(mut l: CoreLoop) -> Summary {
         actions: stats.actions.iter().map(|(k, v)| (k.to_string(), *v)).collect(),
         busy_seconds: first_event.map_or(0.0, |f| last_event.duration_since(f).as_secs_f64()),
         clean_shutdown: l.core.inflight_actions() == 0,
+        failure: None,
     }
 }
 

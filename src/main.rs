@@ -423,6 +423,9 @@ fn run(path: &Path) -> anyhow::Result<()> {
                 s = &mut done => break s.context("shutdown task failed")?,
             }
         };
+        if let Some(failure) = summary.failure {
+            anyhow::bail!("{failure}");
+        }
         if !summary.clean_shutdown {
             tracing::warn!("in-flight sink actions did not finish before the deadline; their events are replayed on the next start");
         }

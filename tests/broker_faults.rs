@@ -1,7 +1,8 @@
 //! Broker faults on the librdkafka mock cluster, on a running daemon: failed
 //! offset commits, added latency and the broker down then up never move the
 //! committed offsets backwards and lose nothing; SIGTERM's path with the
-//! broker unreachable ends within the shutdown deadline.
+//! broker unreachable ends within the shutdown deadline; a consumer fenced
+//! for good stops the daemon with a failure instead of leaving it idle.
 
 mod common;
 
@@ -143,4 +144,22 @@ async fn sigterm_with_the_broker_down_stops_within_the_deadline() {
     eprintln!("shutdown with the broker down took {took:?}");
     assert!(took < deadline, "shutdown took {took:?}, the deadline is {deadline:?}");
     assert!(summary.clean_shutdown, "nothing was in flight at the sink");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fatal_consumer_error_stops_the_daemon_with_a_failure() {
+    let d = common::start(Path::new(env!("CARGO_MANIFEST_DIR")), 1, |_| {}).await;
+    let storm = storm();
+    produce(&d.producer, &storm.firing[..1], &mut BTreeMap::new()).await;
+    let handled = d.running.metrics.messages_handled.clone();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while handled.get() < 1 {
+        assert!(Instant::now() < deadline, "the daemon did not consume");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // librdkafka treats a fenced group instance as fatal: the consumer is done for.
+    d.cluster().request_errors(RDKafkaApiKey::Heartbeat, &[RDKafkaRespErr::RD_KAFKA_RESP_ERR_FENCED_INSTANCE_ID]);
+    let summary = d.stopped_by_itself(Duration::from_secs(60)).await;
+    let failure = summary.failure.expect("a failure is reported");
+    assert!(failure.contains("event source ended"), "{failure}");
 }

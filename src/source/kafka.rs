@@ -34,7 +34,7 @@ use rdkafka::message::{BorrowedMessage, Header, Message, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::util::Timeout;
 use rdkafka::{Offset, TopicPartitionList};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, Notify};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, info, trace, warn};
 
@@ -140,6 +140,10 @@ struct Shared {
     /// The source is waiting for room with its partitions paused: partitions
     /// assigned meanwhile are paused at once.
     paused: AtomicBool,
+    /// Signalled on every client error, so that the run loop notices a fatal
+    /// one: the consumer will not deliver again (e.g. fenced), and `recv`
+    /// does not say so by itself.
+    fatal: Notify,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -176,6 +180,8 @@ impl ClientContext for SourceContext {
     }
 
     fn error(&self, error: KafkaError, reason: &str) {
+        // The run loop asks librdkafka whether this one was fatal.
+        self.shared.fatal.notify_one();
         // Mostly transient (broker down, reconnecting): librdkafka retries.
         warn!(error = %error, "Kafka client error: {reason}");
     }
@@ -558,6 +564,10 @@ impl KafkaSource {
                     runner.apply_lag(&consumer, &highs);
                     continue;
                 }
+                _ = runner.shared.fatal.notified() => {
+                    check_fatal(&consumer)?;
+                    continue;
+                }
                 r = consumer.recv() => r,
             };
             let msg = match received {
@@ -607,12 +617,20 @@ impl KafkaSource {
 /// Errors from `recv`: fatal ones end the source, the rest are logged
 /// (librdkafka retries them itself).
 fn consume_error(consumer: &SourceConsumer, e: KafkaError) -> Result<(), SourceError> {
-    if let Some((code, reason)) = consumer.client().fatal_error() {
-        error!(error = %e, code = ?code, "fatal Kafka consumer error: {reason}");
-        return Err(SourceError::Fatal { code, reason });
-    }
+    check_fatal(consumer)?;
     warn!(error = %e, "Kafka consume error");
     Ok(())
+}
+
+/// Ends the source when librdkafka has raised a fatal error.
+fn check_fatal(consumer: &SourceConsumer) -> Result<(), SourceError> {
+    match consumer.client().fatal_error() {
+        Some((code, reason)) => {
+            error!(code = ?code, "fatal Kafka consumer error: {reason}; the source stops");
+            Err(SourceError::Fatal { code, reason })
+        }
+        None => Ok(()),
+    }
 }
 
 /// The channel is full: wait a little, then pause every assigned partition and
@@ -663,6 +681,7 @@ async fn wait_for_capacity(
             },
             _ = lag_tick.tick() => lag.start(consumer),
             Some(highs) = lag.wait() => runner.apply_lag(consumer, &highs),
+            _ = runner.shared.fatal.notified() => check_fatal(consumer)?,
             r = consumer.recv() => match r {
                 Ok(msg) => {
                     if runner.apply_rebalance() {
@@ -1066,6 +1085,27 @@ impl OffsetHandle {
             Ok(()) => Ok(()),
             Err(e) if e.rdkafka_error_code() == Some(RDKafkaErrorCode::NoOffset) => Ok(()),
             Err(e) => Err(SourceError::Commit(e)),
+        }
+    }
+
+    /// Closes the consumer (leave the group) on a thread of its own, waiting
+    /// at most `within`. librdkafka's close can block for as long as the
+    /// broker lets it (a fenced consumer waits on a live broker); past
+    /// `within` the daemon goes on exiting without it. The last handle must
+    /// be this one for the close to happen here.
+    pub async fn close(self, within: Duration) {
+        let (done_tx, done_rx) = tokio::sync::oneshot::channel();
+        let consumer = self.consumer;
+        let spawned = std::thread::Builder::new().name("kafka-close".into()).spawn(move || {
+            drop(consumer);
+            let _ = done_tx.send(());
+        });
+        if let Err(e) = spawned {
+            warn!(error = %e, "cannot start a thread to close the Kafka consumer; it is left to the process exit");
+            return;
+        }
+        if tokio::time::timeout(within, done_rx).await.is_err() {
+            warn!(?within, "the Kafka consumer did not close in time; exiting without leaving the group (the broker expires the session)");
         }
     }
 }

@@ -59,6 +59,16 @@ impl InProcess {
         self.stop_timed().await.0
     }
 
+    /// Waits up to `within` for the daemon to stop on its own (no SIGTERM).
+    #[allow(dead_code)]
+    pub async fn stopped_by_itself(self, within: std::time::Duration) -> Summary {
+        let InProcess { running, producer, cluster, .. } = self;
+        let summary = tokio::time::timeout(within, running.done).await.expect("the daemon did not stop by itself").unwrap();
+        drop(producer);
+        drop(cluster);
+        summary
+    }
+
     /// `stop`, also returning how long the daemon took to stop (the test's
     /// own clients and the cluster go afterwards, uncounted).
     pub async fn stop_timed(self) -> (Summary, std::time::Duration) {
