@@ -36,7 +36,8 @@ def main(src, dst):
     colors = ["#1f77b4" if n.startswith("triaged") else "#7f7f7f" for n in names]
     bars = ax.bar(names, rates, color=colors)
     ax.set_yscale("log")
-    ax.set_ylim(bottom=min(rates) / 10)
+    if rates:
+        ax.set_ylim(bottom=min(rates) / 10)
     ax.set_ylabel("events per second (log scale)")
     s = r["storm"]
     ax.set_title(f"Throughput: {s['events']:,} events, {s['cis']:,} CIs, {s['faults']} faults")
@@ -44,14 +45,20 @@ def main(src, dst):
         ax.annotate(f"{v:,.0f}", (b.get_x() + b.get_width() / 2, v), ha="center", va="bottom", fontsize=8)
     if lat:
         ax2 = axes[0][1]
-        qs = ["p50", "p99"]
-        vals = [lat["p50_ms"], lat["p99_ms"]]
-        bars = ax2.bar(qs, vals, color="#1f77b4")
+        series = [("triaged (create to decision)", lat, "#1f77b4")]
+        if r.get("raw_latency"):
+            series.append(("raw consume loop (create to receipt)", r["raw_latency"], "#7f7f7f"))
+        width = 0.8 / len(series)
+        for i, (label, l, color) in enumerate(series):
+            xs = [q + i * width for q in range(2)]
+            vals = [l["p50_ms"], l["p99_ms"]]
+            bars = ax2.bar(xs, vals, width=width, color=color, label=label)
+            for b, v in zip(bars, vals):
+                ax2.annotate(f"<= {v:g} ms", (b.get_x() + b.get_width() / 2, v), ha="center", va="bottom", fontsize=8)
+        ax2.set_xticks([q + width * (len(series) - 1) / 2 for q in range(2)], ["p50", "p99"])
         ax2.axhline(5.0, color="#d62728", linestyle="--", label="target p99 < 5 ms")
         ax2.set_ylabel("ms (histogram bucket upper bound)")
-        ax2.set_title(f"triaged decision latency at {lat['rate']:,} events/s")
-        for b, v in zip(bars, vals):
-            ax2.annotate(f"<= {v:g} ms", (b.get_x() + b.get_width() / 2, v), ha="center", va="bottom", fontsize=8)
+        ax2.set_title(f"Latency at {lat['rate']:,} events/s")
         ax2.legend(loc="upper left")
     fig.suptitle(r["machine"], fontsize=8)
     fig.tight_layout()

@@ -34,6 +34,9 @@ fn bench_writes_every_figure_of_a_small_run() {
     assert!(r["core"]["messages"].as_u64().unwrap() >= events);
     assert_eq!(r["latency"]["messages"].as_u64(), Some(5_000));
     assert!(r["latency"]["p99_ms"].as_f64().unwrap() >= r["latency"]["p50_ms"].as_f64().unwrap());
+    // The consume loop's baseline on the same schedule.
+    assert_eq!(r["raw_latency"]["messages"].as_u64(), Some(5_000));
+    assert!(r["raw_latency"]["p99_ms"].as_f64().unwrap() >= r["raw_latency"]["p50_ms"].as_f64().unwrap());
 
     let memory = r["memory"].as_array().unwrap();
     assert_eq!(memory.len(), 2, "{memory:?}");
@@ -43,7 +46,15 @@ fn bench_writes_every_figure_of_a_small_run() {
     assert!(memory[1]["items"].as_u64().unwrap() > 1_500);
 
     let md = std::fs::read_to_string(out.path().join("results.md")).unwrap();
-    for row in ["| triaged |", "| raw consume |", "| triaged core |", "## Decision latency", "| live fingerprints |", "| CMDB load |"] {
+    for row in [
+        "| triaged |",
+        "| raw consume |",
+        "| triaged core |",
+        "## Decision latency",
+        "plain rdkafka consume loop",
+        "| live fingerprints |",
+        "| CMDB load |",
+    ] {
         assert!(md.contains(row), "{row} missing from\n{md}");
     }
 }

@@ -83,6 +83,8 @@ pub struct Results {
     pub core: Option<Throughput>,
     pub peers: Vec<PeerResult>,
     pub latency: Option<Latency>,
+    /// The same schedule through a plain consume loop: the broker's share.
+    pub raw_latency: Option<Latency>,
     pub memory: Vec<MemoryFigure>,
 }
 
@@ -187,7 +189,15 @@ pub async fn run(args: BenchArgs) -> Result<Results, BenchError> {
         let n = (args.latency_rate * args.latency_seconds) as usize;
         let sample: Vec<(String, Vec<u8>)> = messages.iter().take(n).cloned().collect();
         progress(format!("latency: {} messages at {}/s", sample.len(), args.latency_rate));
-        let l = pipeline::latency(cfg, &sample, args.latency_rate, Duration::from_secs(args.latency_seconds * 4 + 60)).await?;
+        let limit = Duration::from_secs(args.latency_seconds * 4 + 60);
+        let raw = pipeline::raw_latency(&cfg, &sample, args.latency_rate, limit).await?;
+        progress(format!("latency, raw consume loop: p50 <= {} ms, p99 <= {} ms", raw.p50_ms, raw.p99_ms));
+        r.raw_latency = Some(raw);
+        drop(cluster);
+        // A fresh cluster: the raw loop's messages are not the daemon's.
+        let cluster = Cluster::start(args.partitions)?;
+        let cfg = config(&args, &cluster.brokers, &cmdb_path, "bench-latency");
+        let l = pipeline::latency(cfg, &sample, args.latency_rate, limit).await?;
         progress(format!("latency: p50 <= {} ms, p99 <= {} ms", l.p50_ms, l.p99_ms));
         r.latency = Some(l);
     }
@@ -326,6 +336,13 @@ pub fn markdown(r: &Results) -> String {
             "{} messages produced at {} per second; Kafka create time to the core's decision (`triaged_event_lag_seconds`; bucket upper bounds, create time has millisecond resolution): p50 <= {} ms, p99 <= {} ms, max <= {} ms.",
             l.messages, l.rate, l.p50_ms, l.p99_ms, l.max_bucket_ms
         );
+        if let Some(raw) = &r.raw_latency {
+            let _ = writeln!(
+                md,
+                "\nThe same schedule through a plain rdkafka consume loop on a fresh cluster (create time to receipt, same buckets): p50 <= {} ms, p99 <= {} ms, max <= {} ms.",
+                raw.p50_ms, raw.p99_ms, raw.max_bucket_ms
+            );
+        }
     }
     if !r.memory.is_empty() {
         let _ = writeln!(md, "\n## Memory\n");

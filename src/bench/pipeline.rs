@@ -15,6 +15,7 @@ use tokio_util::sync::CancellationToken;
 use crate::app;
 use crate::config::Config;
 use crate::correlate::{Core, CoreConfig};
+use crate::metrics::LAG_BUCKETS;
 use crate::receiver::IncidentReceiver;
 use crate::rules::RuleSet;
 use crate::topology::Snapshot;
@@ -253,7 +254,12 @@ pub async fn triaged(cfg: Config, expected: u64, limit: Duration) -> Result<EndT
     })
 }
 
-/// `fetch.wait.max.ms` of the latency phase on the mock cluster.
+/// `fetch.wait.max.ms` of the latency phase on the mock cluster. A real
+/// broker answers a fetch as soon as data arrives (fetch.min.bytes 1); the
+/// mock cluster answers an empty fetch only after its full wait
+/// (`rdkafka_mock_handlers.c`: "If there was no data, delay up to MaxWait"),
+/// which would put librdkafka's 500 ms default into every figure of a
+/// consumer that keeps up.
 pub const MOCK_FETCH_WAIT_MS: u32 = 1;
 
 /// Decision latency at a fixed produce rate.
@@ -275,28 +281,88 @@ pub struct Latency {
 pub async fn latency(cfg: Config, messages: &[(String, Vec<u8>)], rate: u64, limit: Duration) -> Result<Latency, BenchError> {
     let brokers = cfg.kafka.brokers.clone();
     let mut cfg = cfg;
-    // A real broker answers a fetch as soon as data arrives (fetch.min.bytes
-    // 1); the mock cluster answers an empty fetch only after its full wait
-    // (`rdkafka_mock_handlers.c`: "If there was no data, delay up to
-    // MaxWait"), which would put librdkafka's 500 ms default into every
-    // figure of a consumer that keeps up.
     cfg.kafka.options.insert("fetch.wait.max.ms".into(), MOCK_FETCH_WAIT_MS.to_string());
     let (_receiver, shutdown, running) = start_daemon(cfg).await?;
-    // The consumer must own its partitions before the clock starts.
-    let ready = Instant::now() + limit;
     let producer = producer(&brokers, 0)?;
-    let probe = &messages[0];
+    // The consumer must own its partitions before the clock starts. Counted
+    // by lag samples, which the core records after each batch's decisions.
+    let decided = || running.metrics.event_lag.get_sample_count();
+    prime(&producer, &messages[0], limit, || decided() >= 1).await?;
+    let before = cumulative(&running.metrics.event_lag);
+    produce_paced(&producer, messages, rate).await?;
+    let expected = messages.len() as u64 + 1;
+    wait_until(limit, || decided() >= expected, || format!("{} of {expected} messages decided", decided())).await?;
+    let after = cumulative(&running.metrics.event_lag);
+    shutdown.cancel();
+    let _ = running.done.await;
+    Ok(Latency::new(rate, after.iter().zip(&before).map(|(a, b)| (a.0, a.1 - b.1)).collect()))
+}
+
+/// The baseline of `latency`: a plain rdkafka consume loop (no processing)
+/// on the same schedule, create time to receipt, in the same buckets.
+pub async fn raw_latency(cfg: &Config, messages: &[(String, Vec<u8>)], rate: u64, limit: Duration) -> Result<Latency, BenchError> {
+    let mut kcfg = cfg.kafka.clone();
+    kcfg.group_id = "bench-raw-latency".into();
+    kcfg.options.insert("fetch.wait.max.ms".into(), MOCK_FETCH_WAIT_MS.to_string());
+    let consumer: StreamConsumer = crate::source::kafka::consumer_config(&kcfg).create().map_err(kafka)?;
+    consumer.subscribe(&[TOPIC]).map_err(kafka)?;
+    let histogram = prometheus::Histogram::with_opts(prometheus::HistogramOpts::new("raw", "raw").buckets(LAG_BUCKETS.to_vec()))
+        .map_err(|e| BenchError::Setup(e.to_string()))?;
+    let expected = messages.len() as u64 + 1;
+    let reader = {
+        let histogram = histogram.clone();
+        tokio::spawn(async move {
+            let deadline = tokio::time::Instant::now() + limit;
+            for n in 0..expected {
+                let m = tokio::time::timeout_at(deadline, consumer.recv())
+                    .await
+                    .map_err(|_| BenchError::Timeout(limit, format!("raw consume read {n} of {expected} messages")))?
+                    .map_err(kafka)?;
+                if let Some(t) = m.timestamp().to_millis() {
+                    histogram.observe((Utc::now().timestamp_micros() - t * 1000).max(0) as f64 / 1e6);
+                }
+            }
+            consumer.unsubscribe();
+            Ok::<(), BenchError>(())
+        })
+    };
+    let producer = producer(&cfg.kafka.brokers, 0)?;
+    prime(&producer, &messages[0], limit, || histogram.get_sample_count() >= 1).await?;
+    let before = cumulative(&histogram);
+    produce_paced(&producer, messages, rate).await?;
+    reader.await.map_err(|e| BenchError::Setup(format!("raw latency reader: {e}")))??;
+    let after = cumulative(&histogram);
+    Ok(Latency::new(rate, after.iter().zip(&before).map(|(a, b)| (a.0, a.1 - b.1)).collect()))
+}
+
+/// Sends `first` and waits for `consumed`: the consumer owns its partitions.
+async fn prime(
+    producer: &FutureProducer,
+    first: &(String, Vec<u8>),
+    limit: Duration,
+    consumed: impl Fn() -> bool,
+) -> Result<(), BenchError> {
     producer
-        .send(FutureRecord::to(TOPIC).key(&probe.0).payload(&probe.1), Timeout::After(limit))
+        .send(FutureRecord::to(TOPIC).key(&first.0).payload(&first.1), Timeout::After(limit))
         .await
         .map_err(|(e, _)| kafka(format!("produce: {e}")))?;
-    while running.metrics.messages_handled.get() < 1 {
-        if Instant::now() > ready {
-            return Err(BenchError::Timeout(limit, "the daemon did not consume the first message".into()));
+    wait_until(limit, consumed, || "the consumer did not receive the first message".into()).await
+}
+
+async fn wait_until(limit: Duration, done: impl Fn() -> bool, what: impl Fn() -> String) -> Result<(), BenchError> {
+    let deadline = Instant::now() + limit;
+    while !done() {
+        if Instant::now() > deadline {
+            return Err(BenchError::Timeout(limit, what()));
         }
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
-    let before = lag_buckets(&running.metrics);
+    Ok(())
+}
+
+/// Produces `messages` at `rate` per second, paced every millisecond, and
+/// waits for every delivery.
+async fn produce_paced(producer: &FutureProducer, messages: &[(String, Vec<u8>)], rate: u64) -> Result<(), BenchError> {
     let start = Instant::now();
     let mut pending = Vec::with_capacity(messages.len());
     let mut sent = 0usize;
@@ -314,33 +380,29 @@ pub async fn latency(cfg: Config, messages: &[(String, Vec<u8>)], rate: u64, lim
     for f in pending {
         delivered(f.await)?;
     }
-    let expected = messages.len() as u64 + 1;
-    while running.metrics.messages_handled.get() < expected {
-        if start.elapsed() > limit {
-            return Err(BenchError::Timeout(limit, format!("{} of {expected} messages handled", running.metrics.messages_handled.get())));
-        }
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
-    let after = lag_buckets(&running.metrics);
-    shutdown.cancel();
-    let _ = running.done.await;
-    let counts: Vec<(f64, u64)> = after.iter().zip(&before).map(|(a, b)| (a.0, a.1 - b.1)).collect();
-    let total = counts.last().map_or(0, |c| c.1);
-    let q = |p: f64| counts.iter().find(|c| c.1 as f64 >= p * total as f64).map_or(f64::INFINITY, |c| c.0 * 1000.0);
-    Ok(Latency {
-        rate,
-        messages: total,
-        p50_ms: q(0.5),
-        p99_ms: q(0.99),
-        max_bucket_ms: counts.iter().find(|c| c.1 == total).map_or(f64::INFINITY, |c| c.0 * 1000.0),
-        buckets: counts.iter().map(|c| (c.0 * 1000.0, c.1)).collect(),
-    })
+    Ok(())
 }
 
-/// Cumulative (upper bound in seconds, count) of the lag histogram, +Inf last.
-fn lag_buckets(m: &crate::metrics::Metrics) -> Vec<(f64, u64)> {
+impl Latency {
+    /// From cumulative (upper bound in seconds, count) buckets, +Inf last.
+    fn new(rate: u64, counts: Vec<(f64, u64)>) -> Latency {
+        let total = counts.last().map_or(0, |c| c.1);
+        let q = |p: f64| counts.iter().find(|c| c.1 as f64 >= p * total as f64).map_or(f64::INFINITY, |c| c.0 * 1000.0);
+        Latency {
+            rate,
+            messages: total,
+            p50_ms: q(0.5),
+            p99_ms: q(0.99),
+            max_bucket_ms: counts.iter().find(|c| c.1 == total).map_or(f64::INFINITY, |c| c.0 * 1000.0),
+            buckets: counts.iter().map(|c| (c.0 * 1000.0, c.1)).collect(),
+        }
+    }
+}
+
+/// Cumulative (upper bound in seconds, count) of a histogram, +Inf last.
+fn cumulative(histogram: &prometheus::Histogram) -> Vec<(f64, u64)> {
     use prometheus::core::Collector;
-    let families = m.event_lag.collect();
+    let families = histogram.collect();
     let h = families[0].get_metric()[0].get_histogram();
     let mut v: Vec<(f64, u64)> = h.get_bucket().iter().map(|b| (b.upper_bound(), b.cumulative_count())).collect();
     v.push((f64::INFINITY, h.get_sample_count()));
