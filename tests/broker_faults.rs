@@ -1,7 +1,8 @@
 //! Broker faults on the librdkafka mock cluster, on a running daemon: failed
 //! offset commits, added latency and the broker down then up never move the
 //! committed offsets backwards and lose nothing; SIGTERM's path with the
-//! broker unreachable ends within the shutdown deadline; a consumer fenced
+//! broker unreachable, or during a rebalance, ends within the shutdown
+//! deadline; a consumer fenced
 //! for good stops the daemon with a failure instead of leaving it idle.
 
 mod common;
@@ -124,7 +125,13 @@ async fn broker_faults_never_move_committed_offsets_backwards() {
         opened_keys(&log).iter().map(|k| log.iter().filter(|r| r.kind == ActionKind::Open && &r.incident.key == k).count()).collect();
     assert_eq!(opens, [1, 1], "each incident opened once");
     assert!(latest(&log).iter().all(|r| r.incident.members.iter().all(|m| m.status == triaged::event::Status::Resolved)));
-    eprintln!("broker faults: {} committed-offset readings, all monotonic", readings.len());
+    eprintln!(
+        "broker faults: {} events, {} incidents, opens per incident {opens:?}, {} committed-offset readings, all monotonic, peak RSS {} MiB (test process)",
+        storm.firing.len() + storm.recovery.len(),
+        opened_keys(&log).len(),
+        readings.len(),
+        common::peak_rss_mib()
+    );
     assert!(d.stop().await.clean_shutdown);
 }
 
@@ -162,4 +169,46 @@ async fn a_fatal_consumer_error_stops_the_daemon_with_a_failure() {
     let summary = d.stopped_by_itself(Duration::from_secs(60)).await;
     let failure = summary.failure.expect("a failure is reported");
     assert!(failure.contains("event source ended"), "{failure}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_during_a_rebalance_stops_within_the_deadline() {
+    let deadline = Duration::from_secs(3);
+    let d = common::start(Path::new(env!("CARGO_MANIFEST_DIR")), PARTITIONS, |cfg| {
+        cfg.shutdown.deadline = HumanDuration(deadline);
+        cfg.kafka.options.insert("session.timeout.ms".into(), "6000".into());
+        cfg.kafka.options.insert("heartbeat.interval.ms".into(), "500".into());
+    })
+    .await;
+    let storm = storm();
+    produce(&d.producer, &storm.firing, &mut BTreeMap::new()).await;
+    d.receiver.wait_for(Duration::from_secs(60), |log| opened_keys(log).len() == 2).await.expect("both incidents open");
+
+    // A second member joins: the group starts rebalancing, and the first
+    // member is told to stop while that is under way.
+    let (second, second_stop) = d.second_member().await;
+    let keys = opened_keys(&d.receiver.log());
+    let firing = storm.firing.len() as u64;
+    let (summary, took, remains) = d.stop_first().await;
+    eprintln!("shutdown during a rebalance took {took:?}");
+    assert!(took < deadline, "shutdown took {took:?}, the deadline is {deadline:?}");
+    assert!(summary.clean_shutdown);
+
+    // The second member takes every partition over and rebuilds the same
+    // incidents from the committed offsets.
+    let handled = second.metrics.messages_handled.clone();
+    let end = Instant::now() + Duration::from_secs(60);
+    while handled.get() < firing {
+        assert!(Instant::now() < end, "the second member handled {} of {firing} messages", handled.get());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let log = remains
+        .receiver
+        .wait_for(Duration::from_secs(60), |log| log.iter().filter(|r| r.kind == ActionKind::Open).count() >= 4)
+        .await
+        .expect("reopened by the second member");
+    assert_eq!(opened_keys(&log), keys, "the same incident keys");
+    second_stop.cancel();
+    assert!(second.done.await.unwrap().clean_shutdown);
+    drop(remains);
 }

@@ -105,6 +105,13 @@ async fn sustained_503_opens_the_circuit_pauses_consumption_and_loses_nothing() 
     assert!(last.iter().all(|r| r.incident.state == IncidentState::Resolved));
     assert_eq!(m.sink_circuit_state.get(), 0);
     wait_until("partitions resumed", minute, || m.paused_partitions.get() == 0).await;
+    eprintln!(
+        "sustained 503: {all} events, 2 incidents expected, {} created, {} opens, {rejected} requests refused during the outage, {} circuit openings, peak RSS {} MiB (test process)",
+        opened_keys(&log).len(),
+        log.iter().filter(|r| r.kind == ActionKind::Open).count(),
+        m.sink_circuit_opened.get(),
+        common::peak_rss_mib()
+    );
 
     assert!(d.stop().await.clean_shutdown);
 }

@@ -14,6 +14,9 @@ use triaged::receiver::IncidentReceiver;
 
 /// A daemon running in this process, fed through the mock cluster.
 pub struct InProcess {
+    /// The configuration it runs with (a second member can join with it).
+    #[allow(dead_code)]
+    pub config: Config,
     pub running: Running,
     /// The ITSM the daemon delivers to; it must live as long as the daemon,
     /// though not every test reads what it received.
@@ -36,9 +39,9 @@ pub async fn start(root: &Path, partitions: i32, tweak: impl FnOnce(&mut Config)
     let mut cfg = triaged::demo::demo_config(root, &brokers, &receiver.url(), "127.0.0.1:0");
     tweak(&mut cfg);
     let shutdown = CancellationToken::new();
-    let running = triaged::app::start(cfg, shutdown.clone()).await.unwrap();
+    let running = triaged::app::start(cfg.clone(), shutdown.clone()).await.unwrap();
     let producer: FutureProducer = ClientConfig::new().set("bootstrap.servers", &brokers).create().unwrap();
-    InProcess { running, receiver, producer, shutdown, cluster }
+    InProcess { config: cfg, running, receiver, producer, shutdown, cluster }
 }
 
 impl InProcess {
@@ -56,7 +59,22 @@ impl InProcess {
 
     /// SIGTERM's path: drains, commits and returns what the daemon did.
     pub async fn stop(self) -> Summary {
-        self.stop_timed().await.0
+        let InProcess { running, producer, shutdown, cluster, .. } = self;
+        shutdown.cancel();
+        let summary = running.done.await.unwrap();
+        // Clients go before the cluster.
+        drop(producer);
+        drop(cluster);
+        summary
+    }
+
+    /// Starts a second daemon with the same configuration (same group, same
+    /// ITSM); it stops when the token is cancelled.
+    #[allow(dead_code)]
+    pub async fn second_member(&self) -> (Running, CancellationToken) {
+        let shutdown = CancellationToken::new();
+        let running = triaged::app::start(self.config.clone(), shutdown.clone()).await.unwrap();
+        (running, shutdown)
     }
 
     /// Waits up to `within` for the daemon to stop on its own (no SIGTERM).
@@ -71,15 +89,45 @@ impl InProcess {
 
     /// `stop`, also returning how long the daemon took to stop (the test's
     /// own clients and the cluster go afterwards, uncounted).
+    #[allow(dead_code)]
     pub async fn stop_timed(self) -> (Summary, std::time::Duration) {
-        let InProcess { running, producer, shutdown, cluster, .. } = self;
+        let (summary, took, rest) = self.stop_first().await;
+        drop(rest);
+        (summary, took)
+    }
+
+    /// `stop_timed` for the first of two members: the ITSM and the cluster
+    /// stay, for the second member, until `Remains` is dropped.
+    #[allow(dead_code)]
+    pub async fn stop_first(self) -> (Summary, std::time::Duration, Remains) {
+        let InProcess { running, producer, shutdown, cluster, receiver, .. } = self;
         let started = std::time::Instant::now();
         shutdown.cancel();
         let summary = running.done.await.unwrap();
         let took = started.elapsed();
-        // Clients go before the cluster.
-        drop(producer);
-        drop(cluster);
-        (summary, took)
+        (summary, took, Remains { receiver, producer, cluster })
     }
+}
+
+/// What a stopped first member leaves to the second one. Fields drop in
+/// order: the producer (a client) before the cluster; they are held only to
+/// be dropped then.
+#[allow(dead_code)]
+pub struct Remains {
+    pub receiver: IncidentReceiver,
+    producer: FutureProducer,
+    cluster: MockCluster<'static, DefaultProducerContext>,
+}
+
+/// Peak resident set of this test process (daemon, mock cluster and test
+/// together), in MiB, for the scenario reports.
+#[allow(dead_code)]
+pub fn peak_rss_mib() -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    let kib: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or(0);
+    kib / 1024
 }
