@@ -151,6 +151,19 @@ struct BenchCli {
     cmdb: Option<PathBuf>,
 }
 
+/// The short-lived commands print reports that often go into `head` or a
+/// pager: when the reader goes away, they end as other Unix tools do (killed
+/// by SIGPIPE) rather than panicking on the write. The daemon, the demo and
+/// the bench keep Rust's default of ignoring SIGPIPE, since they write to
+/// sockets.
+fn end_quietly_on_closed_pipe() {
+    // SAFETY: restores the default disposition of one signal, before any
+    // thread of ours is started; no handler is installed.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let filter = EnvFilter::try_new(&cli.log).unwrap_or_else(|_| EnvFilter::new("info"));
@@ -159,6 +172,9 @@ fn main() -> ExitCode {
     // warnings unless asked.
     let filter = if is_demo && std::env::var_os("TRIAGED_LOG").is_none() && cli.log == "info" { EnvFilter::new("warn") } else { filter };
     tracing_subscriber::fmt().with_env_filter(filter).with_target(false).init();
+    if matches!(cli.cmd, Cmd::Check { .. } | Cmd::Test { .. } | Cmd::Explain { .. } | Cmd::Replay { .. }) {
+        end_quietly_on_closed_pipe();
+    }
     let result = match cli.cmd {
         Cmd::Check { config } => return check(&config),
         Cmd::Test { rules_dir, cmdb } => return rule_tests(&rules_dir, &cmdb),

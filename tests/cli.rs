@@ -105,3 +105,21 @@ fn a_failing_rule_test_exits_1_with_a_diff() {
     assert!(stdout.contains("FAIL") && stdout.contains("  - 30s open P5 group:x root=- members=1 firing=1"), "{stdout}");
     assert!(stdout.contains("decisions:") && stdout.contains("\"dropped\": 1"), "{stdout}");
 }
+
+#[test]
+fn a_closed_output_pipe_ends_a_report_quietly() {
+    use std::os::unix::process::ExitStatusExt;
+    // The reader is gone before the first line is written, as with `| head`
+    // once it has had enough.
+    let (reader, writer) = std::io::pipe().unwrap();
+    drop(reader);
+    let out = Command::new(env!("CARGO_BIN_EXE_triaged"))
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .args(["test", "rules"])
+        .stdout(writer)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert_eq!(out.status.signal(), Some(libc::SIGPIPE), "{:?}", out.status);
+}
