@@ -12,7 +12,7 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
-use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::producer::FutureProducer;
 use rdkafka::ClientConfig;
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
@@ -253,22 +253,7 @@ pub fn storm(cmdb: &Snapshot, repeats: u32, now: DateTime<Utc>) -> Option<Storm>
 }
 
 pub(crate) async fn produce(producer: &FutureProducer, messages: &[(String, Vec<u8>)]) -> Result<(), DemoError> {
-    let mut pending = Vec::with_capacity(messages.len());
-    for (key, payload) in messages {
-        let record = FutureRecord::to("events").key(key).payload(payload);
-        match producer.send_result(record) {
-            Ok(f) => pending.push(f),
-            Err((e, _)) => return Err(DemoError::Kafka(format!("produce: {e}"))),
-        }
-    }
-    for f in pending {
-        match f.await {
-            Ok(Ok(_)) => {}
-            Ok(Err((e, _))) => return Err(DemoError::Kafka(format!("delivery: {e}"))),
-            Err(_) => return Err(DemoError::Kafka("delivery cancelled".into())),
-        }
-    }
-    Ok(())
+    crate::source::kafka::produce_all(producer, "events", messages, None).await.map_err(|e| DemoError::Kafka(format!("produce: {e}")))
 }
 
 fn print_action(r: &Received) {

@@ -6,7 +6,6 @@ use std::time::{Duration, Instant};
 
 use chrono::Utc;
 use rdkafka::consumer::{Consumer, StreamConsumer};
-use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::util::Timeout;
 use rdkafka::{ClientConfig, Message};
@@ -115,30 +114,7 @@ pub async fn preload(brokers: &str, messages: &[(String, Vec<u8>)], partition_of
 
 async fn produce_all(brokers: &str, messages: &[(String, Vec<u8>)], partition_of: &[i32]) -> Result<(), BenchError> {
     let producer = producer(brokers, 20)?;
-    let mut pending = std::collections::VecDeque::new();
-    for ((key, payload), &partition) in messages.iter().zip(partition_of) {
-        loop {
-            match producer.send_result(FutureRecord::to(TOPIC).key(key).payload(payload).partition(partition)) {
-                Ok(f) => {
-                    pending.push_back(f);
-                    break;
-                }
-                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), _)) => {
-                    // Let half of what is queued be delivered, then go on.
-                    for _ in 0..pending.len() / 2 + 1 {
-                        if let Some(f) = pending.pop_front() {
-                            delivered(f.await)?;
-                        }
-                    }
-                }
-                Err((e, _)) => return Err(kafka(format!("produce: {e}"))),
-            }
-        }
-    }
-    for f in pending {
-        delivered(f.await)?;
-    }
-    Ok(())
+    crate::source::kafka::produce_all(&producer, TOPIC, messages, Some(partition_of)).await.map_err(|e| kafka(format!("produce: {e}")))
 }
 
 fn delivered<C>(r: Result<rdkafka::producer::future_producer::OwnedDeliveryResult, C>) -> Result<(), BenchError> {
