@@ -126,11 +126,11 @@ async fn broker_faults_never_move_committed_offsets_backwards() {
     assert_eq!(opens, [1, 1], "each incident opened once");
     assert!(latest(&log).iter().all(|r| r.incident.members.iter().all(|m| m.status == triaged::event::Status::Resolved)));
     eprintln!(
-        "broker faults: {} events, {} incidents, opens per incident {opens:?}, {} committed-offset readings, all monotonic, peak RSS {} MiB (test process)",
+        "broker faults: {} events, {} incidents, opens per incident {opens:?}, {} committed-offset readings, all monotonic, peak RSS {:.0} MiB (test process)",
         storm.firing.len() + storm.recovery.len(),
         opened_keys(&log).len(),
         readings.len(),
-        common::peak_rss_mib()
+        triaged::bench::memory::rss_mib().1
     );
     assert!(d.stop().await.clean_shutdown);
 }
@@ -159,11 +159,7 @@ async fn a_fatal_consumer_error_stops_the_daemon_with_a_failure() {
     let storm = storm();
     produce(&d.producer, &storm.firing[..1], &mut BTreeMap::new()).await;
     let handled = d.running.metrics.messages_handled.clone();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while handled.get() < 1 {
-        assert!(Instant::now() < deadline, "the daemon did not consume");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    common::wait_until("the daemon consumed", Duration::from_secs(60), || handled.get() >= 1).await;
     // librdkafka treats a fenced group instance as fatal: the consumer is done for.
     d.cluster().request_errors(RDKafkaApiKey::Heartbeat, &[RDKafkaRespErr::RD_KAFKA_RESP_ERR_FENCED_INSTANCE_ID]);
     let summary = d.stopped_by_itself(Duration::from_secs(60)).await;

@@ -17,7 +17,7 @@ use triaged::incident::ActionKind;
 use triaged::receiver::{latest, opened_keys, IncidentReceiver};
 use triaged::topology::Snapshot;
 
-use daemon::{all_resolved, assert_settled, free_port, log_tails, produce, write_config, Daemon};
+use daemon::{all_resolved, assert_settled, free_port, log_tails, produce, write_config, Daemon, LogDir};
 
 const GROUP: &str = "triaged-e2e";
 const PARTITIONS: i32 = 4;
@@ -79,13 +79,8 @@ impl Drop for Broker {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn storm_with_crashes_yields_exact_incidents_once() {
-    // Logs go to a temporary directory, or to $TRIAGED_E2E_LOGS to keep them.
-    let tmp = tempfile::tempdir().unwrap();
-    let kept = std::env::var_os("TRIAGED_E2E_LOGS").map(PathBuf::from);
-    if let Some(dir) = &kept {
-        std::fs::create_dir_all(dir).unwrap();
-    }
-    let logs = kept.as_deref().unwrap_or(tmp.path());
+    let log_dir = LogDir::new();
+    let logs = log_dir.path();
     let broker = Broker::start(logs);
     broker.create_topic("events", PARTITIONS);
     broker.create_topic("triaged-dead-letter", 1);

@@ -8,7 +8,7 @@
 mod daemon;
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Duration;
 
 use rdkafka::mocking::MockCluster;
@@ -18,7 +18,7 @@ use triaged::incident::ActionKind;
 use triaged::receiver::{opened_keys, IncidentReceiver, Received};
 use triaged::topology::Snapshot;
 
-use daemon::{all_resolved, assert_settled, committed, free_port, log_tails, produce, write_config, Daemon};
+use daemon::{all_resolved, assert_settled, committed, free_port, log_tails, produce, write_config, Daemon, LogDir};
 
 const GROUP: &str = "triaged-kills";
 const PARTITIONS: i32 = 4;
@@ -30,12 +30,8 @@ fn count(log: &[Received], kind: ActionKind) -> usize {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn six_kills_through_a_storm_leave_the_exact_incidents() {
-    let tmp = tempfile::tempdir().unwrap();
-    let kept = std::env::var_os("TRIAGED_E2E_LOGS").map(PathBuf::from);
-    if let Some(dir) = &kept {
-        std::fs::create_dir_all(dir).unwrap();
-    }
-    let logs = kept.as_deref().unwrap_or(tmp.path());
+    let log_dir = LogDir::new();
+    let logs = log_dir.path();
     let cluster = MockCluster::new(1).unwrap();
     cluster.create_topic("events", PARTITIONS, 1).unwrap();
     cluster.create_topic("triaged-dead-letter", 1, 1).unwrap();
@@ -52,9 +48,9 @@ async fn six_kills_through_a_storm_leave_the_exact_incidents() {
     produce(&brokers, &storm.firing, &mut ends).await;
     let firing = storm.firing.len() as f64;
     let minute = Duration::from_secs(60);
-    let mut peak_kib = 0u64;
+    let mut peak_mib = 0f64;
     let mut kill = |d: Daemon| {
-        peak_kib = peak_kib.max(d.peak_rss_kib().unwrap_or(0));
+        peak_mib = peak_mib.max(d.peak_rss_mib());
         d.sigkill();
     };
     let fail = |what: &str, log: Vec<Received>| -> Vec<Received> {
@@ -115,19 +111,19 @@ async fn six_kills_through_a_storm_leave_the_exact_incidents() {
         assert!(std::time::Instant::now() < deadline, "run 7: offsets not committed to the end\n{}", log_tails(logs));
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    peak_kib = peak_kib.max(d.peak_rss_kib().unwrap_or(0));
+    peak_mib = peak_mib.max(d.peak_rss_mib());
     d.sigterm(Duration::from_secs(15));
     let log = receiver.log();
 
     assert_eq!(opened_keys(&log), keys, "no incident key other than the first ones");
     assert_settled(&log, &storm, &brokers, GROUP, PARTITIONS, &ends);
     eprintln!(
-        "kill storm: {} events, 6 SIGKILLs, 2 incidents expected, {} created, {} open and {} resolve calls, peak RSS {} MiB",
+        "kill storm: {} events, 6 SIGKILLs, 2 incidents expected, {} created, {} open and {} resolve calls, peak RSS {:.0} MiB",
         storm.firing.len() + storm.recovery.len(),
         keys.len(),
         count(&log, ActionKind::Open),
         count(&log, ActionKind::Resolve),
-        peak_kib / 1024
+        peak_mib
     );
     drop(cluster);
 }

@@ -36,14 +36,6 @@ async fn produce(producer: &FutureProducer, messages: &[(String, Vec<u8>)]) {
     }
 }
 
-async fn wait_until(what: &str, within: Duration, mut cond: impl FnMut() -> bool) {
-    let deadline = Instant::now() + within;
-    while !cond() {
-        assert!(Instant::now() < deadline, "{what}: not within {within:?}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
 fn opens_per_key(log: &[Received]) -> Vec<(String, usize)> {
     opened_keys(log)
         .into_iter()
@@ -67,16 +59,16 @@ async fn sustained_503_opens_the_circuit_pauses_consumption_and_loses_nothing() 
 
     receiver.fail_with(StatusCode::SERVICE_UNAVAILABLE, None);
     produce(producer, &storm.firing).await;
-    wait_until("circuit opened", minute, || m.sink_circuit_opened.get() >= 1).await;
+    common::wait_until("circuit opened", minute, || m.sink_circuit_opened.get() >= 1).await;
     // Events that arrive during the outage wait in Kafka: the core stops
     // reading, its channel fills and the source pauses the partitions.
     produce(producer, &storm.recovery).await;
-    wait_until("partitions paused", minute, || m.paused_partitions.get() > 0).await;
+    common::wait_until("partitions paused", minute, || m.paused_partitions.get() > 0).await;
     let handled = m.messages_handled.get();
     assert!(handled < firing + storm.recovery.len() as u64);
     // Two failed probes later the core has read nothing more.
     let opened = m.sink_circuit_opened.get();
-    wait_until("two failed probes", minute, || m.sink_circuit_opened.get() >= opened + 2).await;
+    common::wait_until("two failed probes", minute, || m.sink_circuit_opened.get() >= opened + 2).await;
     assert_eq!(m.messages_handled.get(), handled, "no event read while the circuit is open");
     assert_ne!(m.sink_circuit_state.get(), 0);
     // What reached the ITSM: the failures that opened the circuit, requests
@@ -104,13 +96,13 @@ async fn sustained_503_opens_the_circuit_pauses_consumption_and_loses_nothing() 
     assert_eq!(storm_inc.incident.members.len(), storm.downstream + 1);
     assert!(last.iter().all(|r| r.incident.state == IncidentState::Resolved));
     assert_eq!(m.sink_circuit_state.get(), 0);
-    wait_until("partitions resumed", minute, || m.paused_partitions.get() == 0).await;
+    common::wait_until("partitions resumed", minute, || m.paused_partitions.get() == 0).await;
     eprintln!(
-        "sustained 503: {all} events, 2 incidents expected, {} created, {} opens, {rejected} requests refused during the outage, {} circuit openings, peak RSS {} MiB (test process)",
+        "sustained 503: {all} events, 2 incidents expected, {} created, {} opens, {rejected} requests refused during the outage, {} circuit openings, peak RSS {:.0} MiB (test process)",
         opened_keys(&log).len(),
         log.iter().filter(|r| r.kind == ActionKind::Open).count(),
         m.sink_circuit_opened.get(),
-        common::peak_rss_mib()
+        triaged::bench::memory::rss_mib().1
     );
 
     assert!(d.stop().await.clean_shutdown);
@@ -135,7 +127,7 @@ async fn too_many_requests_with_retry_after_is_waited_out() {
         let r = receiver.rejections();
         r.iter().any(|(k, _)| r.iter().filter(|(rk, _)| rk == k).count() >= 2)
     };
-    wait_until("an incident refused twice", minute, refused_twice).await;
+    common::wait_until("an incident refused twice", minute, refused_twice).await;
     receiver.heal();
     let log = receiver.wait_for(minute, |log| opened_keys(log).len() == 2).await.expect("both incidents open after the 429s");
     // Every retry of an incident waited at least the second the ITSM asked for.

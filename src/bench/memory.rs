@@ -30,7 +30,16 @@ pub struct MemoryFigure {
 
 /// (VmRSS, VmHWM) of this process in MiB, from /proc/self/status.
 pub fn rss_mib() -> (f64, f64) {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    status_rss_mib("/proc/self/status")
+}
+
+/// (VmRSS, VmHWM) of process `pid` in MiB; zeros once it is gone.
+pub fn rss_mib_of(pid: u32) -> (f64, f64) {
+    status_rss_mib(&format!("/proc/{pid}/status"))
+}
+
+fn status_rss_mib(path: &str) -> (f64, f64) {
+    let status = std::fs::read_to_string(path).unwrap_or_default();
     let field = |name: &str| {
         status
             .lines()

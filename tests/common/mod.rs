@@ -119,15 +119,12 @@ pub struct Remains {
     cluster: MockCluster<'static, DefaultProducerContext>,
 }
 
-/// Peak resident set of this test process (daemon, mock cluster and test
-/// together), in MiB, for the scenario reports.
+/// Polls `cond` every 20 ms; fails the test naming `what` after `within`.
 #[allow(dead_code)]
-pub fn peak_rss_mib() -> u64 {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    let kib: u64 = status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .unwrap_or(0);
-    kib / 1024
+pub async fn wait_until(what: &str, within: std::time::Duration, mut cond: impl FnMut() -> bool) {
+    let deadline = std::time::Instant::now() + within;
+    while !cond() {
+        assert!(std::time::Instant::now() < deadline, "{what}: not within {within:?}");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
 }

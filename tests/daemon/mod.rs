@@ -51,10 +51,9 @@ impl Daemon {
         }
     }
 
-    /// Peak resident set (VmHWM) so far, in KiB.
-    pub fn peak_rss_kib(&self) -> Option<u64> {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).ok()?;
-        status.lines().find_map(|l| l.strip_prefix("VmHWM:")).and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+    /// Peak resident set (VmHWM) so far, in MiB.
+    pub fn peak_rss_mib(&self) -> f64 {
+        triaged::bench::memory::rss_mib_of(self.child.id()).1
     }
 
     pub fn sigkill(mut self) {
@@ -110,6 +109,32 @@ impl Drop for Daemon {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+}
+
+/// Where the daemons' and broker's logs go: `$TRIAGED_E2E_LOGS` to keep
+/// them, else a temporary directory removed with this value.
+pub struct LogDir {
+    path: PathBuf,
+    _tmp: Option<tempfile::TempDir>,
+}
+
+impl LogDir {
+    pub fn new() -> LogDir {
+        match std::env::var_os("TRIAGED_E2E_LOGS").map(PathBuf::from) {
+            Some(path) => {
+                std::fs::create_dir_all(&path).unwrap();
+                LogDir { path, _tmp: None }
+            }
+            None => {
+                let tmp = tempfile::tempdir().unwrap();
+                LogDir { path: tmp.path().to_owned(), _tmp: Some(tmp) }
+            }
+        }
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
     }
 }
 
