@@ -19,16 +19,19 @@ use tokio_util::task::TaskTracker;
 use tracing::{debug, error, info, warn};
 
 use crate::config::Config;
-use crate::correlate::{Core, CoreConfig, DecisionKind};
+use crate::cores::Cores;
+use crate::correlate::{CoreConfig, DecisionKind};
 use crate::explain::DecisionLog;
 use crate::incident::rest::RestSink;
 use crate::incident::{Action, Incident, SinkError};
 use crate::ingest::{Ingest, IngestError};
 use crate::metrics::Metrics;
+use crate::ownership::{Claim, Ownership, Verdict};
 use crate::problems::{ProblemCandidate, ProblemTracker};
+use crate::rekey::{self, Rekeyer, Router};
 use crate::rules::{RuleError, RuleSet};
 use crate::server::{self, Phase, ServerState};
-use crate::source::kafka::{DeadLetter, KafkaSource, OffsetHandle, SourceItem};
+use crate::source::kafka::{DeadLetter, KafkaSource, OffsetHandle, PartitionChange, SourceItem};
 use crate::topology::Snapshot;
 
 /// Startup failures.
@@ -116,7 +119,19 @@ pub async fn start(cfg: Config, shutdown: CancellationToken) -> Result<Running, 
     let sink = Arc::new(RestSink::new(&cfg.sink, metrics.clone()).map_err(|e| AppError::Sink(e.to_string()))?);
     let dead_letter = DeadLetter::new(&cfg.kafka)?.map(Arc::new);
     let ingest = Ingest::new(&cfg, metrics.clone())?.map(Arc::new);
-    let source = KafkaSource::new(&cfg.kafka, metrics.clone())?;
+    // With `[rekey]`, `input` feeds the re-key stage and `source` reads the
+    // repartition topic; without, `source` reads the input topics.
+    let (input, source, ownership) = match &cfg.rekey {
+        None => (None, KafkaSource::new(&cfg.kafka, metrics.clone())?, None),
+        Some(rk) => {
+            let input = KafkaSource::new(&cfg.kafka, metrics.clone())?;
+            let rekeyer = Rekeyer::new(&cfg.kafka, rk, metrics.clone())?;
+            let source = KafkaSource::new(&rekey::correlating_consumer(&cfg.kafka, rk), metrics.clone())?;
+            let ownership = Ownership::new(session_timeout(&cfg.kafka));
+            source.track_ownership(ownership.clone());
+            (Some((input, rekeyer, rk.scope)), source, Some(ownership))
+        }
+    };
     let offsets = source.offsets();
 
     let (phase_tx, phase_rx) = watch::channel(Phase::Starting);
@@ -155,20 +170,62 @@ pub async fn start(cfg: Config, shutdown: CancellationToken) -> Result<Running, 
         }
     });
 
+    let core_cfg = CoreConfig::from_config(&cfg.correlation);
+    let (rules, cmdb) = (Arc::new(rules), Arc::new(cmdb));
+    // The re-key stage: its own consumer, producer and offsets.
+    let mut rekey_stage = None;
+    let mut router_tx = None;
+    if let Some((input, rekeyer, scope)) = input {
+        let input_offsets = input.offsets();
+        let router = Router::new(core_cfg.clone(), rules.clone(), cmdb.clone(), scope);
+        let (tx, router_rx) = watch::channel(Arc::new(router));
+        router_tx = Some((tx, scope));
+        let (in_tx, in_rx) = mpsc::channel::<SourceItem>(cfg.kafka.channel_capacity);
+        let input_task = tracker.spawn({
+            let stop = source_stop.clone();
+            async move {
+                if let Err(e) = input.run(in_tx, stop).await {
+                    error!(error = %e, "Kafka input source stopped with an error");
+                }
+            }
+        });
+        let rekey_task = tracker.spawn(rekeyer.run(in_rx, router_rx, input_offsets.clone(), sink_stop.clone()));
+        rekey_stage = Some((input_task, rekey_task, input_offsets));
+    }
+
     let (ack_tx, ack_rx) = mpsc::unbounded_channel::<u64>();
     let mut workers = Vec::new();
     for i in 0..cfg.sink.concurrency {
         let (tx, rx) = mpsc::channel::<Action>(256);
         workers.push(tx);
-        tracker.spawn(sink_worker(i, rx, sink.clone(), dead_letter.clone(), ack_tx.clone(), metrics.clone(), sink_stop.clone()));
+        let w = SinkWorker {
+            id: i,
+            sink: sink.clone(),
+            dead_letter: dead_letter.clone(),
+            ownership: ownership.clone(),
+            acks: ack_tx.clone(),
+            metrics: metrics.clone(),
+        };
+        tracker.spawn(w.run(rx, sink_stop.clone()));
     }
     drop(ack_tx);
+    let watch_thread = ownership.as_ref().map(|o| o.watch());
 
     let (reload_tx, reload_rx) = mpsc::channel::<()>(4);
     let (swap_tx, swap_rx) = mpsc::channel::<Reload>(4);
-    tracker.spawn(reloader(cfg.clone(), reload_rx, swap_tx, metrics.clone(), shutdown.clone()));
+    tracker.spawn(reloader(
+        cfg.clone(),
+        reload_rx,
+        swap_tx,
+        router_tx.map(|(tx, scope)| RouterFeed { tx, scope, core: core_cfg.clone(), rules: rules.clone(), cmdb: cmdb.clone() }),
+        metrics.clone(),
+        shutdown.clone(),
+    ));
 
-    let core = Core::new(CoreConfig::from_config(&cfg.correlation), Arc::new(rules), Arc::new(cmdb));
+    let core = match &ownership {
+        Some(_) => Cores::per_partition(core_cfg, rules, cmdb),
+        None => Cores::single(core_cfg, rules, cmdb),
+    };
     let deadline = cfg.shutdown.deadline.0;
     let core_task = tokio::spawn(core_loop(CoreLoop {
         core,
@@ -223,6 +280,16 @@ pub async fn start(cfg: Config, shutdown: CancellationToken) -> Result<Running, 
         });
         source_stop.cancel();
         let _ = source_task.await;
+        if let Some((input_task, rekey_task, input_offsets)) = rekey_stage {
+            // What was read is produced and confirmed (up to the deadline),
+            // then the input offsets are committed.
+            let _ = input_task.await;
+            let _ = rekey_task.await;
+            if let Err(e) = input_offsets.commit_now() {
+                warn!(error = %e, "final input offset commit failed; the next start re-keys from the last committed offsets");
+            }
+            input_offsets.close(deadline.saturating_sub(started.elapsed()).max(CLOSE_AT_LEAST)).await;
+        }
         let core_result = match ended {
             Some(r) => r,
             None => core_task.await,
@@ -244,6 +311,10 @@ pub async fn start(cfg: Config, shutdown: CancellationToken) -> Result<Running, 
             warn!(error = %e, "final offset commit failed; the next start replays from the last committed offsets");
         }
         offsets.close(deadline.saturating_sub(started.elapsed()).max(CLOSE_AT_LEAST)).await;
+        if let (Some(o), Some(t)) = (&ownership, watch_thread) {
+            o.stop();
+            let _ = t.join();
+        }
         info!(elapsed = ?started.elapsed(), "shutdown complete");
         Summary { clean_shutdown: clean && summary.clean_shutdown, failure, ..summary }
     });
@@ -251,7 +322,7 @@ pub async fn start(cfg: Config, shutdown: CancellationToken) -> Result<Running, 
 }
 
 struct CoreLoop {
-    core: Core,
+    core: Cores,
     items: mpsc::Receiver<SourceItem>,
     /// `true` while the sink's circuit is closed; events are read only then.
     circuit: watch::Receiver<bool>,
@@ -371,7 +442,7 @@ async fn core_loop(mut l: CoreLoop) -> Summary {
         }
     }
     publish_gauges(&mut l);
-    let stats = l.core.stats().clone();
+    let stats = l.core.stats();
     Summary {
         events: stats.events,
         decisions: stats.decisions.iter().map(|(k, v)| (k.to_string(), *v)).collect(),
@@ -383,11 +454,22 @@ async fn core_loop(mut l: CoreLoop) -> Summary {
 }
 
 fn handle_item(l: &mut CoreLoop, item: SourceItem, now: chrono::DateTime<Utc>) {
-    l.metrics.messages_handled.inc();
+    if item.origin().is_some() {
+        l.metrics.messages_handled.inc();
+    }
     match item {
         SourceItem::Skipped { origin, reason } => {
             l.decisions.record_skipped(&origin, &reason, now);
             l.core.skip(&origin);
+        }
+        SourceItem::Partitions(changes) => {
+            for c in changes {
+                match c {
+                    PartitionChange::Revoked { topic, partition } => l.core.revoke(&topic, partition),
+                    PartitionChange::Assigned { topic, partition, epoch } => l.core.assign(&topic, partition, epoch),
+                }
+            }
+            l.metrics.correlation_partitions.set(l.core.partitions() as i64);
         }
         SourceItem::Events { origin, events, .. } => {
             if events.is_empty() {
@@ -395,7 +477,7 @@ fn handle_item(l: &mut CoreLoop, item: SourceItem, now: chrono::DateTime<Utc>) {
             }
             for ev in events {
                 let started = Instant::now();
-                let d = l.core.handle(&ev, now);
+                let Some(d) = l.core.handle(&ev, now) else { break };
                 l.metrics.rule_evaluation.with_label_values(&["event"]).observe(started.elapsed().as_secs_f64());
                 l.metrics.decisions.with_label_values(&[d.kind.as_str()]).inc();
                 match d.kind {
@@ -431,47 +513,131 @@ fn worker_for(key: &str, n: usize) -> usize {
     (h % n as u64) as usize
 }
 
-async fn sink_worker(
+/// Delivers the actions of one queue, in order.
+struct SinkWorker {
     id: usize,
-    mut rx: mpsc::Receiver<Action>,
     sink: Arc<RestSink>,
     dead_letter: Option<Arc<DeadLetter>>,
+    ownership: Option<Arc<Ownership>>,
     acks: mpsc::UnboundedSender<u64>,
     metrics: Metrics,
-    stop: CancellationToken,
-) {
-    loop {
-        let action = tokio::select! {
-            a = rx.recv() => match a { Some(a) => a, None => break },
-            _ = stop.cancelled() => break,
-        };
-        match sink.deliver(&action, &stop).await {
-            Ok(()) => {
-                metrics.incident_actions.with_label_values(&[action.kind.as_str()]).inc();
-                info!(worker = id, action = action.kind.as_str(), key = %action.incident.key, priority = action.incident.priority, title = %action.incident.title, "incident action delivered");
-                let _ = acks.send(action.id);
+}
+
+impl SinkWorker {
+    async fn run(self, mut rx: mpsc::Receiver<Action>, stop: CancellationToken) {
+        let SinkWorker { id, sink, dead_letter, ownership, acks, metrics } = self;
+        loop {
+            let action = tokio::select! {
+                a = rx.recv() => match a { Some(a) => a, None => break },
+                _ = stop.cancelled() => break,
+            };
+            let owned = match (&ownership, &action.claim) {
+                (Some(o), Some(claim)) => Some((o, claim)),
+                _ => None,
+            };
+            let delivered = match owned {
+            None => sink.deliver(&action, &stop).await,
+            // Sent only while the partition is still ours; given up (retries
+            // included) as soon as it is not.
+            Some((o, claim)) => tokio::select! {
+                r = async {
+                    match wait_owned(o, claim, &stop).await {
+                        Some(true) => Some(sink.deliver(&action, &stop).await),
+                        Some(false) => None,
+                        None => Some(Err(SinkError::Cancelled)),
+                    }
+                } => r,
+                () = lost(o, claim) => None,
             }
-            Err(SinkError::Cancelled) => break,
-            Err(e) => {
-                error!(action = action.kind.as_str(), key = %action.incident.key, error = %e, "sink rejected the action permanently; dead-lettering it");
-                metrics.dead_letters.with_label_values(&["sink"]).inc();
-                if let Some(dl) = &dead_letter {
-                    // The action is acknowledged only once it is in the dead-letter
-                    // topic: a failed write is retried with the sink's backoff.
-                    let payload = serde_json::to_vec(&action).unwrap_or_default();
-                    let mut attempt = 0;
-                    while let Err(de) = dl.send("sink", None, Some(&action.incident.key), &payload, &e.to_string()).await {
-                        let delay = sink.backoff().next_delay(attempt, None, &mut rand::thread_rng());
-                        attempt = attempt.saturating_add(1);
-                        error!(error = %de, retry_in = ?delay, "dead-letter write failed; retrying");
-                        tokio::select! {
-                            _ = tokio::time::sleep(delay) => {}
-                            _ = stop.cancelled() => return,
+            .unwrap_or_else(|| {
+                metrics.actions_disowned.inc();
+                info!(worker = id, action = action.kind.as_str(), key = %action.incident.key, topic = %claim.topic, partition = claim.partition, "partition revoked; action left to its new owner");
+                Ok(())
+            }),
+        };
+            match delivered {
+                Ok(()) if owned.is_some_and(|(o, c)| o.check(c) == Verdict::Lost) => {
+                    let _ = acks.send(action.id);
+                }
+                Ok(()) => {
+                    metrics.incident_actions.with_label_values(&[action.kind.as_str()]).inc();
+                    info!(worker = id, action = action.kind.as_str(), key = %action.incident.key, priority = action.incident.priority, title = %action.incident.title, "incident action delivered");
+                    let _ = acks.send(action.id);
+                }
+                Err(SinkError::Cancelled) => break,
+                Err(e) => {
+                    error!(action = action.kind.as_str(), key = %action.incident.key, error = %e, "sink rejected the action permanently; dead-lettering it");
+                    metrics.dead_letters.with_label_values(&["sink"]).inc();
+                    if let Some(dl) = &dead_letter {
+                        // The action is acknowledged only once it is in the dead-letter
+                        // topic: a failed write is retried with the sink's backoff.
+                        let payload = serde_json::to_vec(&action).unwrap_or_default();
+                        let mut attempt = 0;
+                        while let Err(de) = dl.send("sink", None, Some(&action.incident.key), &payload, &e.to_string()).await {
+                            let delay = sink.backoff().next_delay(attempt, None, &mut rand::thread_rng());
+                            attempt = attempt.saturating_add(1);
+                            error!(error = %de, retry_in = ?delay, "dead-letter write failed; retrying");
+                            tokio::select! {
+                                _ = tokio::time::sleep(delay) => {}
+                                _ = stop.cancelled() => return,
+                            }
                         }
                     }
+                    let _ = acks.send(action.id);
                 }
-                let _ = acks.send(action.id);
             }
+        }
+    }
+}
+
+/// Waits while a stall is being confirmed. `Some(owned)`, or `None` on stop.
+async fn wait_owned(o: &Ownership, claim: &Claim, stop: &CancellationToken) -> Option<bool> {
+    loop {
+        match o.check(claim) {
+            Verdict::Owned => return Some(true),
+            Verdict::Lost => return Some(false),
+            Verdict::Wait(d) => tokio::select! {
+                _ = tokio::time::sleep(d) => {}
+                _ = stop.cancelled() => return None,
+            },
+        }
+    }
+}
+
+/// Resolves once `claim` is lost (checked every 100 ms).
+async fn lost(o: &Ownership, claim: &Claim) {
+    let mut every = tokio::time::interval(Duration::from_millis(100));
+    loop {
+        every.tick().await;
+        if o.check(claim) == Verdict::Lost {
+            return;
+        }
+    }
+}
+
+/// `session.timeout.ms` of the consumer (librdkafka's default: 45 s).
+fn session_timeout(kafka: &crate::config::KafkaConfig) -> Duration {
+    let ms = kafka.options.get("session.timeout.ms").and_then(|v| v.parse::<u64>().ok()).unwrap_or(45_000);
+    Duration::from_millis(ms)
+}
+
+/// What the reloader needs to rebuild the re-key stage's router.
+struct RouterFeed {
+    tx: watch::Sender<Arc<Router>>,
+    scope: crate::config::RekeyScope,
+    core: CoreConfig,
+    rules: Arc<RuleSet>,
+    cmdb: Arc<Snapshot>,
+}
+
+impl RouterFeed {
+    async fn publish(&mut self) {
+        let (core, rules, cmdb, scope) = (self.core.clone(), self.rules.clone(), self.cmdb.clone(), self.scope);
+        match tokio::task::spawn_blocking(move || Router::new(core, rules, cmdb, scope)).await {
+            Ok(r) => {
+                let _ = self.tx.send(Arc::new(r));
+            }
+            Err(e) => error!(error = %e, "rebuilding the re-key router failed; the old one stays"),
         }
     }
 }
@@ -482,6 +648,7 @@ async fn reloader(
     cfg: Config,
     mut requests: mpsc::Receiver<()>,
     swaps: mpsc::Sender<Reload>,
+    mut router: Option<RouterFeed>,
     metrics: Metrics,
     shutdown: CancellationToken,
 ) {
@@ -496,12 +663,23 @@ async fn reloader(
         if rules_too {
             let dir: PathBuf = cfg.rules.dir.clone();
             if let Some(r) = load_for_reload("rules", &metrics, move || RuleSet::load_dir(&dir)).await {
-                let _ = swaps.send(Reload::Rules(Arc::new(r))).await;
+                let r = Arc::new(r);
+                if let Some(f) = &mut router {
+                    f.rules = r.clone();
+                }
+                let _ = swaps.send(Reload::Rules(r)).await;
             }
         }
         let c = cfg.clone();
         if let Some(s) = load_for_reload("cmdb", &metrics, move || load_cmdb(&c)).await {
-            let _ = swaps.send(Reload::Cmdb(Arc::new(s))).await;
+            let s = Arc::new(s);
+            if let Some(f) = &mut router {
+                f.cmdb = s.clone();
+            }
+            let _ = swaps.send(Reload::Cmdb(s)).await;
+        }
+        if let Some(f) = &mut router {
+            f.publish().await;
         }
     }
 }

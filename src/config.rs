@@ -84,6 +84,43 @@ pub struct Config {
     /// Alertmanager-compatible `POST /api/v2/alerts`; absent: not served.
     #[serde(default)]
     pub ingest: Option<IngestConfig>,
+    /// Re-key stage for running several instances (`src/rekey.rs`); absent:
+    /// one instance correlates everything it reads.
+    #[serde(default)]
+    pub rekey: Option<RekeyConfig>,
+}
+
+/// `[rekey]`: input events are produced to `topic`, keyed by correlation
+/// scope, and correlated from there, one core per partition, by consumer
+/// group `group_id`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RekeyConfig {
+    /// The repartition topic. It must exist; its partition count is the
+    /// most instances that can share the correlation work.
+    pub topic: String,
+    /// Consumer group of the correlating consumer; default `<kafka.group_id>.correlate`.
+    #[serde(default)]
+    pub group_id: Option<String>,
+    /// What related events share: `component` (CIs connected by any
+    /// relation; exact) or `site` (coarser partitions; cross-site
+    /// dependencies are correlated apart).
+    #[serde(default)]
+    pub scope: RekeyScope,
+}
+
+impl RekeyConfig {
+    pub fn group_id(&self, input_group: &str) -> String {
+        self.group_id.clone().unwrap_or_else(|| format!("{input_group}.correlate"))
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum RekeyScope {
+    #[default]
+    Component,
+    Site,
 }
 
 /// `POST /api/v2/alerts` on the HTTP listener, so Prometheus can send alerts
@@ -587,6 +624,18 @@ impl Config {
         }
         if self.kafka.channel_capacity == 0 {
             err("kafka.channel_capacity", "must be at least 1".into());
+        }
+        if let Some(r) = &self.rekey {
+            if r.topic.trim().is_empty() {
+                err("rekey.topic", "must not be empty".into());
+            } else if self.kafka.topics.iter().any(|t| t.name == r.topic) {
+                err("rekey.topic", format!("`{}` is also an input topic", r.topic));
+            } else if Some(&r.topic) == self.kafka.dead_letter_topic.as_ref() {
+                err("rekey.topic", format!("`{}` is also the dead-letter topic", r.topic));
+            }
+            if r.group_id(&self.kafka.group_id) == self.kafka.group_id {
+                err("rekey.group_id", "must differ from kafka.group_id (the input consumer's group)".into());
+            }
         }
         for key in self.kafka.options.keys() {
             if OWNED_KAFKA_OPTIONS.contains(&key.as_str()) {

@@ -121,6 +121,14 @@ pub struct Decision {
     pub reason: String,
 }
 
+/// See [`Core::route`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Route {
+    pub ci: Option<CiIdx>,
+    pub group: Option<String>,
+    pub fingerprint: String,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 enum Scope {
     Topology(String),
@@ -345,6 +353,31 @@ impl Core {
                 inc.inflight = inc.inflight.saturating_sub(1);
             }
         }
+    }
+
+    /// Where `ev` correlates, for the repartition stage: the CI it binds to,
+    /// its `group` rule's scope, and its fingerprint. The rules see it as
+    /// firing, so that an alert and its resolve route alike.
+    pub fn route(&self, ev: &Event) -> Route {
+        let firing;
+        let ev = if ev.status == Status::Resolved {
+            firing = Event { status: Status::Firing, ..ev.clone() };
+            &firing
+        } else {
+            ev
+        };
+        let class = self.rules.classify(ev);
+        let (ci, _) = self.bind(ev, class.bind.map(|(r, t)| (r, t.render(ev, None, &class.captures))));
+        let ci_id = ci.map(|i| self.cmdb.ci(i).id.clone());
+        let fingerprint = match class.dedup_key {
+            Some((_, t)) => t.render(ev, ci_id.as_deref(), &class.captures),
+            None => self.cfg.dedup_key.render(ev, ci_id.as_deref(), &class.captures),
+        };
+        let group = class.group.map(|(rule, g)| {
+            let values: Vec<&str> = g.by.iter().map(|f| ev.field(f).unwrap_or("")).collect();
+            format!("{rule}:{}", values.join("|"))
+        });
+        Route { ci, group, fingerprint }
     }
 
     /// Handles one event at time `now`.
@@ -1166,7 +1199,7 @@ impl Core {
         inc.inflight += 1;
         self.inflight.insert(action_id, id);
         *self.stats.actions.entry(kind.as_str()).or_default() += 1;
-        self.outbox.push(Action { id: action_id, kind, incident, notes });
+        self.outbox.push(Action { id: action_id, kind, incident, notes, claim: None });
     }
 
     /// Snapshots of incidents currently open at the sink (for gauges and `/incidents`).

@@ -136,6 +136,7 @@ pub fn demo_config(root: &std::path::Path, brokers: &str, sink: &str, listen: &s
         },
         shutdown: ShutdownConfig { deadline: d("10s") },
         ingest: None,
+        rekey: None,
         problems: Default::default(),
         changes: None,
     }

@@ -66,6 +66,12 @@ pub struct Metrics {
     /// Sink circuit breaker state: 0 closed, 1 open, 2 half open.
     pub sink_circuit_state: IntGauge,
     pub sink_circuit_opened: IntCounter,
+    /// Events produced to the repartition topic and acknowledged.
+    pub rekeyed: IntCounter,
+    /// Partitions with a correlation core of their own here.
+    pub correlation_partitions: IntGauge,
+    /// Sink actions dropped because their partition moved to another owner.
+    pub actions_disowned: IntCounter,
 }
 
 /// Buckets of `triaged_event_lag_seconds`: fine below 10 ms, since the
@@ -118,6 +124,18 @@ impl Metrics {
         reg.register(Box::new(sink_circuit_state.clone())).unwrap();
         let sink_circuit_opened = IntCounter::new("sink_circuit_opened_total", "Times the sink circuit breaker opened.").unwrap();
         reg.register(Box::new(sink_circuit_opened.clone())).unwrap();
+        let rekeyed =
+            IntCounter::new("rekeyed_events_total", "Events produced to the repartition topic, keyed by correlation scope.").unwrap();
+        reg.register(Box::new(rekeyed.clone())).unwrap();
+        let correlation_partitions =
+            IntGauge::new("correlation_partitions", "Repartition topic partitions correlated by this instance.").unwrap();
+        reg.register(Box::new(correlation_partitions.clone())).unwrap();
+        let actions_disowned = IntCounter::new(
+            "sink_actions_disowned_total",
+            "Sink actions not sent because their partition was revoked; its new owner rebuilds them.",
+        )
+        .unwrap();
+        reg.register(Box::new(actions_disowned.clone())).unwrap();
         let lag_buckets = LAG_BUCKETS.to_vec();
         let event_lag = Histogram::with_opts(
             HistogramOpts::new(
@@ -192,12 +210,15 @@ impl Metrics {
             event_lag,
             sink_circuit_state,
             sink_circuit_opened,
+            rekeyed,
+            correlation_partitions,
+            actions_disowned,
         }
     }
 
     /// Exposed name of every metric (`triaged_…`), whether or not it has samples yet.
     pub fn names(&self) -> std::collections::BTreeSet<String> {
-        let all: [&dyn Collector; 28] = [
+        let all: [&dyn Collector; 31] = [
             &self.messages_received,
             &self.events_decoded,
             &self.events_failed,
@@ -226,6 +247,9 @@ impl Metrics {
             &self.event_lag,
             &self.sink_circuit_state,
             &self.sink_circuit_opened,
+            &self.rekeyed,
+            &self.correlation_partitions,
+            &self.actions_disowned,
         ];
         all.iter().flat_map(|c| c.desc()).map(|d| format!("triaged_{}", d.fq_name)).collect()
     }

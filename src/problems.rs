@@ -140,6 +140,7 @@ mod tests {
                 reasons: vec![],
             },
             notes: vec![],
+            claim: None,
         }
     }
 

@@ -24,6 +24,9 @@ pub struct Received {
     pub kind: ActionKind,
     pub incident: Incident,
     pub notes: Vec<String>,
+    /// The first path segment when the sink's endpoint had one
+    /// (`{url}/a/incidents/{key}` gives `a`): tells instances apart.
+    pub via: Option<String>,
 }
 
 /// An injected failure: every request is answered with it.
@@ -50,6 +53,18 @@ pub struct IncidentReceiver {
 }
 
 async fn receive(State(s): State<Shared>, UrlPath(key): UrlPath<String>, Json(body): Json<serde_json::Value>) -> Response {
+    record(s, None, key, body)
+}
+
+async fn receive_via(
+    State(s): State<Shared>,
+    UrlPath((via, key)): UrlPath<(String, String)>,
+    Json(body): Json<serde_json::Value>,
+) -> Response {
+    record(s, Some(via), key, body)
+}
+
+fn record(s: Shared, via: Option<String>, key: String, body: serde_json::Value) -> Response {
     if let Some(f) = *s.fault.lock().expect("receiver fault") {
         s.rejected.lock().expect("receiver rejections").push((key, Instant::now()));
         s.changed.notify_waiters();
@@ -63,7 +78,7 @@ async fn receive(State(s): State<Shared>, UrlPath(key): UrlPath<String>, Json(bo
     let notes: Vec<String> = serde_json::from_value(body["notes"].clone()).unwrap_or_default();
     match (kind, incident) {
         (Some(kind), Some(incident)) if incident.key == key => {
-            s.log.lock().expect("receiver log").push(Received { kind, incident, notes });
+            s.log.lock().expect("receiver log").push(Received { kind, incident, notes, via });
             s.changed.notify_waiters();
             (StatusCode::OK, "ok").into_response()
         }
@@ -78,7 +93,10 @@ impl IncidentReceiver {
         let addr = listener.local_addr()?;
         let shared = Shared::default();
         let stop = CancellationToken::new();
-        let router = Router::new().route("/incidents/{key}", put(receive)).with_state(shared.clone());
+        let router = Router::new()
+            .route("/incidents/{key}", put(receive))
+            .route("/{via}/incidents/{key}", put(receive_via))
+            .with_state(shared.clone());
         let s = stop.clone();
         tokio::spawn(async move {
             let _ = axum::serve(listener, router).with_graceful_shutdown(async move { s.cancelled().await }).await;

@@ -143,7 +143,7 @@ async fn recv_n(items: &mut mpsc::Receiver<SourceItem>, n: usize, within: Durati
 /// Asserts nothing more arrives for a little while (no duplicates, no extras).
 async fn assert_no_more(items: &mut mpsc::Receiver<SourceItem>) {
     if let Ok(Some(extra)) = timeout(Duration::from_millis(300), items.recv()).await {
-        panic!("unexpected extra item at {}", extra.origin());
+        panic!("unexpected extra item at {}", extra.origin().expect("a message"));
     }
 }
 
@@ -192,8 +192,8 @@ fn consumes_decodes_and_dead_letters_in_partition_order() {
         let mut run = start(&cfg);
         let items = recv_n(&mut run.items, N + 1, JOIN).await;
         for (i, item) in items.iter().enumerate() {
-            assert_eq!(item.origin().topic, TOPIC);
-            assert_eq!(item.origin().offset, i as i64, "partition order");
+            assert_eq!(item.origin().unwrap().topic, TOPIC);
+            assert_eq!(item.origin().unwrap().offset, i as i64, "partition order");
             match item {
                 SourceItem::Skipped { reason, .. } => {
                     assert_eq!(i, BAD_AT, "only the malformed message is skipped: {reason}");
@@ -204,6 +204,7 @@ fn consumes_decodes_and_dead_letters_in_partition_order() {
                     assert_eq!(events[0].check, format!("check-{i}"));
                     assert_eq!(events[0].origin.as_ref(), Some(origin), "origin set on the event");
                 }
+                SourceItem::Partitions(c) => panic!("assignment changes are sent only when ownership is tracked: {c:?}"),
             }
         }
         assert_no_more(&mut run.items).await;
@@ -260,7 +261,7 @@ fn restart_resumes_after_the_stored_offsets() {
         produce(&servers, TOPIC, 0, &[event_json(N)]).await;
         let mut run = start(&cfg);
         let items = recv_n(&mut run.items, N + 1 - K as usize, JOIN).await;
-        let offsets: Vec<i64> = items.iter().map(|i| i.origin().offset).collect();
+        let offsets: Vec<i64> = items.iter().map(|i| i.origin().unwrap().offset).collect();
         assert_eq!(offsets, (K..=N as i64).collect::<Vec<_>>(), "exactly K..=N after restart");
         assert_no_more(&mut run.items).await;
         run.stop().await;
@@ -317,7 +318,7 @@ fn backpressure_pauses_partitions_and_loses_nothing() {
         let mut by_partition: BTreeMap<i32, Vec<i64>> = BTreeMap::new();
         for item in &got {
             assert!(matches!(item, SourceItem::Events { .. }));
-            by_partition.entry(item.origin().partition).or_default().push(item.origin().offset);
+            by_partition.entry(item.origin().unwrap().partition).or_default().push(item.origin().unwrap().offset);
         }
         let all: Vec<i64> = (0..PER_PARTITION as i64).collect();
         assert_eq!(by_partition.get(&0), Some(&all), "partition 0: every offset once, in order");
@@ -351,7 +352,7 @@ fn shutdown_while_blocked_on_a_full_channel() {
         assert!(started.elapsed() < Duration::from_secs(2));
         // Only what fit in the channel was handed over.
         let mut items = run.items;
-        assert_eq!(items.recv().await.map(|i| i.origin().offset), Some(0));
+        assert_eq!(items.recv().await.map(|i| i.origin().unwrap().offset), Some(0));
         assert!(items.recv().await.is_none(), "channel closed after the source stopped");
     });
 }
@@ -381,7 +382,7 @@ fn rebalance_while_paused_repauses_and_leaves_no_gaps() {
         let covered = |a: &[SourceItem], b: &[SourceItem]| {
             let mut offsets: BTreeMap<i32, std::collections::BTreeSet<i64>> = BTreeMap::new();
             for i in a.iter().chain(b) {
-                offsets.entry(i.origin().partition).or_default().insert(i.origin().offset);
+                offsets.entry(i.origin().unwrap().partition).or_default().insert(i.origin().unwrap().offset);
             }
             (0..2).all(|p| offsets.get(&p).map_or(0, |s| s.len()) == PER_PARTITION as usize)
         };
@@ -402,7 +403,7 @@ fn rebalance_while_paused_repauses_and_leaves_no_gaps() {
         for (name, seen) in [("A", &seen_a), ("B", &seen_b)] {
             let mut last: HashMap<i32, i64> = HashMap::new();
             for item in seen.iter() {
-                let (p, o) = (item.origin().partition, item.origin().offset);
+                let (p, o) = (item.origin().unwrap().partition, item.origin().unwrap().offset);
                 if let Some(prev) = last.get(&p) {
                     assert!(o == prev + 1 || o <= *prev, "{name}: partition {p} jumped from {prev} to {o}");
                 }

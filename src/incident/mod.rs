@@ -118,6 +118,10 @@ pub struct Action {
     pub incident: Incident,
     /// Work notes explaining what changed since the previous action.
     pub notes: Vec<String>,
+    /// The partition assignment the incident's state was built under, when
+    /// state follows partitions (see `ownership.rs`). Not part of the payload.
+    #[serde(skip)]
+    pub claim: Option<crate::ownership::Claim>,
 }
 
 /// Why a sink call failed, and whether it may be retried.

@@ -41,6 +41,7 @@ use tracing::{debug, error, info, trace, warn};
 use crate::config::{Format, KafkaConfig, OWNED_KAFKA_OPTIONS};
 use crate::event::{Event, Origin};
 use crate::metrics::Metrics;
+use crate::ownership::Ownership;
 use crate::source::decode;
 
 /// How long a full channel is waited on before the partitions are paused: a
@@ -114,12 +115,25 @@ pub enum SourceItem {
     /// dead-lettered (delivery awaited) or logged. The core just marks the
     /// offset done.
     Skipped { origin: Origin, reason: String },
+    /// The assignment changed before the next message (only with
+    /// [`KafkaSource::track_ownership`]): in callback order, so that every
+    /// item before it belongs to the earlier assignment.
+    Partitions(Vec<PartitionChange>),
+}
+
+/// One partition leaving or joining this consumer's assignment.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PartitionChange {
+    Revoked { topic: String, partition: i32 },
+    Assigned { topic: String, partition: i32, epoch: u64 },
 }
 
 impl SourceItem {
-    pub fn origin(&self) -> &Origin {
+    /// The message this item is for; `None` for assignment changes.
+    pub fn origin(&self) -> Option<&Origin> {
         match self {
-            SourceItem::Events { origin, .. } | SourceItem::Skipped { origin, .. } => origin,
+            SourceItem::Events { origin, .. } | SourceItem::Skipped { origin, .. } => Some(origin),
+            SourceItem::Partitions(_) => None,
         }
     }
 }
@@ -144,6 +158,10 @@ struct Shared {
     /// one: the consumer will not deliver again (e.g. fenced), and `recv`
     /// does not say so by itself.
     fatal: Notify,
+    /// Set by [`KafkaSource::track_ownership`]: the rebalance callbacks
+    /// record every change here and in `changes`.
+    ownership: std::sync::OnceLock<Arc<Ownership>>,
+    changes: Mutex<Vec<PartitionChange>>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -194,6 +212,13 @@ impl ConsumerContext for SourceContext {
                 info!(partitions = %describe(tpl), "Kafka partitions revoked");
                 let mut stored = lock(&self.shared.stored);
                 let mut revoked = lock(&self.shared.revoked);
+                if let Some(o) = self.shared.ownership.get() {
+                    let mut changes = lock(&self.shared.changes);
+                    for e in tpl.elements() {
+                        o.revoked(e.topic(), e.partition());
+                        changes.push(PartitionChange::Revoked { topic: e.topic().to_owned(), partition: e.partition() });
+                    }
+                }
                 for e in tpl.elements() {
                     if let Some(m) = stored.get_mut(e.topic()) {
                         m.remove(&e.partition());
@@ -218,6 +243,13 @@ impl ConsumerContext for SourceContext {
                 let mut stored = lock(&self.shared.stored);
                 for e in tpl.elements() {
                     stored.entry(e.topic().to_owned()).or_default().entry(e.partition()).or_insert(-1);
+                }
+            }
+            if let Some(o) = self.shared.ownership.get() {
+                let mut changes = lock(&self.shared.changes);
+                for e in tpl.elements() {
+                    let epoch = o.assigned(e.topic(), e.partition());
+                    changes.push(PartitionChange::Assigned { topic: e.topic().to_owned(), partition: e.partition(), epoch });
                 }
             }
             self.shared.rebalanced.store(true, Ordering::Release);
@@ -580,6 +612,12 @@ impl KafkaSource {
         Ok(KafkaSource { consumer: Arc::new(consumer), runner })
     }
 
+    /// Records every assignment change in `ownership` and sends it to the
+    /// core as [`SourceItem::Partitions`], for state that follows partitions.
+    pub fn track_ownership(&self, ownership: Arc<Ownership>) {
+        let _ = self.runner.shared.ownership.set(ownership);
+    }
+
     /// A handle to store and commit offsets; it shares the consumer.
     pub fn offsets(&self) -> OffsetHandle {
         OffsetHandle { consumer: self.consumer.clone(), shared: self.runner.shared.clone() }
@@ -603,6 +641,13 @@ impl KafkaSource {
                 _ = &mut cancelled => break,
                 _ = lag_tick.tick() => {
                     lag.start(&consumer);
+                    // Revocations reach the core without waiting for a message.
+                    runner.apply_rebalance();
+                    if let Some(changes) = runner.take_changes() {
+                        if !emit(&consumer, &mut runner, &tx, changes, &shutdown, &mut lag, &mut lag_tick).await? {
+                            break;
+                        }
+                    }
                     continue;
                 }
                 Some(highs) = lag.wait() => {
@@ -623,6 +668,11 @@ impl KafkaSource {
                 }
             };
             runner.apply_rebalance();
+            if let Some(changes) = runner.take_changes() {
+                if !emit(&consumer, &mut runner, &tx, changes, &shutdown, &mut lag, &mut lag_tick).await? {
+                    break;
+                }
+            }
             let step = runner.process(&consumer, &msg);
             drop(msg);
             let item = match step {
@@ -635,18 +685,8 @@ impl KafkaSource {
                     SourceItem::Skipped { origin, reason }
                 }
             };
-            match tx.try_send(item) {
-                Ok(()) => {}
-                Err(mpsc::error::TrySendError::Closed(_)) => {
-                    warn!("the core's channel is closed; the Kafka source stops");
-                    break;
-                }
-                Err(mpsc::error::TrySendError::Full(item)) => {
-                    let sent = wait_for_capacity(&consumer, &mut runner, &tx, item, &shutdown, &mut lag, &mut lag_tick).await?;
-                    if !sent {
-                        break;
-                    }
-                }
+            if !emit(&consumer, &mut runner, &tx, item, &shutdown, &mut lag, &mut lag_tick).await? {
+                break;
             }
         }
         // A probe in flight holds the consumer: end it here (within
@@ -656,6 +696,27 @@ impl KafkaSource {
         lag.finish().await;
         info!("Kafka source stopped consuming");
         Ok(())
+    }
+}
+
+/// Sends one item to the core, pausing the partitions while its channel is
+/// full. `false` when the source must stop.
+async fn emit(
+    consumer: &Arc<SourceConsumer>,
+    runner: &mut Runner,
+    tx: &mpsc::Sender<SourceItem>,
+    item: SourceItem,
+    shutdown: &CancellationToken,
+    lag: &mut LagProbe,
+    lag_tick: &mut tokio::time::Interval,
+) -> Result<bool, SourceError> {
+    match tx.try_send(item) {
+        Ok(()) => Ok(true),
+        Err(mpsc::error::TrySendError::Closed(_)) => {
+            warn!("the core's channel is closed; the Kafka source stops");
+            Ok(false)
+        }
+        Err(mpsc::error::TrySendError::Full(item)) => wait_for_capacity(consumer, runner, tx, item, shutdown, lag, lag_tick).await,
     }
 }
 
@@ -715,10 +776,9 @@ async fn wait_for_capacity(
                 Ok(p) => {
                     let pending = item.take().expect("item present");
                     runner.apply_rebalance();
-                    if runner.is_tracked(pending.origin()) {
-                        p.send(pending);
-                    } else {
-                        debug!(origin = %pending.origin(), "pending item of a revoked partition dropped");
+                    match pending.origin() {
+                        Some(o) if !runner.is_tracked(o) => debug!(origin = %o, "pending item of a revoked partition dropped"),
+                        _ => p.send(pending),
                     }
                     break;
                 }
@@ -732,7 +792,7 @@ async fn wait_for_capacity(
                     if runner.apply_rebalance() {
                         // Normally done in the rebalance callback already.
                         pause_all(consumer, runner)?;
-                        let pending = item.as_ref().map(SourceItem::origin);
+                        let pending = item.as_ref().and_then(SourceItem::origin);
                         if pending.is_some_and(|o| !runner.is_tracked(o)) {
                             // Its partition was revoked: whoever owns it now
                             // resumes from the committed offset, before it.
@@ -817,6 +877,13 @@ impl Runner {
         }
         let format = self.patterns.iter().find(|(re, _)| re.is_match(name)).map_or(Format::Auto, |(_, f)| *f);
         self.add_topic(name, format)
+    }
+
+    /// Assignment changes since the last call, as one item for the core.
+    fn take_changes(&mut self) -> Option<SourceItem> {
+        self.shared.ownership.get()?;
+        let changes = std::mem::take(&mut *lock(&self.shared.changes));
+        (!changes.is_empty()).then_some(SourceItem::Partitions(changes))
     }
 
     /// Drops the bookkeeping of revoked partitions. Returns whether the

@@ -56,6 +56,13 @@ impl Daemon {
         triaged::bench::memory::rss_mib_of(self.child.id()).1
     }
 
+    /// Sends `signal` (SIGSTOP, SIGCONT...) to the process.
+    pub fn signal(&self, signal: i32) {
+        // SAFETY: kill(2) on our own child's pid.
+        let rc = unsafe { libc::kill(self.child.id() as libc::pid_t, signal) };
+        assert_eq!(rc, 0, "kill({signal}) failed: {}", std::io::Error::last_os_error());
+    }
+
     pub fn sigkill(mut self) {
         self.child.kill().unwrap();
         self.child.wait().unwrap();
@@ -179,7 +186,34 @@ pub fn strip_ansi(line: &str) -> String {
 /// The daemon's config for the kill tests: short group wait, hold-down and
 /// reopen window, so incidents open, resolve and close within seconds.
 pub fn write_config(dir: &Path, brokers: &str, group: &str, session_timeout_ms: u32, sink: &str, metrics_port: u16) -> PathBuf {
+    write_config_with(dir, brokers, group, session_timeout_ms, sink, metrics_port, &Extra::default())
+}
+
+/// What some tests change in [`write_config`]'s file.
+#[derive(Default)]
+pub struct Extra {
+    /// File name in the directory (default `triaged.toml`).
+    pub file: Option<String>,
+    /// More `[kafka.options]`.
+    pub options: Vec<(&'static str, &'static str)>,
+    /// `correlation.group_wait` (default 2s).
+    pub group_wait: Option<&'static str>,
+    /// Whole sections appended (`[rekey]` ...).
+    pub sections: String,
+}
+
+pub fn write_config_with(
+    dir: &Path,
+    brokers: &str,
+    group: &str,
+    session_timeout_ms: u32,
+    sink: &str,
+    metrics_port: u16,
+    extra: &Extra,
+) -> PathBuf {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let options: String = extra.options.iter().map(|(k, v)| format!("\"{k}\" = \"{v}\"\n")).collect();
+    let group_wait = extra.group_wait.unwrap_or("2s");
     let text = format!(
         r#"
 [kafka]
@@ -191,7 +225,7 @@ commit_interval = "200ms"
 [kafka.options]
 "session.timeout.ms" = "{session_timeout_ms}"
 "heartbeat.interval.ms" = "500"
-[cmdb]
+{options}[cmdb]
 path = "{cmdb}"
 [rules]
 dir = "{rules}"
@@ -205,17 +239,19 @@ max_backoff = "1s"
 [http]
 listen = "127.0.0.1:{metrics_port}"
 [correlation]
-group_wait = "2s"
+group_wait = "{group_wait}"
 update_interval = "1s"
 resolve_hold_down = "2s"
 reopen_window = "2s"
 [shutdown]
 deadline = "5s"
+{sections}
 "#,
+        sections = extra.sections,
         cmdb = root.join("config/cmdb.yaml").display(),
         rules = root.join("rules").display(),
     );
-    let path = dir.join("triaged.toml");
+    let path = dir.join(extra.file.as_deref().unwrap_or("triaged.toml"));
     std::fs::write(&path, text).unwrap();
     path
 }
@@ -264,6 +300,16 @@ pub fn assert_settled(log: &[Received], storm: &Storm, brokers: &str, group: &st
     for (&p, &end) in ends {
         assert_eq!(committed[&p], Offset::Offset(end), "partition {p}: committed {:?}, produced up to {end}", committed[&p]);
     }
+}
+
+/// Whether `group`'s committed offsets reached the end of every partition of `topic`.
+pub fn committed_to_end(brokers: &str, group: &str, topic: &str, partitions: i32) -> bool {
+    let consumer: BaseConsumer = ClientConfig::new().set("bootstrap.servers", brokers).create().unwrap();
+    let committed = committed(brokers, group, topic, partitions);
+    (0..partitions).all(|p| {
+        let (_, high) = consumer.fetch_watermarks(topic, p, Duration::from_secs(10)).unwrap();
+        high == 0 || committed[&p] == Offset::Offset(high)
+    })
 }
 
 /// Committed offsets of `group` on `topic` partitions `0..partitions`.

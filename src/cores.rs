@@ -1,0 +1,311 @@
+//! The correlation cores of one instance.
+//!
+//! Events read straight from the input topics go through a single core, which
+//! correlates across all partitions. Events read from a repartition topic
+//! (`[rekey]`) were keyed by correlation scope, so related events share a
+//! partition; then every partition gets a core of its own, created when the
+//! partition is assigned and dropped, with everything it held, when it is
+//! revoked. State follows partitions: the new owner replays the partition
+//! from its committed offset and rebuilds the same incidents under the same
+//! keys, and actions of the dropped core are not sent (see `ownership.rs`).
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use chrono::{DateTime, Utc};
+use tracing::{debug, info};
+
+use crate::correlate::{Core, CoreConfig, CoreStats, Decision};
+use crate::event::{Event, Origin};
+use crate::incident::{Action, Incident};
+use crate::ownership::Claim;
+use crate::rules::RuleSet;
+use crate::topology::Snapshot;
+
+type Part = (String, i32);
+
+struct Slot {
+    core: Core,
+    claim: Option<Claim>,
+}
+
+/// One core, or one per assigned partition.
+pub struct Cores {
+    cfg: CoreConfig,
+    rules: Arc<RuleSet>,
+    cmdb: Arc<Snapshot>,
+    per_partition: bool,
+    slots: HashMap<Option<Part>, Slot>,
+    /// Action ids handed out here -> the slot and the core's own id.
+    actions: HashMap<u64, (Option<Part>, u64)>,
+    next_action: u64,
+    /// Counters of dropped cores.
+    retired: CoreStats,
+}
+
+impl Cores {
+    /// A single core for every partition.
+    pub fn single(cfg: CoreConfig, rules: Arc<RuleSet>, cmdb: Arc<Snapshot>) -> Cores {
+        let mut c = Cores::new(cfg, rules, cmdb, false);
+        let core = c.new_core();
+        c.slots.insert(None, Slot { core, claim: None });
+        c
+    }
+
+    /// A core per partition, created by [`Cores::assign`].
+    pub fn per_partition(cfg: CoreConfig, rules: Arc<RuleSet>, cmdb: Arc<Snapshot>) -> Cores {
+        Cores::new(cfg, rules, cmdb, true)
+    }
+
+    fn new(cfg: CoreConfig, rules: Arc<RuleSet>, cmdb: Arc<Snapshot>, per_partition: bool) -> Cores {
+        Cores {
+            cfg,
+            rules,
+            cmdb,
+            per_partition,
+            slots: HashMap::new(),
+            actions: HashMap::new(),
+            next_action: 1,
+            retired: CoreStats::default(),
+        }
+    }
+
+    fn new_core(&self) -> Core {
+        Core::new(self.cfg.clone(), Arc::clone(&self.rules), Arc::clone(&self.cmdb))
+    }
+
+    fn slot_key(&self, origin: Option<&Origin>) -> Option<Part> {
+        if self.per_partition {
+            origin.map(|o| (o.topic.clone(), o.partition))
+        } else {
+            None
+        }
+    }
+
+    /// A partition was assigned under `epoch`: it starts with an empty core
+    /// (the log is read from its committed offset). Ignored with a single core.
+    pub fn assign(&mut self, topic: &str, partition: i32, epoch: u64) {
+        if !self.per_partition {
+            return;
+        }
+        self.revoke(topic, partition);
+        let core = self.new_core();
+        let claim = Claim { topic: topic.to_owned(), partition, epoch };
+        info!(topic, partition, epoch, "correlation state for the partition starts");
+        self.slots.insert(Some((topic.to_owned(), partition)), Slot { core, claim: Some(claim) });
+    }
+
+    /// A partition was revoked: its core and everything it held go.
+    pub fn revoke(&mut self, topic: &str, partition: i32) {
+        if !self.per_partition {
+            return;
+        }
+        let key = Some((topic.to_owned(), partition));
+        if let Some(slot) = self.slots.remove(&key) {
+            info!(
+                topic,
+                partition,
+                fingerprints = slot.core.fingerprint_count(),
+                in_flight = slot.core.inflight_actions(),
+                "partition revoked; its correlation state is dropped, its new owner rebuilds it from the log"
+            );
+            add_stats(&mut self.retired, slot.core.stats());
+            self.actions.retain(|_, (k, _)| *k != key);
+        }
+    }
+
+    /// Handles one event. `None` when its partition has no core (a message
+    /// of a partition already revoked): it is left to the new owner.
+    pub fn handle(&mut self, ev: &Event, now: DateTime<Utc>) -> Option<Decision> {
+        let key = self.slot_key(ev.origin.as_ref());
+        match self.slots.get_mut(&key) {
+            Some(slot) => Some(slot.core.handle(ev, now)),
+            None => {
+                debug!(origin = ?ev.origin, "event of a partition not assigned here ignored");
+                None
+            }
+        }
+    }
+
+    /// Records a message that produced no event.
+    pub fn skip(&mut self, origin: &Origin) {
+        let key = self.slot_key(Some(origin));
+        if let Some(slot) = self.slots.get_mut(&key) {
+            slot.core.skip(origin);
+        }
+    }
+
+    pub fn tick(&mut self, now: DateTime<Utc>) {
+        for slot in self.slots.values_mut() {
+            slot.core.tick(now);
+        }
+    }
+
+    /// Actions decided since the last call, each with an id unique across
+    /// cores and the claim of its core.
+    pub fn take_actions(&mut self) -> Vec<Action> {
+        let mut out = Vec::new();
+        for (key, slot) in &mut self.slots {
+            for mut a in slot.core.take_actions() {
+                let id = self.next_action;
+                self.next_action += 1;
+                self.actions.insert(id, (key.clone(), a.id));
+                a.id = id;
+                a.claim = slot.claim.clone();
+                out.push(a);
+            }
+        }
+        out
+    }
+
+    /// The sink settled action `id`. Acknowledgements of a dropped core's
+    /// actions are ignored.
+    pub fn ack(&mut self, id: u64) {
+        if let Some((key, local)) = self.actions.remove(&id) {
+            if let Some(slot) = self.slots.get_mut(&key) {
+                slot.core.ack(local);
+            }
+        }
+    }
+
+    pub fn take_offsets(&mut self) -> Vec<(String, i32, i64)> {
+        self.slots.values_mut().flat_map(|s| s.core.take_offsets()).collect()
+    }
+
+    pub fn inflight_actions(&self) -> usize {
+        self.slots.values().map(|s| s.core.inflight_actions()).sum()
+    }
+
+    pub fn set_rules(&mut self, rules: Arc<RuleSet>) {
+        for slot in self.slots.values_mut() {
+            slot.core.set_rules(Arc::clone(&rules));
+        }
+        self.rules = rules;
+    }
+
+    pub fn set_cmdb(&mut self, cmdb: Arc<Snapshot>) {
+        for slot in self.slots.values_mut() {
+            slot.core.set_cmdb(Arc::clone(&cmdb));
+        }
+        self.cmdb = cmdb;
+    }
+
+    /// Counters of every core this instance ran.
+    pub fn stats(&self) -> CoreStats {
+        let mut s = self.retired.clone();
+        for slot in self.slots.values() {
+            add_stats(&mut s, slot.core.stats());
+        }
+        s
+    }
+
+    pub fn fingerprint_count(&self) -> usize {
+        self.slots.values().map(|s| s.core.fingerprint_count()).sum()
+    }
+
+    pub fn open_incidents(&self) -> Vec<Incident> {
+        let mut all: Vec<Incident> = self.slots.values().flat_map(|s| s.core.open_incidents()).collect();
+        all.sort_by(|a, b| a.opened_at.cmp(&b.opened_at).then_with(|| a.key.cmp(&b.key)));
+        all
+    }
+
+    /// Partitions with a core of their own.
+    pub fn partitions(&self) -> usize {
+        self.slots.keys().filter(|k| k.is_some()).count()
+    }
+}
+
+fn add_stats(into: &mut CoreStats, s: &CoreStats) {
+    into.events += s.events;
+    for (k, v) in &s.decisions {
+        *into.decisions.entry(k).or_default() += v;
+    }
+    for (k, v) in &s.actions {
+        *into.actions.entry(k).or_default() += v;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::CorrelationConfig;
+    use crate::event::{CiHint, Severity, Status};
+
+    fn cores(per_partition: bool) -> Cores {
+        let rules = Arc::new(RuleSet::default());
+        let cmdb = Arc::new(Snapshot::empty());
+        let cfg = CoreConfig::from_config(&CorrelationConfig::default());
+        if per_partition {
+            Cores::per_partition(cfg, rules, cmdb)
+        } else {
+            Cores::single(cfg, rules, cmdb)
+        }
+    }
+
+    fn event(host: &str, partition: i32, offset: i64, at: DateTime<Utc>) -> Event {
+        Event {
+            source: "native".into(),
+            source_id: None,
+            ci: CiHint { host: Some(host.into()), ..Default::default() },
+            check: "down".into(),
+            severity: Severity::Critical,
+            status: Status::Firing,
+            summary: String::new(),
+            labels: Default::default(),
+            annotations: Default::default(),
+            time: at,
+            origin: Some(Origin { topic: "r".into(), partition, offset }),
+        }
+    }
+
+    fn opened(c: &mut Cores, at: DateTime<Utc>) -> Vec<Action> {
+        c.tick(at + chrono::Duration::minutes(5));
+        c.take_actions()
+    }
+
+    #[test]
+    fn each_partition_correlates_in_its_own_core_and_actions_carry_its_claim() {
+        let t = Utc::now();
+        let mut c = cores(true);
+        assert!(c.handle(&event("a", 0, 0, t), t).is_none(), "no core before the assignment");
+        c.assign("r", 0, 7);
+        c.assign("r", 1, 8);
+        c.handle(&event("a", 0, 0, t), t).unwrap();
+        c.handle(&event("b", 1, 0, t), t).unwrap();
+        let actions = opened(&mut c, t);
+        assert_eq!(actions.len(), 2);
+        let mut claims: Vec<(i32, u64)> = actions.iter().map(|a| a.claim.as_ref().map(|c| (c.partition, c.epoch)).unwrap()).collect();
+        claims.sort();
+        assert_eq!(claims, vec![(0, 7), (1, 8)]);
+        assert_ne!(actions[0].id, actions[1].id, "ids are unique across cores");
+        assert_eq!(c.inflight_actions(), 2);
+
+        // Revoking partition 0 drops its state and its action in flight; the
+        // late acknowledgement is ignored.
+        let on_0 = actions.iter().find(|a| a.claim.as_ref().unwrap().partition == 0).unwrap().id;
+        c.revoke("r", 0);
+        assert_eq!(c.inflight_actions(), 1);
+        assert_eq!(c.fingerprint_count(), 1);
+        c.ack(on_0);
+        assert_eq!(c.inflight_actions(), 1);
+        assert_eq!(c.stats().events, 2, "counters of dropped cores are kept");
+        assert_eq!(c.partitions(), 1);
+    }
+
+    #[test]
+    fn a_single_core_ignores_assignments_and_has_no_claims() {
+        let t = Utc::now();
+        let mut c = cores(false);
+        c.assign("r", 0, 1);
+        c.handle(&event("a", 0, 0, t), t).unwrap();
+        c.handle(&event("b", 1, 0, t), t).unwrap();
+        c.revoke("r", 0);
+        let actions = opened(&mut c, t);
+        assert_eq!(actions.len(), 2);
+        assert!(actions.iter().all(|a| a.claim.is_none()));
+        for a in &actions {
+            c.ack(a.id);
+        }
+        assert_eq!(c.inflight_actions(), 0);
+    }
+}
