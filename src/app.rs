@@ -26,7 +26,7 @@ use crate::incident::rest::RestSink;
 use crate::incident::{Action, Incident, SinkError};
 use crate::ingest::{Ingest, IngestError};
 use crate::metrics::Metrics;
-use crate::ownership::{Claim, Ownership, Verdict};
+use crate::ownership::Ownership;
 use crate::problems::{ProblemCandidate, ProblemTracker};
 use crate::rekey::{self, Rekeyer, Router};
 use crate::rules::{RuleError, RuleSet};
@@ -116,21 +116,26 @@ pub async fn start(cfg: Config, shutdown: CancellationToken) -> Result<Running, 
     metrics.cmdb_cis.set(cmdb.len() as i64);
     metrics.cmdb_last_load.set(Utc::now().timestamp() as f64);
     info!(rules = rules.len(), cis = cmdb.len(), "rules and CMDB loaded");
-    let sink = Arc::new(RestSink::new(&cfg.sink, metrics.clone()).map_err(|e| AppError::Sink(e.to_string()))?);
+    // With a re-key stage, state follows partitions and actions carry claims.
+    let ownership = cfg.rekey.as_ref().map(|_| Ownership::new(session_timeout(&cfg.kafka)));
+    let mut sink = RestSink::new(&cfg.sink, metrics.clone()).map_err(|e| AppError::Sink(e.to_string()))?;
+    if let Some(o) = &ownership {
+        sink = sink.with_ownership(o.clone());
+    }
+    let sink = Arc::new(sink);
     let dead_letter = DeadLetter::new(&cfg.kafka)?.map(Arc::new);
     let ingest = Ingest::new(&cfg, metrics.clone())?.map(Arc::new);
     // With `[rekey]`, `input` feeds the re-key stage and `source` reads the
     // repartition topic; without, `source` reads the input topics.
-    let (input, source, ownership) = match &cfg.rekey {
-        None => (None, KafkaSource::new(&cfg.kafka, metrics.clone())?, None),
-        Some(rk) => {
+    let (input, source) = match (&cfg.rekey, &ownership) {
+        (Some(rk), Some(o)) => {
             let input = KafkaSource::new(&cfg.kafka, metrics.clone())?;
             let rekeyer = Rekeyer::new(&cfg.kafka, rk, metrics.clone())?;
             let source = KafkaSource::new(&rekey::correlating_consumer(&cfg.kafka, rk), metrics.clone())?;
-            let ownership = Ownership::new(session_timeout(&cfg.kafka));
-            source.track_ownership(ownership.clone());
-            (Some((input, rekeyer, rk.scope)), source, Some(ownership))
+            source.track_ownership(o.clone());
+            (Some((input, rekeyer, rk.scope)), source)
         }
+        _ => (None, KafkaSource::new(&cfg.kafka, metrics.clone())?),
     };
     let offsets = source.offsets();
 
@@ -531,32 +536,19 @@ impl SinkWorker {
                 a = rx.recv() => match a { Some(a) => a, None => break },
                 _ = stop.cancelled() => break,
             };
-            let owned = match (&ownership, &action.claim) {
-                (Some(o), Some(claim)) => Some((o, claim)),
-                _ => None,
+            let delivered = match ownership.as_deref().zip(action.claim.as_ref()) {
+                None => sink.deliver(&action, &stop).await,
+                // The sink checks the claim before every attempt; a request in
+                // flight or a retry waiting is dropped as soon as it is lost.
+                Some((o, claim)) => tokio::select! {
+                    r = sink.deliver(&action, &stop) => r,
+                    () = o.lost(claim) => Err(SinkError::Disowned { topic: claim.topic.clone(), partition: claim.partition }),
+                },
             };
-            let delivered = match owned {
-            None => sink.deliver(&action, &stop).await,
-            // Sent only while the partition is still ours; given up (retries
-            // included) as soon as it is not.
-            Some((o, claim)) => tokio::select! {
-                r = async {
-                    match wait_owned(o, claim, &stop).await {
-                        Some(true) => Some(sink.deliver(&action, &stop).await),
-                        Some(false) => None,
-                        None => Some(Err(SinkError::Cancelled)),
-                    }
-                } => r,
-                () = lost(o, claim) => None,
-            }
-            .unwrap_or_else(|| {
-                metrics.actions_disowned.inc();
-                info!(worker = id, action = action.kind.as_str(), key = %action.incident.key, topic = %claim.topic, partition = claim.partition, "partition revoked; action left to its new owner");
-                Ok(())
-            }),
-        };
             match delivered {
-                Ok(()) if owned.is_some_and(|(o, c)| o.check(c) == Verdict::Lost) => {
+                Err(SinkError::Disowned { topic, partition }) => {
+                    metrics.actions_disowned.inc();
+                    info!(worker = id, action = action.kind.as_str(), key = %action.incident.key, %topic, partition, "partition revoked; action left to its new owner");
                     let _ = acks.send(action.id);
                 }
                 Ok(()) => {
@@ -586,31 +578,6 @@ impl SinkWorker {
                     let _ = acks.send(action.id);
                 }
             }
-        }
-    }
-}
-
-/// Waits while a stall is being confirmed. `Some(owned)`, or `None` on stop.
-async fn wait_owned(o: &Ownership, claim: &Claim, stop: &CancellationToken) -> Option<bool> {
-    loop {
-        match o.check(claim) {
-            Verdict::Owned => return Some(true),
-            Verdict::Lost => return Some(false),
-            Verdict::Wait(d) => tokio::select! {
-                _ = tokio::time::sleep(d) => {}
-                _ = stop.cancelled() => return None,
-            },
-        }
-    }
-}
-
-/// Resolves once `claim` is lost (checked every 100 ms).
-async fn lost(o: &Ownership, claim: &Claim) {
-    let mut every = tokio::time::interval(Duration::from_millis(100));
-    loop {
-        every.tick().await;
-        if o.check(claim) == Verdict::Lost {
-            return;
         }
     }
 }

@@ -22,6 +22,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
+use tokio_util::sync::CancellationToken;
 use tracing::warn;
 
 /// The partition and assignment epoch an action's state was built under.
@@ -150,6 +151,32 @@ impl Ownership {
     /// The current epoch of an owned partition.
     pub fn epoch(&self, topic: &str, partition: i32) -> Option<u64> {
         lock(&self.inner).owned.get(&(topic.to_owned(), partition)).copied()
+    }
+
+    /// Waits while a stall is being confirmed: `Some(true)` when `claim`
+    /// holds, `Some(false)` when it is lost, `None` once `stop` is cancelled.
+    pub async fn wait(&self, claim: &Claim, stop: &CancellationToken) -> Option<bool> {
+        loop {
+            match self.check(claim) {
+                Verdict::Owned => return Some(true),
+                Verdict::Lost => return Some(false),
+                Verdict::Wait(d) => tokio::select! {
+                    _ = tokio::time::sleep(d) => {}
+                    _ = stop.cancelled() => return None,
+                },
+            }
+        }
+    }
+
+    /// Resolves once `claim` is lost (checked every 100 ms).
+    pub async fn lost(&self, claim: &Claim) {
+        let mut every = tokio::time::interval(Duration::from_millis(100));
+        loop {
+            every.tick().await;
+            if self.check(claim) == Verdict::Lost {
+                return;
+            }
+        }
     }
 
     /// Whether an action under `claim` may be sent now.

@@ -70,7 +70,7 @@ impl Outcome {
         match result {
             Ok(_) | Err(SinkError::Permanent(_)) => Outcome::Answered,
             Err(SinkError::Retryable { .. }) => Outcome::Failed,
-            Err(SinkError::Cancelled) => Outcome::Abandoned,
+            Err(SinkError::Cancelled | SinkError::Disowned { .. }) => Outcome::Abandoned,
         }
     }
 }

@@ -143,6 +143,9 @@ pub enum SinkError {
     /// Shutdown arrived while waiting to retry.
     #[error("sink call abandoned for shutdown")]
     Cancelled,
+    /// The action's partition was revoked: its new owner acts on it.
+    #[error("partition {topic}/{partition} is no longer assigned here")]
+    Disowned { topic: String, partition: i32 },
 }
 
 impl SinkError {
@@ -152,6 +155,7 @@ impl SinkError {
             SinkError::Retryable { .. } => "retryable",
             SinkError::Permanent(_) => "permanent",
             SinkError::Cancelled => "cancelled",
+            SinkError::Disowned { .. } => "disowned",
         }
     }
 }

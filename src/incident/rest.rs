@@ -14,6 +14,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
+use crate::ownership::Ownership;
 use base64::Engine as _;
 use moka::sync::Cache;
 use reqwest::header::{HeaderMap, HeaderValue, ACCEPT, AUTHORIZATION, RETRY_AFTER};
@@ -121,6 +122,9 @@ pub(crate) fn read_secret(field: &'static str, src: &SecretSource) -> Result<Sec
 #[derive(Clone)]
 pub struct RestSink {
     inner: Arc<Inner>,
+    /// When state follows partitions: every attempt, retries included,
+    /// first checks that the action's partition is still assigned here.
+    ownership: Option<Arc<Ownership>>,
 }
 
 struct Inner {
@@ -242,6 +246,7 @@ impl RestSink {
 
         let sys_ids = Cache::builder().max_capacity(SYS_ID_CACHE_CAPACITY).time_to_idle(SYS_ID_CACHE_IDLE).build();
         Ok(RestSink {
+            ownership: None,
             inner: Arc::new(Inner {
                 profile: cfg.profile,
                 base,
@@ -286,6 +291,12 @@ impl RestSink {
     /// Applies `action`, retrying retryable failures with backoff for as
     /// long as it takes, until success, a permanent error, or `shutdown`
     /// (then [`SinkError::Cancelled`], also for an attempt in flight).
+    /// Checks the claim of every action against `ownership` before each attempt.
+    pub fn with_ownership(mut self, ownership: Arc<Ownership>) -> RestSink {
+        self.ownership = Some(ownership);
+        self
+    }
+
     pub async fn deliver(&self, action: &Action, shutdown: &CancellationToken) -> Result<(), SinkError> {
         let span = tracing::warn_span!(
             "sink_deliver",
@@ -295,9 +306,22 @@ impl RestSink {
             key = %action.incident.key,
         );
         let breaker = &self.inner.breaker;
+        let gate = self.ownership.as_deref().zip(action.claim.as_ref());
         let attempt = || async move {
             let permit = breaker.admit().await;
-            let result = self.apply(action).await;
+            // Checked after the breaker's wait, which can be long.
+            let owned = match gate {
+                None => Ok(()),
+                Some((o, claim)) => match o.wait(claim, shutdown).await {
+                    Some(true) => Ok(()),
+                    Some(false) => Err(SinkError::Disowned { topic: claim.topic.clone(), partition: claim.partition }),
+                    None => Err(SinkError::Cancelled),
+                },
+            };
+            let result = match owned {
+                Ok(()) => self.apply(action).await,
+                Err(e) => Err(e),
+            };
             breaker.record(permit, Outcome::of(&result));
             result
         };

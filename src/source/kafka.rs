@@ -162,6 +162,8 @@ struct Shared {
     /// record every change here and in `changes`.
     ownership: std::sync::OnceLock<Arc<Ownership>>,
     changes: Mutex<Vec<PartitionChange>>,
+    /// Signalled with every change, so the run loop passes it on at once.
+    changed: Notify,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -218,6 +220,7 @@ impl ConsumerContext for SourceContext {
                         o.revoked(e.topic(), e.partition());
                         changes.push(PartitionChange::Revoked { topic: e.topic().to_owned(), partition: e.partition() });
                     }
+                    self.shared.changed.notify_one();
                 }
                 for e in tpl.elements() {
                     if let Some(m) = stored.get_mut(e.topic()) {
@@ -251,6 +254,7 @@ impl ConsumerContext for SourceContext {
                     let epoch = o.assigned(e.topic(), e.partition());
                     changes.push(PartitionChange::Assigned { topic: e.topic().to_owned(), partition: e.partition(), epoch });
                 }
+                self.shared.changed.notify_one();
             }
             self.shared.rebalanced.store(true, Ordering::Release);
             // librdkafka keeps an application pause across unassign/assign:
@@ -641,7 +645,10 @@ impl KafkaSource {
                 _ = &mut cancelled => break,
                 _ = lag_tick.tick() => {
                     lag.start(&consumer);
-                    // Revocations reach the core without waiting for a message.
+                    continue;
+                }
+                // Revocations reach the core without waiting for a message.
+                _ = runner.shared.changed.notified() => {
                     runner.apply_rebalance();
                     if let Some(changes) = runner.take_changes() {
                         if !emit(&consumer, &mut runner, &tx, changes, &shutdown, &mut lag, &mut lag_tick).await? {
