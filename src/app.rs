@@ -18,6 +18,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{debug, error, info, warn};
 
+use crate::changelog::Changelog;
 use crate::config::Config;
 use crate::cores::Cores;
 use crate::correlate::{CoreConfig, DecisionKind};
@@ -26,7 +27,7 @@ use crate::incident::rest::RestSink;
 use crate::incident::{Action, Incident, SinkError};
 use crate::ingest::{Ingest, IngestError};
 use crate::metrics::Metrics;
-use crate::ownership::Ownership;
+use crate::ownership::{Claim, Ownership, Verdict};
 use crate::problems::{ProblemCandidate, ProblemTracker};
 use crate::rekey::{self, Rekeyer, Router};
 use crate::rules::{RuleError, RuleSet};
@@ -47,6 +48,8 @@ pub enum AppError {
     Ingest(#[from] IngestError),
     #[error("sink: {0}")]
     Sink(String),
+    #[error("{0}")]
+    Changelog(#[from] crate::changelog::ChangelogError),
     #[error("HTTP server on {addr}: {source}")]
     Http { addr: String, source: std::io::Error },
 }
@@ -227,6 +230,10 @@ pub async fn start(cfg: Config, shutdown: CancellationToken) -> Result<Running, 
         shutdown.clone(),
     ));
 
+    let changelog = match cfg.rekey.as_ref().and_then(|r| r.changelog_topic.as_deref()) {
+        Some(t) => Some(Arc::new(Changelog::new(&cfg.kafka, t)?)),
+        None => None,
+    };
     let core = match &ownership {
         Some(_) => Cores::per_partition(core_cfg, rules, cmdb),
         None => Cores::single(core_cfg, rules, cmdb),
@@ -234,6 +241,9 @@ pub async fn start(cfg: Config, shutdown: CancellationToken) -> Result<Running, 
     let deadline = cfg.shutdown.deadline.0;
     let core_task = tokio::spawn(core_loop(CoreLoop {
         core,
+        changelog,
+        ownership: ownership.clone(),
+        checkpoint_every: cfg.kafka.commit_interval.0,
         items: item_rx,
         circuit: sink.circuit_closed(),
         acks: ack_rx,
@@ -328,6 +338,12 @@ pub async fn start(cfg: Config, shutdown: CancellationToken) -> Result<Running, 
 
 struct CoreLoop {
     core: Cores,
+    /// Where partition cores checkpoint their state (`rekey.changelog_topic`).
+    changelog: Option<Arc<Changelog>>,
+    /// Only partitions still owned are checkpointed: a late write would
+    /// overwrite what their new owner restored.
+    ownership: Option<Arc<Ownership>>,
+    checkpoint_every: Duration,
     items: mpsc::Receiver<SourceItem>,
     /// `true` while the sink's circuit is closed; events are read only then.
     circuit: watch::Receiver<bool>,
@@ -349,6 +365,8 @@ async fn core_loop(mut l: CoreLoop) -> Summary {
     let mut tick = tokio::time::interval(Duration::from_millis(250));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut gauges = tokio::time::interval(Duration::from_secs(2));
+    let mut checkpoints = tokio::time::interval(l.checkpoint_every);
+    checkpoints.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut first_event: Option<Instant> = None;
     let mut last_event = Instant::now();
     let mut source_open = true;
@@ -378,7 +396,14 @@ async fn core_loop(mut l: CoreLoop) -> Summary {
                         if let SourceItem::Events { timestamp: Some(t), .. } = item {
                             stamps.push(t);
                         }
-                        handle_item(&mut l, item, now);
+                        match item {
+                            SourceItem::Partitions(changes) => {
+                                if !partitions_changed(&mut l, changes).await {
+                                    return failed(&l, "the changelog could not be read back; see the errors above");
+                                }
+                            }
+                            item => handle_item(&mut l, item, now),
+                        }
                     }
                     // Every decision of the batch is taken by now.
                     let decided = Utc::now().timestamp_micros();
@@ -420,6 +445,7 @@ async fn core_loop(mut l: CoreLoop) -> Summary {
                 }
             }
             _ = gauges.tick() => publish_gauges(&mut l),
+            _ = checkpoints.tick(), if l.changelog.is_some() => checkpoint(&mut l).await,
         }
         // Dispatch decided actions; a full worker queue blocks here, which stops
         // reading the source channel, which pauses the Kafka partitions.
@@ -446,6 +472,8 @@ async fn core_loop(mut l: CoreLoop) -> Summary {
             break;
         }
     }
+    // Still assigned until the consumer closes: the next owner starts here.
+    checkpoint(&mut l).await;
     publish_gauges(&mut l);
     let stats = l.core.stats();
     Summary {
@@ -458,6 +486,92 @@ async fn core_loop(mut l: CoreLoop) -> Summary {
     }
 }
 
+/// Applies assignment changes; an assigned partition's state is read back
+/// from the changelog first. `false` when that failed for good.
+async fn partitions_changed(l: &mut CoreLoop, changes: Vec<PartitionChange>) -> bool {
+    for c in changes {
+        match c {
+            PartitionChange::Revoked { topic, partition } => l.core.revoke(&topic, partition),
+            PartitionChange::Assigned { topic, partition, epoch } => match &l.changelog {
+                None => l.core.assign(&topic, partition, epoch),
+                Some(log) => {
+                    let started = Instant::now();
+                    let mut attempt = 0;
+                    let records = loop {
+                        match log.read(partition).await {
+                            Ok(r) => break r,
+                            Err(e) if attempt < RESTORE_ATTEMPTS => {
+                                attempt += 1;
+                                warn!(error = %e, attempt, "reading the changelog back failed; retrying");
+                                tokio::time::sleep(Duration::from_secs(1)).await;
+                            }
+                            Err(e) => {
+                                error!(error = %e, topic, partition, "the changelog cannot be read; correlating without its state would open incidents twice or lose them");
+                                return false;
+                            }
+                        }
+                    };
+                    let (incidents, bad) = l.core.assign_restored(&topic, partition, epoch, &records);
+                    for (key, why) in bad {
+                        error!(changelog = log.topic(), partition, %key, error = %why, "changelog record left out");
+                    }
+                    info!(topic, partition, incidents, records = records.len(), elapsed = ?started.elapsed(), "partition state restored from the changelog");
+                }
+            },
+        }
+    }
+    l.metrics.correlation_partitions.set(l.core.partitions() as i64);
+    true
+}
+
+/// Writes the checkpoints of settled partition cores to the changelog and
+/// then stores their input offsets.
+async fn checkpoint(l: &mut CoreLoop) {
+    let Some(log) = l.changelog.clone() else { return };
+    for cp in l.core.checkpoints() {
+        let claim = Claim { topic: cp.topic.clone(), partition: cp.partition, epoch: cp.epoch };
+        if l.ownership.as_ref().is_some_and(|o| o.check(&claim) != Verdict::Owned) {
+            continue;
+        }
+        if !cp.records.is_empty() {
+            match tokio::time::timeout(CHECKPOINT_WITHIN, log.write(cp.partition, &cp.records)).await {
+                Ok(Ok(())) => debug!(partition = cp.partition, records = cp.records.len(), "checkpoint written"),
+                Ok(Err(e)) => {
+                    warn!(error = %e, "checkpoint not written; offsets stay where they are until the next one");
+                    continue;
+                }
+                Err(_) => {
+                    warn!(partition = cp.partition, within = ?CHECKPOINT_WITHIN, "checkpoint not acknowledged in time; tried again at the next one");
+                    continue;
+                }
+            }
+        }
+        let offsets = cp.offsets.clone();
+        l.core.checkpointed(cp);
+        if let Err(e) = l.offsets.store(&offsets) {
+            warn!(error = %e, "storing checkpointed offsets failed; they are retried with the next checkpoint");
+        }
+    }
+}
+
+fn failed(l: &CoreLoop, why: &str) -> Summary {
+    error!("{why}");
+    let stats = l.core.stats();
+    Summary {
+        events: stats.events,
+        decisions: stats.decisions.iter().map(|(k, v)| (k.to_string(), *v)).collect(),
+        actions: stats.actions.iter().map(|(k, v)| (k.to_string(), *v)).collect(),
+        busy_seconds: 0.0,
+        clean_shutdown: false,
+        failure: Some(why.to_string()),
+    }
+}
+
+/// Attempts at reading a changelog partition back before the daemon gives up.
+const RESTORE_ATTEMPTS: u32 = 5;
+/// How long a checkpoint may take to be acknowledged.
+const CHECKPOINT_WITHIN: Duration = Duration::from_secs(5);
+
 fn handle_item(l: &mut CoreLoop, item: SourceItem, now: chrono::DateTime<Utc>) {
     if item.origin().is_some() {
         l.metrics.messages_handled.inc();
@@ -467,15 +581,7 @@ fn handle_item(l: &mut CoreLoop, item: SourceItem, now: chrono::DateTime<Utc>) {
             l.decisions.record_skipped(&origin, &reason, now);
             l.core.skip(&origin);
         }
-        SourceItem::Partitions(changes) => {
-            for c in changes {
-                match c {
-                    PartitionChange::Revoked { topic, partition } => l.core.revoke(&topic, partition),
-                    PartitionChange::Assigned { topic, partition, epoch } => l.core.assign(&topic, partition, epoch),
-                }
-            }
-            l.metrics.correlation_partitions.set(l.core.partitions() as i64);
-        }
+        SourceItem::Partitions(_) => unreachable!("handled by partitions_changed"),
         SourceItem::Events { origin, events, .. } => {
             if events.is_empty() {
                 l.core.skip(&origin);

@@ -107,6 +107,11 @@ pub struct RekeyConfig {
     /// dependencies are correlated apart).
     #[serde(default)]
     pub scope: RekeyScope,
+    /// Compacted topic with the correlation state of each repartition
+    /// partition (same partition count). Unset: a partition's state is
+    /// rebuilt by reading it again from the oldest live incident's first event.
+    #[serde(default)]
+    pub changelog_topic: Option<String>,
 }
 
 impl RekeyConfig {
@@ -632,6 +637,16 @@ impl Config {
                 err("rekey.topic", format!("`{}` is also an input topic", r.topic));
             } else if Some(&r.topic) == self.kafka.dead_letter_topic.as_ref() {
                 err("rekey.topic", format!("`{}` is also the dead-letter topic", r.topic));
+            }
+            if let Some(c) = &r.changelog_topic {
+                if c.trim().is_empty() {
+                    err("rekey.changelog_topic", "must not be empty".into());
+                } else if c == &r.topic
+                    || self.kafka.topics.iter().any(|t| &t.name == c)
+                    || Some(c) == self.kafka.dead_letter_topic.as_ref()
+                {
+                    err("rekey.changelog_topic", format!("`{c}` is also an input, repartition or dead-letter topic"));
+                }
             }
             if r.group_id(&self.kafka.group_id) == self.kafka.group_id {
                 err("rekey.group_id", "must differ from kafka.group_id (the input consumer's group)".into());

@@ -27,6 +27,26 @@ type Part = (String, i32);
 struct Slot {
     core: Core,
     claim: Option<Claim>,
+    /// Changelog records written for this core: key -> hash of the value.
+    written: HashMap<String, u64>,
+}
+
+/// The changes of one partition's state since its last checkpoint.
+#[derive(Debug)]
+pub struct Checkpoint {
+    pub topic: String,
+    pub partition: i32,
+    /// Assignment epoch of the core it was taken from.
+    pub epoch: u64,
+    /// Changed records; `None` deletes the key (tombstone).
+    pub records: Vec<(String, Option<Vec<u8>>)>,
+    written: HashMap<String, u64>,
+    /// Input offsets settled once the records are durable.
+    pub offsets: Vec<(String, i32, i64)>,
+}
+
+fn digest(records: &[(String, Vec<u8>)]) -> HashMap<String, u64> {
+    records.iter().map(|(k, v)| (k.clone(), crate::correlate::fnv1a(v))).collect()
 }
 
 /// One core, or one per assigned partition.
@@ -48,7 +68,7 @@ impl Cores {
     pub fn single(cfg: CoreConfig, rules: Arc<RuleSet>, cmdb: Arc<Snapshot>) -> Cores {
         let mut c = Cores::new(cfg, rules, cmdb, false);
         let core = c.new_core();
-        c.slots.insert(None, Slot { core, claim: None });
+        c.slots.insert(None, Slot { core, claim: None, written: HashMap::new() });
         c
     }
 
@@ -92,7 +112,57 @@ impl Cores {
         let core = self.new_core();
         let claim = Claim { topic: topic.to_owned(), partition, epoch };
         info!(topic, partition, epoch, "correlation state for the partition starts");
-        self.slots.insert(Some((topic.to_owned(), partition)), Slot { core, claim: Some(claim) });
+        self.slots.insert(Some((topic.to_owned(), partition)), Slot { core, claim: Some(claim), written: HashMap::new() });
+    }
+
+    /// Like [`Cores::assign`], with the state of a changelog read back.
+    /// Returns the incidents restored and the records left out (key, why).
+    pub fn assign_restored(
+        &mut self,
+        topic: &str,
+        partition: i32,
+        epoch: u64,
+        records: &[(String, Vec<u8>)],
+    ) -> (usize, Vec<(String, String)>) {
+        self.assign(topic, partition, epoch);
+        let Some(slot) = self.slots.get_mut(&Some((topic.to_owned(), partition))) else { return (0, Vec::new()) };
+        let restored = slot.core.restore(records);
+        slot.written = digest(records);
+        restored
+    }
+
+    /// Checkpoints of every partition core with nothing in flight.
+    pub fn checkpoints(&self) -> Vec<Checkpoint> {
+        let mut out = Vec::new();
+        for (key, slot) in &self.slots {
+            let (Some((topic, partition)), Some(claim)) = (key, &slot.claim) else { continue };
+            if !slot.core.is_settled() {
+                continue;
+            }
+            let now = slot.core.checkpoint();
+            let written = digest(&now);
+            let mut records: Vec<(String, Option<Vec<u8>>)> = now
+                .into_iter()
+                .filter(|(k, v)| slot.written.get(k) != Some(&crate::correlate::fnv1a(v)))
+                .map(|(k, v)| (k, Some(v)))
+                .collect();
+            let mut gone: Vec<&String> = slot.written.keys().filter(|k| !written.contains_key(*k)).collect();
+            gone.sort();
+            records.extend(gone.into_iter().map(|k| (k.clone(), None)));
+            let offsets = slot.core.handled_offsets();
+            out.push(Checkpoint { topic: topic.clone(), partition: *partition, epoch: claim.epoch, records, written, offsets });
+        }
+        out.sort_by_key(|c| c.partition);
+        out
+    }
+
+    /// `cp` is durable in the changelog.
+    pub fn checkpointed(&mut self, cp: Checkpoint) {
+        if let Some(slot) = self.slots.get_mut(&Some((cp.topic, cp.partition))) {
+            if slot.claim.as_ref().is_some_and(|c| c.epoch == cp.epoch) {
+                slot.written = cp.written;
+            }
+        }
     }
 
     /// A partition was revoked: its core and everything it held go.

@@ -27,6 +27,8 @@
 //! **Incident keys are deterministic**: a hash of the scope and the earliest
 //! member's first-seen time, so replaying the same events gives the same key.
 
+mod checkpoint;
+
 use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::Duration;
@@ -129,7 +131,7 @@ pub struct Route {
     pub fingerprint: String,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 enum Scope {
     Topology(String),
     Group(String),
@@ -146,7 +148,7 @@ impl Scope {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
 enum Phase {
     Pending,
     Open,
@@ -328,6 +330,12 @@ impl Core {
     /// Records a message that produced no event (undecodable, dead-lettered).
     pub fn skip(&mut self, origin: &Origin) {
         self.offsets.handled(origin);
+    }
+
+    /// One past the last message handled, per partition: what may be stored
+    /// once a checkpoint of the state is durable.
+    pub fn handled_offsets(&self) -> Vec<(String, i32, i64)> {
+        self.offsets.handled_next()
     }
 
     /// Safe next offsets to store that changed since the last call.

@@ -3,6 +3,7 @@
 
 pub mod app;
 pub mod bench;
+pub mod changelog;
 pub mod changes;
 pub mod config;
 pub mod cores;

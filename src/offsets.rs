@@ -54,6 +54,11 @@ impl OffsetBook {
         id
     }
 
+    /// One past the highest offset handled, per partition.
+    pub fn handled_next(&self) -> Vec<(String, i32, i64)> {
+        self.parts.iter().filter(|p| p.next >= 0).map(|p| (p.topic.clone(), p.partition, p.next)).collect()
+    }
+
     /// Takes a reference on `offset` of partition `part`.
     pub fn hold(&mut self, part: PartId, offset: i64) {
         *self.parts[part as usize].held.entry(offset).or_insert(0) += 1;

@@ -2,7 +2,8 @@
 //! the librdkafka mock cluster: scaled 1 -> 3 under load, one of the three
 //! SIGKILLed, scaled back to 1. The incidents must be exactly those of a
 //! single instance fed the same storm, and every partition of the input and
-//! repartition topics must be consumed to its end.
+//! repartition topics must be consumed to its end. Partition state moves
+//! between instances through the changelog topic.
 
 mod daemon;
 
@@ -22,6 +23,7 @@ const GROUP: &str = "triaged-scale";
 const PARTITIONS: i32 = 4;
 const REKEYED: &str = "triaged-rekeyed";
 const REKEYED_PARTITIONS: i32 = 4;
+const CHANGELOG: &str = "triaged-changelog";
 const MINUTE: Duration = Duration::from_secs(60);
 
 /// One instance's config: its own metrics port and sink path (`/{via}`).
@@ -30,7 +32,8 @@ fn config(logs: &Path, brokers: &str, sink: &str, via: &str, port: u16) -> PathB
         file: Some(format!("{via}.toml")),
         // The demo CMDB is one component (business services depend on
         // applications of every site); by site, the two faults land apart.
-        sections: format!("[rekey]\ntopic = \"{REKEYED}\"\nscope = \"site\"\n"),
+        // State moves between instances through the changelog.
+        sections: format!("[rekey]\ntopic = \"{REKEYED}\"\nscope = \"site\"\nchangelog_topic = \"{CHANGELOG}\"\n"),
         ..Extra::default()
     };
     write_config_with(logs, brokers, GROUP, 3000, &format!("{sink}/{via}"), port, &extra)
@@ -40,6 +43,7 @@ fn cluster() -> MockCluster<'static, rdkafka::producer::DefaultProducerContext> 
     let cluster = MockCluster::new(1).unwrap();
     cluster.create_topic("events", PARTITIONS, 1).unwrap();
     cluster.create_topic(REKEYED, REKEYED_PARTITIONS, 1).unwrap();
+    cluster.create_topic(CHANGELOG, REKEYED_PARTITIONS, 1).unwrap();
     cluster.create_topic("triaged-dead-letter", 1, 1).unwrap();
     cluster
 }

@@ -1,0 +1,124 @@
+//! The changelog topic: a compacted topic holding the correlation state of
+//! every repartition partition, in the partition of the same number, one
+//! record per correlation key (see `correlate/checkpoint.rs`).
+//!
+//! A partition's core is checkpointed while no action is in flight: the
+//! records that changed since the last checkpoint are produced (a closed
+//! incident's key gets a tombstone), and once the broker acknowledged them
+//! the partition's input offset moves to the last message handled, however
+//! old its live incidents are. A core starting on a partition first reads
+//! the partition's changelog up to its high watermark, so processing resumes
+//! with the state the previous owner checkpointed, and only the messages
+//! after that are read again.
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::error::KafkaError;
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::{ClientConfig, Message, Offset, TopicPartitionList};
+
+use crate::config::KafkaConfig;
+use crate::source::kafka::producer_config;
+
+/// Changelog failures.
+#[derive(Debug, thiserror::Error)]
+pub enum ChangelogError {
+    #[error("changelog client: {0}")]
+    Client(#[source] KafkaError),
+    #[error("changelog `{topic}` partition {partition}: {source}")]
+    Io { topic: String, partition: i32, source: KafkaError },
+    #[error("changelog `{topic}` partition {partition}: not read to its high watermark {high} within {within:?} (at {at})")]
+    Incomplete { topic: String, partition: i32, high: i64, at: i64, within: Duration },
+}
+
+/// Writes and reads one changelog topic.
+pub struct Changelog {
+    topic: String,
+    producer: FutureProducer,
+    reader: ClientConfig,
+}
+
+/// How long reading a partition back may take.
+const RESTORE_WITHIN: Duration = Duration::from_secs(60);
+
+impl Changelog {
+    pub fn new(kafka: &KafkaConfig, topic: &str) -> Result<Changelog, ChangelogError> {
+        let mut cc = producer_config(kafka);
+        cc.set("enable.idempotence", "true");
+        let producer: FutureProducer = cc.create().map_err(ChangelogError::Client)?;
+        let mut reader = producer_config(kafka);
+        reader
+            .set("group.id", format!("{}.changelog-reader", kafka.group_id))
+            .set("enable.auto.commit", "false")
+            .set("enable.partition.eof", "false");
+        Ok(Changelog { topic: topic.to_owned(), producer, reader })
+    }
+
+    pub fn topic(&self) -> &str {
+        &self.topic
+    }
+
+    /// Produces `records` (a `None` value is a tombstone) to `partition` and
+    /// waits until the broker acknowledged every one.
+    pub async fn write(&self, partition: i32, records: &[(String, Option<Vec<u8>>)]) -> Result<(), ChangelogError> {
+        let io = |source| ChangelogError::Io { topic: self.topic.clone(), partition, source };
+        let mut pending = Vec::with_capacity(records.len());
+        for (key, value) in records {
+            let mut record = FutureRecord::<String, Vec<u8>>::to(&self.topic).partition(partition).key(key);
+            if let Some(v) = value {
+                record = record.payload(v);
+            }
+            pending.push(self.producer.send_result(record).map_err(|(e, _)| io(e))?);
+        }
+        for p in pending {
+            match p.await {
+                Ok(Ok(_)) => {}
+                Ok(Err((e, _))) => return Err(io(e)),
+                Err(_) => return Err(io(KafkaError::Canceled)),
+            }
+        }
+        Ok(())
+    }
+
+    /// The latest value of every key of `partition`, read up to the high
+    /// watermark (tombstoned keys left out), sorted by key.
+    pub async fn read(&self, partition: i32) -> Result<Vec<(String, Vec<u8>)>, ChangelogError> {
+        let (topic, reader) = (self.topic.clone(), self.reader.clone());
+        tokio::task::spawn_blocking(move || read_partition(&reader, &topic, partition))
+            .await
+            .map_err(|_| ChangelogError::Client(KafkaError::Canceled))?
+    }
+}
+
+fn read_partition(reader: &ClientConfig, topic: &str, partition: i32) -> Result<Vec<(String, Vec<u8>)>, ChangelogError> {
+    let io = |source| ChangelogError::Io { topic: topic.to_owned(), partition, source };
+    let consumer: BaseConsumer = reader.create().map_err(ChangelogError::Client)?;
+    let (low, high) = consumer.fetch_watermarks(topic, partition, Duration::from_secs(10)).map_err(io)?;
+    let mut latest: HashMap<String, Option<Vec<u8>>> = HashMap::new();
+    if high > low {
+        let mut tpl = TopicPartitionList::new();
+        tpl.add_partition_offset(topic, partition, Offset::Offset(low)).map_err(io)?;
+        consumer.assign(&tpl).map_err(io)?;
+        let started = Instant::now();
+        let mut at = low;
+        while at < high {
+            if started.elapsed() > RESTORE_WITHIN {
+                return Err(ChangelogError::Incomplete { topic: topic.to_owned(), partition, high, at, within: RESTORE_WITHIN });
+            }
+            match consumer.poll(Duration::from_millis(200)) {
+                None => {}
+                Some(Err(e)) => return Err(io(e)),
+                Some(Ok(m)) => {
+                    at = m.offset() + 1;
+                    let Some(key) = m.key().and_then(|k| std::str::from_utf8(k).ok()) else { continue };
+                    latest.insert(key.to_owned(), m.payload().map(<[u8]>::to_vec));
+                }
+            }
+        }
+    }
+    let mut out: Vec<(String, Vec<u8>)> = latest.into_iter().filter_map(|(k, v)| v.map(|v| (k, v))).collect();
+    out.sort_by(|a, b| a.0.cmp(&b.0));
+    Ok(out)
+}

@@ -1,0 +1,98 @@
+//! The changelog topic on the mock cluster: with incidents still open, the
+//! committed offsets reach the end of the repartition topic (the state is in
+//! the changelog, not held in the log); a SIGKILLed instance's successor
+//! reads the state back and resolves the incidents without opening them again.
+
+mod daemon;
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use rdkafka::mocking::MockCluster;
+
+use triaged::incident::ActionKind;
+use triaged::receiver::{opened_keys, IncidentReceiver, Received};
+use triaged::topology::Snapshot;
+
+use daemon::{all_resolved, assert_settled, committed_to_end, free_port, log_tails, produce, write_config_with, Daemon, Extra, LogDir};
+
+const GROUP: &str = "triaged-changelog";
+const PARTITIONS: i32 = 4;
+const REKEYED: &str = "triaged-rekeyed";
+const CHANGELOG: &str = "triaged-changelog";
+const REKEYED_PARTITIONS: i32 = 2;
+const MINUTE: Duration = Duration::from_secs(60);
+
+fn count(log: &[Received], kind: ActionKind) -> usize {
+    log.iter().filter(|r| r.kind == kind).count()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_successor_resumes_from_the_changelog_without_reopening() {
+    let log_dir = LogDir::new();
+    let logs = log_dir.path();
+    let cluster = MockCluster::new(1).unwrap();
+    cluster.create_topic("events", PARTITIONS, 1).unwrap();
+    cluster.create_topic(REKEYED, REKEYED_PARTITIONS, 1).unwrap();
+    cluster.create_topic(CHANGELOG, REKEYED_PARTITIONS, 1).unwrap();
+    cluster.create_topic("triaged-dead-letter", 1, 1).unwrap();
+    let brokers = cluster.bootstrap_servers();
+    let receiver = IncidentReceiver::start().await.unwrap();
+    let port = free_port();
+    let extra = Extra {
+        sections: format!("[rekey]\ntopic = \"{REKEYED}\"\nscope = \"site\"\nchangelog_topic = \"{CHANGELOG}\"\n"),
+        ..Extra::default()
+    };
+    let config = write_config_with(logs, &brokers, GROUP, 3000, &receiver.url(), port, &extra);
+    let cmdb = Snapshot::load(&Path::new(env!("CARGO_MANIFEST_DIR")).join("config/cmdb.yaml")).unwrap();
+    let storm = triaged::demo::storm(&cmdb, 3, chrono::Utc::now()).unwrap();
+    let fail = |what: &str, log: Vec<Received>| -> Vec<Received> {
+        panic!("{what}: {} actions received\n{}", log.len(), log_tails(logs));
+    };
+    let correlate_group = format!("{GROUP}.correlate");
+    let wait_end = |what: &'static str| {
+        let (brokers, group) = (brokers.clone(), correlate_group.clone());
+        async move {
+            let deadline = Instant::now() + MINUTE;
+            while !(committed_to_end(&brokers, GROUP, "events", PARTITIONS)
+                && committed_to_end(&brokers, &group, REKEYED, REKEYED_PARTITIONS))
+            {
+                assert!(Instant::now() < deadline, "{what}: offsets not committed to the end\n{}", log_tails(logs));
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        }
+    };
+
+    let mut ends = BTreeMap::new();
+    let first = Daemon::start(&config, logs, 1, port);
+    produce(&brokers, &storm.firing, &mut ends).await;
+    let log = receiver.wait_for(MINUTE, |log| opened_keys(log).len() == 2).await.unwrap_or_else(|l| fail("no two opens", l));
+    let keys = opened_keys(&log);
+    // Both incidents are open, yet every offset is committed: their state
+    // is in the changelog.
+    wait_end("with the incidents open").await;
+    assert!(!all_resolved(&receiver.log(), &keys));
+    let peak_first = first.peak_rss_mib();
+    first.sigkill();
+
+    produce(&brokers, &storm.recovery, &mut ends).await;
+    let second = Daemon::start(&config, logs, 2, port);
+    receiver.wait_for(MINUTE, |log| all_resolved(log, &keys)).await.unwrap_or_else(|l| fail("not resolved", l));
+    wait_end("after the resolves").await;
+    let peak_second = second.peak_rss_mib();
+    second.sigterm(Duration::from_secs(15));
+
+    let log = receiver.log();
+    assert_eq!(count(&log, ActionKind::Open), 2, "the successor knew the incidents were open: {:?}", opened_keys(&log));
+    assert_eq!(opened_keys(&log), keys);
+    assert_settled(&log, &storm, &brokers, GROUP, PARTITIONS, &ends);
+    eprintln!(
+        "changelog: {} events, 1 SIGKILL with 2 incidents open and every offset committed, {} open and {} resolve calls, peak RSS {:.0}/{:.0} MiB",
+        storm.firing.len() + storm.recovery.len(),
+        count(&log, ActionKind::Open),
+        count(&log, ActionKind::Resolve),
+        peak_first,
+        peak_second
+    );
+}
