@@ -231,7 +231,13 @@ pub async fn start(cfg: Config, shutdown: CancellationToken) -> Result<Running, 
     ));
 
     let changelog = match cfg.rekey.as_ref().and_then(|r| r.changelog_topic.as_deref()) {
-        Some(t) => Some(Arc::new(Changelog::new(&cfg.kafka, t)?)),
+        Some(t) => {
+            let log = Changelog::new(&cfg.kafka, t)?;
+            if let Some(rk) = &cfg.rekey {
+                log.check_partitions(&rk.topic).await?;
+            }
+            Some(Arc::new(log))
+        }
         None => None,
     };
     let core = match &ownership {

@@ -773,6 +773,21 @@ endpoint = "http://127.0.0.1:8080"
     }
 
     #[test]
+    fn rekey_topics_and_groups_are_checked() {
+        let ok = format!("{MINIMAL}[rekey]\ntopic = \"rk\"\nchangelog_topic = \"cl\"\n");
+        let cfg = Config::parse(Path::new("t.toml"), &ok).unwrap();
+        let rk = cfg.rekey.unwrap();
+        assert_eq!((rk.group_id("triaged"), rk.scope), ("triaged.correlate".to_string(), RekeyScope::Component));
+        let bad = format!("{MINIMAL}[rekey]\ntopic = \"events\"\ngroup_id = \"triaged\"\nchangelog_topic = \"events\"\nscope = \"site\"\n");
+        let errs = Config::parse(Path::new("t.toml"), &bad).unwrap_err();
+        let locs: Vec<_> = errs.iter().map(|e| e.location.as_str()).collect();
+        assert_eq!(locs, ["rekey.topic", "rekey.changelog_topic", "rekey.group_id"], "{errs:?}");
+        let scope = format!("{MINIMAL}[rekey]\ntopic = \"rk\"\nscope = \"rack\"\n");
+        let errs = Config::parse(Path::new("t.toml"), &scope).unwrap_err();
+        assert!(errs[0].message.contains("rack"), "{}", errs[0]);
+    }
+
+    #[test]
     fn pagerduty_needs_routing_key() {
         let text = MINIMAL.replace("\"generic\"", "\"pagerduty\"");
         let errs = Config::parse(Path::new("t.toml"), &text).unwrap_err();

@@ -96,3 +96,33 @@ async fn a_successor_resumes_from_the_changelog_without_reopening() {
         peak_second
     );
 }
+
+#[test]
+fn a_changelog_with_another_partition_count_is_refused_at_start() {
+    let log_dir = LogDir::new();
+    let cluster = MockCluster::new(1).unwrap();
+    cluster.create_topic("events", 1, 1).unwrap();
+    cluster.create_topic(REKEYED, 2, 1).unwrap();
+    cluster.create_topic(CHANGELOG, 3, 1).unwrap();
+    let extra = Extra { sections: format!("[rekey]\ntopic = \"{REKEYED}\"\nchangelog_topic = \"{CHANGELOG}\"\n"), ..Extra::default() };
+    let config = write_config_with(log_dir.path(), &cluster.bootstrap_servers(), GROUP, 3000, "http://127.0.0.1:9", free_port(), &extra);
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_triaged"))
+        .args(["run", "--config", config.to_str().unwrap()])
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + MINUTE;
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        assert!(Instant::now() < deadline, "triaged kept running with mismatched partition counts");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(child.stderr.as_mut().unwrap(), &mut stderr).unwrap();
+    assert!(!status.success());
+    assert!(stderr.contains("changelog `triaged-changelog` has 3 partitions and repartition topic `triaged-rekeyed` 2"), "{stderr}");
+}
