@@ -43,6 +43,9 @@ struct Shared {
     fault: Arc<Mutex<Option<Fault>>>,
     /// Requests answered with the injected failure: incident key, when.
     rejected: Arc<Mutex<Vec<(String, Instant)>>>,
+    /// Record each action, then answer only after this long (an ITSM that
+    /// applies a request and answers after the client gave up).
+    late: Arc<Mutex<Option<Duration>>>,
 }
 
 /// A running receiver; stops when dropped.
@@ -53,7 +56,7 @@ pub struct IncidentReceiver {
 }
 
 async fn receive(State(s): State<Shared>, UrlPath(key): UrlPath<String>, Json(body): Json<serde_json::Value>) -> Response {
-    record(s, None, key, body)
+    answer(s, None, key, body).await
 }
 
 async fn receive_via(
@@ -61,7 +64,16 @@ async fn receive_via(
     UrlPath((via, key)): UrlPath<(String, String)>,
     Json(body): Json<serde_json::Value>,
 ) -> Response {
-    record(s, Some(via), key, body)
+    answer(s, Some(via), key, body).await
+}
+
+async fn answer(s: Shared, via: Option<String>, key: String, body: serde_json::Value) -> Response {
+    let late = *s.late.lock().expect("receiver delay");
+    let response = record(s, via, key, body);
+    if let Some(d) = late.filter(|_| response.status().is_success()) {
+        tokio::time::sleep(d).await;
+    }
+    response
 }
 
 fn record(s: Shared, via: Option<String>, key: String, body: serde_json::Value) -> Response {
@@ -115,9 +127,15 @@ impl IncidentReceiver {
         *self.shared.fault.lock().expect("receiver fault") = Some(Fault { status, retry_after_secs });
     }
 
-    /// Ends an injected failure.
+    /// Ends an injected failure or delay.
     pub fn heal(&self) {
         *self.shared.fault.lock().expect("receiver fault") = None;
+        *self.shared.late.lock().expect("receiver delay") = None;
+    }
+
+    /// From now on, records every action and then answers only after `delay`.
+    pub fn answer_late(&self, delay: Duration) {
+        *self.shared.late.lock().expect("receiver delay") = Some(delay);
     }
 
     /// Requests answered with an injected failure so far.

@@ -1,7 +1,9 @@
 //! The ITSM in trouble, on a running daemon (mock cluster, in-process ITSM):
 //! a sustained 503 opens the sink's circuit breaker, the core stops reading,
 //! the Kafka partitions pause, the ITSM is not hammered, and once it heals
-//! every incident arrives exactly once; a 429 with `Retry-After` is waited out.
+//! every incident arrives exactly once; a 429 with `Retry-After` is waited out;
+//! requests the ITSM applied but answered too late are repeated under the
+//! same key, never as a second incident.
 
 mod common;
 
@@ -143,5 +145,43 @@ async fn too_many_requests_with_retry_after_is_waited_out() {
     assert!(opens_per_key(&log).iter().all(|(_, n)| *n == 1), "{:?}", opens_per_key(&log));
     assert!(m.sink_errors.with_label_values(&["retryable"]).get() >= 2);
 
+    assert!(d.stop().await.clean_shutdown);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_timeout_after_the_itsm_applied_the_request_duplicates_no_incident() {
+    let d = common::start(Path::new(env!("CARGO_MANIFEST_DIR")), 2, |cfg| {
+        tweak(cfg);
+        cfg.sink.timeout = HumanDuration(Duration::from_millis(300));
+    })
+    .await;
+    let (producer, receiver, m) = (&d.producer, &d.receiver, &d.running.metrics);
+    let minute = Duration::from_secs(60);
+    let storm = storm();
+
+    // Every request is applied, and answered after the sink gave up on it.
+    receiver.answer_late(Duration::from_secs(2));
+    produce(producer, &storm.firing).await;
+    let timed_out = || m.sink_errors.with_label_values(&["retryable"]).get() >= 3;
+    common::wait_until("three timed-out requests", minute, timed_out).await;
+    receiver.heal();
+    receiver.wait_for(minute, |log| opened_keys(log).len() == 2).await.expect("both incidents open");
+    produce(producer, &storm.recovery).await;
+    let log = receiver
+        .wait_for(minute, |log| latest(log).iter().filter(|r| r.incident.state == IncidentState::Resolved).count() == 2)
+        .await
+        .expect("both incidents resolved");
+
+    // Retried opens are the same PUT to the same key: one incident each.
+    assert_eq!(opened_keys(&log).len(), 2, "{:?}", opens_per_key(&log));
+    assert!(latest(&log).iter().all(|r| r.incident.state == IncidentState::Resolved));
+    let repeats: usize = opens_per_key(&log).iter().map(|(_, n)| n - 1).sum();
+    let (_, peak) = triaged::bench::memory::rss_mib_of(std::process::id());
+    eprintln!(
+        "timeout after create: {} events, 2 incidents expected, {} created, {} open requests repeated after a timeout (same key, same record), peak RSS {peak:.0} MiB (test process)",
+        storm.firing.len() + storm.recovery.len(),
+        opened_keys(&log).len(),
+        repeats
+    );
     assert!(d.stop().await.clean_shutdown);
 }
