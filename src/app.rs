@@ -50,6 +50,8 @@ pub enum AppError {
     Sink(String),
     #[error("{0}")]
     Changelog(#[from] crate::changelog::ChangelogError),
+    #[error("{0}")]
+    RekeyTopic(#[from] crate::rekey::TopicError),
     #[error("HTTP server on {addr}: {source}")]
     Http { addr: String, source: std::io::Error },
 }
@@ -132,6 +134,7 @@ pub async fn start(cfg: Config, shutdown: CancellationToken) -> Result<Running, 
     // repartition topic; without, `source` reads the input topics.
     let (input, source) = match (&cfg.rekey, &ownership) {
         (Some(rk), Some(o)) => {
+            rekey::check_topics(&cfg.kafka, rk).await?;
             let input = KafkaSource::new(&cfg.kafka, metrics.clone())?;
             let rekeyer = Rekeyer::new(&cfg.kafka, rk, metrics.clone())?;
             let source = KafkaSource::new(&rekey::correlating_consumer(&cfg.kafka, rk), metrics.clone())?;
@@ -231,13 +234,7 @@ pub async fn start(cfg: Config, shutdown: CancellationToken) -> Result<Running, 
     ));
 
     let changelog = match cfg.rekey.as_ref().and_then(|r| r.changelog_topic.as_deref()) {
-        Some(t) => {
-            let log = Changelog::new(&cfg.kafka, t)?;
-            if let Some(rk) = &cfg.rekey {
-                log.check_partitions(&rk.topic).await?;
-            }
-            Some(Arc::new(log))
-        }
+        Some(t) => Some(Arc::new(Changelog::new(&cfg.kafka, t)?)),
         None => None,
     };
     let core = match &ownership {
@@ -276,7 +273,10 @@ pub async fn start(cfg: Config, shutdown: CancellationToken) -> Result<Running, 
             r = &mut core_task => Some(r),
         };
         let failure = ended.as_ref().map(|r| match r {
-            Ok(_) => "the correlation core stopped: its event source ended (see the errors above)".to_string(),
+            Ok(s) => s
+                .failure
+                .clone()
+                .unwrap_or_else(|| "the correlation core stopped: its event source ended (see the errors above)".to_string()),
             // Names the panic message too.
             Err(e) => format!("the correlation core failed: {e}"),
         });

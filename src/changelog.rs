@@ -29,8 +29,6 @@ pub enum ChangelogError {
     Client(#[source] KafkaError),
     #[error("changelog `{topic}` partition {partition}: {source}")]
     Io { topic: String, partition: i32, source: KafkaError },
-    #[error("changelog `{topic}` has {changelog} partitions and repartition topic `{repartition}` {expected}: they must be equal, partition n of one holding the state of partition n of the other")]
-    PartitionCount { topic: String, changelog: usize, repartition: String, expected: usize },
     #[error("changelog `{topic}` partition {partition}: not read to its high watermark {high} within {within:?} (at {at})")]
     Incomplete { topic: String, partition: i32, high: i64, at: i64, within: Duration },
 }
@@ -56,32 +54,6 @@ impl Changelog {
             .set("enable.auto.commit", "false")
             .set("enable.partition.eof", "false");
         Ok(Changelog { topic: topic.to_owned(), producer, reader })
-    }
-
-    /// Checks that the changelog has as many partitions as `repartition`.
-    /// Topics the broker does not describe within 10 s are not checked.
-    pub async fn check_partitions(&self, repartition: &str) -> Result<(), ChangelogError> {
-        let (reader, topic, repartition) = (self.reader.clone(), self.topic.clone(), repartition.to_owned());
-        tokio::task::spawn_blocking(move || {
-            let consumer: BaseConsumer = reader.create().map_err(ChangelogError::Client)?;
-            let count = |t: &str| {
-                consumer.fetch_metadata(Some(t), Duration::from_secs(10)).ok().and_then(|m| {
-                    m.topics().first().filter(|mt| mt.error().is_none()).map(|mt| mt.partitions().len()).filter(|n| *n > 0)
-                })
-            };
-            match (count(&topic), count(&repartition)) {
-                (Some(changelog), Some(expected)) if changelog != expected => {
-                    Err(ChangelogError::PartitionCount { topic, changelog, repartition, expected })
-                }
-                (Some(_), Some(_)) => Ok(()),
-                _ => {
-                    tracing::warn!(changelog = %topic, %repartition, "partition counts of the changelog and repartition topics not checked: the broker did not describe them");
-                    Ok(())
-                }
-            }
-        })
-        .await
-        .map_err(|_| ChangelogError::Client(KafkaError::Canceled))?
     }
 
     pub fn topic(&self) -> &str {

@@ -97,13 +97,14 @@ async fn a_successor_resumes_from_the_changelog_without_reopening() {
     );
 }
 
-#[test]
-fn a_changelog_with_another_partition_count_is_refused_at_start() {
+/// `triaged run` on a cluster with `topics` (name, partitions): its exit
+/// status and standard error.
+fn run_with_topics(topics: &[(&str, i32)]) -> (std::process::ExitStatus, String) {
     let log_dir = LogDir::new();
     let cluster = MockCluster::new(1).unwrap();
-    cluster.create_topic("events", 1, 1).unwrap();
-    cluster.create_topic(REKEYED, 2, 1).unwrap();
-    cluster.create_topic(CHANGELOG, 3, 1).unwrap();
+    for (t, n) in topics {
+        cluster.create_topic(t, *n, 1).unwrap();
+    }
     let extra = Extra { sections: format!("[rekey]\ntopic = \"{REKEYED}\"\nchangelog_topic = \"{CHANGELOG}\"\n"), ..Extra::default() };
     let config = write_config_with(log_dir.path(), &cluster.bootstrap_servers(), GROUP, 3000, "http://127.0.0.1:9", free_port(), &extra);
     let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_triaged"))
@@ -118,11 +119,20 @@ fn a_changelog_with_another_partition_count_is_refused_at_start() {
         if let Some(s) = child.try_wait().unwrap() {
             break s;
         }
-        assert!(Instant::now() < deadline, "triaged kept running with mismatched partition counts");
+        assert!(Instant::now() < deadline, "triaged kept running with topics {topics:?}");
         std::thread::sleep(Duration::from_millis(50));
     };
     let mut stderr = String::new();
     std::io::Read::read_to_string(child.stderr.as_mut().unwrap(), &mut stderr).unwrap();
+    (status, stderr)
+}
+
+#[test]
+fn missing_or_mismatched_topics_are_refused_at_start() {
+    let (status, stderr) = run_with_topics(&[("events", 1), (REKEYED, 2), (CHANGELOG, 3)]);
     assert!(!status.success());
-    assert!(stderr.contains("changelog `triaged-changelog` has 3 partitions and repartition topic `triaged-rekeyed` 2"), "{stderr}");
+    assert!(stderr.contains("rekey.changelog_topic: `triaged-changelog` has 3 partitions and rekey.topic `triaged-rekeyed` 2"), "{stderr}");
+    let (status, stderr) = run_with_topics(&[("events", 1), (CHANGELOG, 2)]);
+    assert!(!status.success());
+    assert!(stderr.contains("rekey.topic: topic `triaged-rekeyed` does not exist"), "{stderr}");
 }
