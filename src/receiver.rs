@@ -27,6 +27,8 @@ pub struct Received {
     /// The first path segment when the sink's endpoint had one
     /// (`{url}/a/incidents/{key}` gives `a`): tells instances apart.
     pub via: Option<String>,
+    /// When it was recorded.
+    pub at: Instant,
 }
 
 /// An injected failure: every request is answered with it.
@@ -90,7 +92,7 @@ fn record(s: Shared, via: Option<String>, key: String, body: serde_json::Value) 
     let notes: Vec<String> = serde_json::from_value(body["notes"].clone()).unwrap_or_default();
     match (kind, incident) {
         (Some(kind), Some(incident)) if incident.key == key => {
-            s.log.lock().expect("receiver log").push(Received { kind, incident, notes, via });
+            s.log.lock().expect("receiver log").push(Received { kind, incident, notes, via, at: Instant::now() });
             s.changed.notify_waiters();
             (StatusCode::OK, "ok").into_response()
         }

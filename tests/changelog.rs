@@ -105,7 +105,12 @@ fn run_with_topics(topics: &[(&str, i32)]) -> (std::process::ExitStatus, String)
     for (t, n) in topics {
         cluster.create_topic(t, *n, 1).unwrap();
     }
-    let extra = Extra { sections: format!("[rekey]\ntopic = \"{REKEYED}\"\nchangelog_topic = \"{CHANGELOG}\"\n"), ..Extra::default() };
+    let extra = Extra {
+        // Its own file: with TRIAGED_E2E_LOGS the tests share one directory.
+        file: Some("refused.toml".into()),
+        sections: format!("[rekey]\ntopic = \"{REKEYED}\"\nchangelog_topic = \"{CHANGELOG}\"\n"),
+        ..Extra::default()
+    };
     let config = write_config_with(log_dir.path(), &cluster.bootstrap_servers(), GROUP, 3000, "http://127.0.0.1:9", free_port(), &extra);
     let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_triaged"))
         .args(["run", "--config", config.to_str().unwrap()])

@@ -110,11 +110,14 @@ async fn a_resumed_instance_makes_no_call_for_the_partition_it_lost() {
     other.sigterm(Duration::from_secs(15));
 
     let log = receiver.log();
-    let from_stopped: Vec<&Received> = log.iter().filter(|r| r.via.as_deref() == Some("stopped")).collect();
-    assert!(from_stopped.is_empty(), "the stopped instance called the sink: {from_stopped:?}\n{}", log_tails(logs));
+    // A retry sent just before SIGSTOP may reach the ITSM once it healed:
+    // that call was made while the partition was still this instance's.
+    let from_stopped: Vec<&Received> = log.iter().filter(|r| r.via.as_deref() == Some("stopped") && r.at >= resumed).collect();
+    assert!(from_stopped.is_empty(), "the resumed instance called the sink: {from_stopped:?}\n{}", log_tails(logs));
+    let before_stop = log.iter().filter(|r| r.via.as_deref() == Some("stopped") && r.at < resumed).count();
     assert_settled(&log, &storm, &brokers, GROUP, PARTITIONS, &ends);
     eprintln!(
-        "stall: {} events, SIGSTOP past the 3 s session timeout with opens in retry, {} incidents created, {} calls from the resumed instance ({disowned} actions disowned, partition released {:.1} s after SIGCONT), {} open calls, peak RSS {:.0}/{:.0} MiB",
+        "stall: {} events, SIGSTOP past the 3 s session timeout with opens in retry, {} incidents created, {} calls from the resumed instance ({before_stop} sent before the stop, {disowned} actions disowned, partition released {:.1} s after SIGCONT), {} open calls, peak RSS {:.0}/{:.0} MiB",
         storm.firing.len() + storm.recovery.len(),
         keys.len(),
         from_stopped.len(),
