@@ -144,6 +144,16 @@ pub async fn start(cfg: Config, shutdown: CancellationToken) -> Result<Running, 
         _ => (None, KafkaSource::new(&cfg.kafka, metrics.clone())?),
     };
     let offsets = source.offsets();
+    let changelog = match cfg.rekey.as_ref().and_then(|r| r.changelog_topic.as_deref()) {
+        Some(t) => Some(Arc::new(Changelog::new(&cfg.kafka, t)?)),
+        None => None,
+    };
+    // Revoked partitions are checkpointed before the revoke completes, so
+    // their next owner starts from their state as it was handed over.
+    let (drain_tx, drain_rx) = mpsc::unbounded_channel::<Drain>();
+    if changelog.is_some() {
+        source.on_revoke(drain_hook(drain_tx));
+    }
 
     let (phase_tx, phase_rx) = watch::channel(Phase::Starting);
     let (incidents_tx, incidents_rx) = watch::channel(Arc::new(Vec::<Incident>::new()));
@@ -233,10 +243,6 @@ pub async fn start(cfg: Config, shutdown: CancellationToken) -> Result<Running, 
         shutdown.clone(),
     ));
 
-    let changelog = match cfg.rekey.as_ref().and_then(|r| r.changelog_topic.as_deref()) {
-        Some(t) => Some(Arc::new(Changelog::new(&cfg.kafka, t)?)),
-        None => None,
-    };
     let core = match &ownership {
         Some(_) => Cores::per_partition(core_cfg, rules, cmdb),
         None => Cores::single(core_cfg, rules, cmdb),
@@ -245,6 +251,7 @@ pub async fn start(cfg: Config, shutdown: CancellationToken) -> Result<Running, 
     let core_task = tokio::spawn(core_loop(CoreLoop {
         core,
         changelog,
+        drains: drain_rx,
         ownership: ownership.clone(),
         checkpoint_every: cfg.kafka.commit_interval.0,
         items: item_rx,
@@ -346,6 +353,8 @@ struct CoreLoop {
     core: Cores,
     /// Where partition cores checkpoint their state (`rekey.changelog_topic`).
     changelog: Option<Arc<Changelog>>,
+    /// Partitions to checkpoint before their revoke completes.
+    drains: mpsc::UnboundedReceiver<Drain>,
     /// Only partitions still owned are checkpointed: a late write would
     /// overwrite what their new owner restored.
     ownership: Option<Arc<Ownership>>,
@@ -451,7 +460,11 @@ async fn core_loop(mut l: CoreLoop) -> Summary {
                 }
             }
             _ = gauges.tick() => publish_gauges(&mut l),
-            _ = checkpoints.tick(), if l.changelog.is_some() => checkpoint(&mut l).await,
+            _ = checkpoints.tick(), if l.changelog.is_some() => checkpoint(&mut l, None).await,
+            Some((parts, done)) = l.drains.recv() => {
+                checkpoint(&mut l, Some(&parts)).await;
+                let _ = done.send(());
+            }
         }
         // Dispatch decided actions; a full worker queue blocks here, which stops
         // reading the source channel, which pauses the Kafka partitions.
@@ -479,7 +492,7 @@ async fn core_loop(mut l: CoreLoop) -> Summary {
         }
     }
     // Still assigned until the consumer closes: the next owner starts here.
-    checkpoint(&mut l).await;
+    checkpoint(&mut l, None).await;
     publish_gauges(&mut l);
     let stats = l.core.stats();
     Summary {
@@ -530,11 +543,45 @@ async fn partitions_changed(l: &mut CoreLoop, changes: Vec<PartitionChange>) -> 
     true
 }
 
-/// Writes the checkpoints of settled partition cores to the changelog and
-/// then stores their input offsets.
-async fn checkpoint(l: &mut CoreLoop) {
+/// A revoke waiting for its partitions' checkpoint.
+type Drain = (Vec<(String, i32)>, std::sync::mpsc::SyncSender<()>);
+
+/// How long a revoke waits for the checkpoint of its partitions.
+const DRAIN_WITHIN: Duration = Duration::from_secs(3);
+
+/// The rebalance callback's side of a drain: hands the revoked partitions to
+/// the core task and waits (up to `DRAIN_WITHIN`) for their checkpoint. Only
+/// on a multi-threaded runtime, where the core task runs meanwhile; at
+/// shutdown (the consumer closes on a thread of its own) the core task has
+/// checkpointed already.
+fn drain_hook(tx: mpsc::UnboundedSender<Drain>) -> crate::source::kafka::RevokeHook {
+    Box::new(move |parts| {
+        let multi = tokio::runtime::Handle::try_current().is_ok_and(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread);
+        if !multi || parts.is_empty() {
+            return;
+        }
+        let (done_tx, done_rx) = std::sync::mpsc::sync_channel(1);
+        if tx.send((parts.to_vec(), done_tx)).is_ok() {
+            let started = Instant::now();
+            let drained = tokio::task::block_in_place(|| done_rx.recv_timeout(DRAIN_WITHIN).is_ok());
+            if drained {
+                info!(partitions = parts.len(), elapsed = ?started.elapsed(), "revoked partitions checkpointed before the revoke");
+            } else {
+                warn!(within = ?DRAIN_WITHIN, "revoked partitions not checkpointed in time; their next owner reads them from the last checkpoint");
+            }
+        }
+    })
+}
+
+/// Writes the checkpoints of settled partition cores (of `only` these
+/// partitions, when given) to the changelog and then stores their input
+/// offsets.
+async fn checkpoint(l: &mut CoreLoop, only: Option<&[(String, i32)]>) {
     let Some(log) = l.changelog.clone() else { return };
     for cp in l.core.checkpoints() {
+        if only.is_some_and(|parts| !parts.iter().any(|(t, p)| *t == cp.topic && *p == cp.partition)) {
+            continue;
+        }
         let claim = Claim { topic: cp.topic.clone(), partition: cp.partition, epoch: cp.epoch };
         if l.ownership.as_ref().is_some_and(|o| o.check(&claim) != Verdict::Owned) {
             continue;

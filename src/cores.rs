@@ -29,7 +29,15 @@ struct Slot {
     claim: Option<Claim>,
     /// Changelog records written for this core: key -> hash of the value.
     written: HashMap<String, u64>,
+    /// Messages below this offset are already in the restored state: the
+    /// committed offset can lag the checkpoint (a commit refused during a
+    /// rebalance, a crash before the next commit), and applying them again
+    /// would, say, reopen an incident with an alert that cleared since.
+    reflected_below: i64,
 }
+
+/// Changelog key of the input offset a checkpoint reflects.
+const OFFSET_KEY: &str = "meta:next-offset";
 
 /// The changes of one partition's state since its last checkpoint.
 #[derive(Debug)]
@@ -68,7 +76,7 @@ impl Cores {
     pub fn single(cfg: CoreConfig, rules: Arc<RuleSet>, cmdb: Arc<Snapshot>) -> Cores {
         let mut c = Cores::new(cfg, rules, cmdb, false);
         let core = c.new_core();
-        c.slots.insert(None, Slot { core, claim: None, written: HashMap::new() });
+        c.slots.insert(None, Slot { core, claim: None, written: HashMap::new(), reflected_below: -1 });
         c
     }
 
@@ -112,7 +120,8 @@ impl Cores {
         let core = self.new_core();
         let claim = Claim { topic: topic.to_owned(), partition, epoch };
         info!(topic, partition, epoch, "correlation state for the partition starts");
-        self.slots.insert(Some((topic.to_owned(), partition)), Slot { core, claim: Some(claim), written: HashMap::new() });
+        self.slots
+            .insert(Some((topic.to_owned(), partition)), Slot { core, claim: Some(claim), written: HashMap::new(), reflected_below: -1 });
     }
 
     /// Like [`Cores::assign`], with the state of a changelog read back.
@@ -126,9 +135,16 @@ impl Cores {
     ) -> (usize, Vec<(String, String)>) {
         self.assign(topic, partition, epoch);
         let Some(slot) = self.slots.get_mut(&Some((topic.to_owned(), partition))) else { return (0, Vec::new()) };
-        let restored = slot.core.restore(records);
+        let (meta, state): (Vec<_>, Vec<_>) = records.iter().cloned().partition(|(k, _)| k == OFFSET_KEY);
+        let (restored, mut bad) = slot.core.restore(&state);
+        for (k, v) in meta {
+            match std::str::from_utf8(&v).ok().and_then(|t| t.trim().parse::<i64>().ok()) {
+                Some(next) => slot.reflected_below = next,
+                None => bad.push((k, "not an offset".into())),
+            }
+        }
         slot.written = digest(records);
-        restored
+        (restored, bad)
     }
 
     /// Checkpoints of every partition core with nothing in flight.
@@ -140,16 +156,26 @@ impl Cores {
                 continue;
             }
             let now = slot.core.checkpoint();
-            let written = digest(&now);
+            let mut written = digest(&now);
             let mut records: Vec<(String, Option<Vec<u8>>)> = now
                 .into_iter()
                 .filter(|(k, v)| slot.written.get(k) != Some(&crate::correlate::fnv1a(v)))
                 .map(|(k, v)| (k, Some(v)))
                 .collect();
-            let mut gone: Vec<&String> = slot.written.keys().filter(|k| !written.contains_key(*k)).collect();
+            let mut gone: Vec<&String> = slot.written.keys().filter(|k| *k != OFFSET_KEY && !written.contains_key(*k)).collect();
             gone.sort();
             records.extend(gone.into_iter().map(|k| (k.clone(), None)));
             let offsets = slot.core.handled_offsets();
+            // The offset the state reflects, written after the state itself.
+            if let Some((_, _, next)) = offsets.iter().find(|(t, p, _)| t == topic && p == partition) {
+                let v = next.to_string().into_bytes();
+                if slot.written.get(OFFSET_KEY) != Some(&crate::correlate::fnv1a(&v)) {
+                    records.push((OFFSET_KEY.to_owned(), Some(v.clone())));
+                }
+                written.insert(OFFSET_KEY.to_owned(), crate::correlate::fnv1a(&v));
+            } else if let Some(h) = slot.written.get(OFFSET_KEY) {
+                written.insert(OFFSET_KEY.to_owned(), *h);
+            }
             out.push(Checkpoint { topic: topic.clone(), partition: *partition, epoch: claim.epoch, records, written, offsets });
         }
         out.sort_by_key(|c| c.partition);
@@ -189,7 +215,13 @@ impl Cores {
     pub fn handle(&mut self, ev: &Event, now: DateTime<Utc>) -> Option<Decision> {
         let key = self.slot_key(ev.origin.as_ref());
         match self.slots.get_mut(&key) {
-            Some(slot) => Some(slot.core.handle(ev, now)),
+            Some(slot) => match &ev.origin {
+                Some(o) if o.offset < slot.reflected_below => {
+                    slot.core.skip(o);
+                    None
+                }
+                _ => Some(slot.core.handle(ev, now)),
+            },
             None => {
                 debug!(origin = ?ev.origin, "event of a partition not assigned here ignored");
                 None
@@ -360,6 +392,36 @@ mod tests {
         assert_eq!(c.inflight_actions(), 1);
         assert_eq!(c.stats().events, 2, "counters of dropped cores are kept");
         assert_eq!(c.partitions(), 1);
+    }
+
+    #[test]
+    fn a_restored_partition_skips_what_its_checkpoint_reflects() {
+        let t = Utc::now();
+        let mut c = cores(true);
+        c.assign("r", 0, 1);
+        c.handle(&event("a", 0, 0, t), t).unwrap();
+        c.handle(&event("b", 0, 1, t), t).unwrap();
+        let cps = c.checkpoints();
+        assert_eq!(cps.len(), 1);
+        let cp = &cps[0];
+        assert_eq!(cp.offsets, vec![("r".to_string(), 0, 2)]);
+        // The state (two pending incidents), then the offset it reflects.
+        assert_eq!(cp.records.len(), 3);
+        assert_eq!(cp.records.last().map(|(k, v)| (k.as_str(), v.as_deref())), Some((OFFSET_KEY, Some(&b"2"[..]))));
+        let records: Vec<(String, Vec<u8>)> = cp.records.iter().map(|(k, v)| (k.clone(), v.clone().unwrap())).collect();
+        c.checkpointed(cps.into_iter().next().unwrap());
+        assert!(c.checkpoints()[0].records.is_empty(), "nothing changed since");
+
+        // Another instance restores it; the log is read again from offset 0.
+        let mut other = cores(true);
+        let (incidents, bad) = other.assign_restored("r", 0, 5, &records);
+        assert_eq!((incidents, bad.len()), (2, 0));
+        assert!(other.handle(&event("a", 0, 0, t), t).is_none(), "already in the state");
+        assert!(other.handle(&event("b", 0, 1, t), t).is_none());
+        assert!(other.handle(&event("c", 0, 2, t), t).is_some());
+        assert_eq!(other.fingerprint_count(), 3);
+        assert_eq!(other.stats().events, 1);
+        assert_eq!(other.take_offsets(), vec![("r".to_string(), 0, 2)], "skipped messages still move the offset");
     }
 
     #[test]

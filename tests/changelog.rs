@@ -11,8 +11,8 @@ use std::time::{Duration, Instant};
 
 use rdkafka::mocking::MockCluster;
 
-use triaged::incident::ActionKind;
-use triaged::receiver::{opened_keys, IncidentReceiver, Received};
+use triaged::incident::{ActionKind, IncidentState};
+use triaged::receiver::{latest, opened_keys, IncidentReceiver, Received};
 use triaged::topology::Snapshot;
 
 use daemon::{all_resolved, assert_settled, committed_to_end, free_port, log_tails, produce, write_config_with, Daemon, Extra, LogDir};
@@ -140,4 +140,61 @@ fn missing_or_mismatched_topics_are_refused_at_start() {
     let (status, stderr) = run_with_topics(&[("events", 1), (CHANGELOG, 2)]);
     assert!(!status.success());
     assert!(stderr.contains("rekey.topic: topic `triaged-rekeyed` does not exist"), "{stderr}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_revoked_partition_hands_its_state_over() {
+    let log_dir = LogDir::new();
+    let logs = log_dir.path();
+    let cluster = MockCluster::new(1).unwrap();
+    cluster.create_topic("events", 2, 1).unwrap();
+    cluster.create_topic(REKEYED, REKEYED_PARTITIONS, 1).unwrap();
+    cluster.create_topic(CHANGELOG, REKEYED_PARTITIONS, 1).unwrap();
+    cluster.create_topic("triaged-dead-letter", 1, 1).unwrap();
+    let brokers = cluster.bootstrap_servers();
+    let receiver = IncidentReceiver::start().await.unwrap();
+    let config = |name: &str, port: u16| {
+        let extra = Extra {
+            file: Some(format!("{name}.toml")),
+            // No periodic checkpoint within the test: only the revoke's can
+            // hand the state over.
+            commit_interval: Some("10m"),
+            sections: format!("[rekey]\ntopic = \"{REKEYED}\"\nscope = \"site\"\nchangelog_topic = \"{CHANGELOG}\"\n"),
+            ..Extra::default()
+        };
+        write_config_with(logs, &brokers, GROUP, 3000, &receiver.url(), port, &extra)
+    };
+    let cmdb = Snapshot::load(&Path::new(env!("CARGO_MANIFEST_DIR")).join("config/cmdb.yaml")).unwrap();
+    let storm = triaged::demo::storm(&cmdb, 3, chrono::Utc::now()).unwrap();
+    let fail = |what: &str, log: Vec<Received>| -> Vec<Received> {
+        panic!("{what}: {} actions received\n{}", log.len(), log_tails(logs));
+    };
+
+    let mut ends = BTreeMap::new();
+    let (pa, pb) = (free_port(), free_port());
+    let a = Daemon::start(&config("a", pa), logs, 1, pa);
+    a.wait_metric("triaged_correlation_partitions", |v| v == REKEYED_PARTITIONS as f64, MINUTE).await;
+    produce(&brokers, &storm.firing, &mut ends).await;
+    let log = receiver.wait_for(MINUTE, |log| opened_keys(log).len() == 2).await.unwrap_or_else(|l| fail("no two opens", l));
+    let keys = opened_keys(&log);
+    // A second member: every partition is revoked from the first (eager
+    // rebalance), checkpointed on the way out, and restored by its owner.
+    let b = Daemon::start(&config("b", pb), logs, 2, pb);
+    b.wait_metric("triaged_correlation_partitions", |v| v >= 1.0, MINUTE).await;
+    produce(&brokers, &storm.recovery, &mut ends).await;
+    receiver.wait_for(MINUTE, |log| all_resolved(log, &keys)).await.unwrap_or_else(|l| fail("not resolved", l));
+    b.sigterm(Duration::from_secs(15));
+    a.sigterm(Duration::from_secs(15));
+
+    let log = receiver.log();
+    assert_eq!(count(&log, ActionKind::Open), 2, "the new owners knew the incidents were open: {:?}", opened_keys(&log));
+    assert_eq!(opened_keys(&log), keys);
+    // Offsets are not checked: with a 10 minute commit interval they are
+    // committed only on the way out, and the mock broker refuses commits
+    // during a rebalance. The checkpoint's own offset keeps the next owner
+    // from applying them twice.
+    let last = latest(&log);
+    assert!(last.iter().all(|r| r.kind == ActionKind::Resolve && r.incident.state == IncidentState::Resolved), "{last:?}");
+    let storm_members = last.iter().map(|r| r.incident.members.len()).max();
+    assert_eq!(storm_members, Some(storm.downstream + 1), "every downstream alert in the storm incident");
 }

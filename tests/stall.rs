@@ -56,6 +56,7 @@ async fn a_resumed_instance_makes_no_call_for_the_partition_it_lost() {
             // Long enough to stop the instance with its incidents pending.
             group_wait: Some("8s"),
             sections: format!("[rekey]\ntopic = \"{REKEYED}\"\nscope = \"site\"\n"),
+            ..Extra::default()
         };
         write_config_with(logs, &brokers, GROUP, 3000, &format!("{}/{via}", receiver.url()), port, &extra)
     };

@@ -164,7 +164,13 @@ struct Shared {
     changes: Mutex<Vec<PartitionChange>>,
     /// Signalled with every change, so the run loop passes it on at once.
     changed: Notify,
+    /// Called with the partitions about to be revoked, before the revoke
+    /// takes effect (see [`KafkaSource::on_revoke`]).
+    on_revoke: std::sync::OnceLock<RevokeHook>,
 }
+
+/// See [`KafkaSource::on_revoke`].
+pub type RevokeHook = Box<dyn Fn(&[(String, i32)]) + Send + Sync>;
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
@@ -212,6 +218,10 @@ impl ConsumerContext for SourceContext {
         match rebalance {
             Rebalance::Revoke(tpl) => {
                 info!(partitions = %describe(tpl), "Kafka partitions revoked");
+                if let Some(hook) = self.shared.on_revoke.get() {
+                    let parts: Vec<(String, i32)> = tpl.elements().iter().map(|e| (e.topic().to_owned(), e.partition())).collect();
+                    hook(&parts);
+                }
                 let mut stored = lock(&self.shared.stored);
                 let mut revoked = lock(&self.shared.revoked);
                 if let Some(o) = self.shared.ownership.get() {
@@ -620,6 +630,12 @@ impl KafkaSource {
     /// core as [`SourceItem::Partitions`], for state that follows partitions.
     pub fn track_ownership(&self, ownership: Arc<Ownership>) {
         let _ = self.runner.shared.ownership.set(ownership);
+    }
+
+    /// Runs `hook` in the rebalance callback, before revoked partitions are
+    /// given up: offsets stored by then are committed with the revoke.
+    pub fn on_revoke(&self, hook: RevokeHook) {
+        let _ = self.runner.shared.on_revoke.set(hook);
     }
 
     /// A handle to store and commit offsets; it shares the consumer.

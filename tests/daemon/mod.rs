@@ -198,6 +198,8 @@ pub struct Extra {
     pub options: Vec<(&'static str, &'static str)>,
     /// `correlation.group_wait` (default 2s).
     pub group_wait: Option<&'static str>,
+    /// `kafka.commit_interval`, also the checkpoint interval (default 200ms).
+    pub commit_interval: Option<&'static str>,
     /// Whole sections appended (`[rekey]` ...).
     pub sections: String,
 }
@@ -214,6 +216,7 @@ pub fn write_config_with(
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     let options: String = extra.options.iter().map(|(k, v)| format!("\"{k}\" = \"{v}\"\n")).collect();
     let group_wait = extra.group_wait.unwrap_or("2s");
+    let commit_interval = extra.commit_interval.unwrap_or("200ms");
     let text = format!(
         r#"
 [kafka]
@@ -221,7 +224,7 @@ brokers = "{brokers}"
 group_id = "{group}"
 topics = [{{ name = "events", format = "auto" }}]
 dead_letter_topic = "triaged-dead-letter"
-commit_interval = "200ms"
+commit_interval = "{commit_interval}"
 [kafka.options]
 "session.timeout.ms" = "{session_timeout_ms}"
 "heartbeat.interval.ms" = "500"
