@@ -268,6 +268,39 @@ impl Rekeyer {
         }
     }
 
+    /// Waits for the deliveries of one message, producing failed ones again.
+    /// `false` once `stop` is cancelled (a broker that is down would keep
+    /// a delivery pending for librdkafka's whole message timeout).
+    async fn delivered(
+        &self,
+        deliveries: Vec<DeliveryFuture>,
+        records: &[(String, Vec<u8>)],
+        origin: &Origin,
+        stop: &CancellationToken,
+    ) -> bool {
+        for (i, mut pending) in deliveries.into_iter().enumerate() {
+            loop {
+                let failed = tokio::select! {
+                    r = &mut pending => match r {
+                        Ok(Ok(_)) => None,
+                        Ok(Err((e, _))) => Some(e),
+                        Err(_) => Some(KafkaError::Canceled),
+                    },
+                    _ = stop.cancelled() => return false,
+                };
+                let Some(e) = failed else { break };
+                warn!(error = %e, %origin, "repartition delivery failed; producing it again");
+                let (key, payload) = &records[i];
+                match self.send(key, payload, origin, stop).await {
+                    Some(d) => pending = d,
+                    None => return false,
+                }
+            }
+            self.metrics.rekeyed.inc();
+        }
+        true
+    }
+
     /// Awaits deliveries in input order, producing failed ones again, and
     /// stores each input offset once its message is fully delivered.
     async fn confirm(self: Arc<Self>, mut rx: mpsc::Receiver<InFlight>, offsets: OffsetHandle, stop: CancellationToken) {
@@ -278,23 +311,10 @@ impl Rekeyer {
                 _ = stop.cancelled() => None,
             };
             let Some(InFlight { origin, records, deliveries }) = next else { break };
-            for (i, d) in deliveries.into_iter().enumerate() {
-                let mut pending = d;
-                loop {
-                    let failed = match pending.await {
-                        Ok(Ok(_)) => None,
-                        Ok(Err((e, _))) => Some(e),
-                        Err(_) => Some(KafkaError::Canceled),
-                    };
-                    let Some(e) = failed else { break };
-                    warn!(error = %e, %origin, "repartition delivery failed; producing it again");
-                    let (key, payload) = &records[i];
-                    match self.send(key, payload, &origin, &stop).await {
-                        Some(d) => pending = d,
-                        None => return,
-                    }
-                }
-                self.metrics.rekeyed.inc();
+            if !self.delivered(deliveries, &records, &origin, &stop).await {
+                // Stopped (at the shutdown deadline): this message and the
+                // ones after it are re-keyed again by the next start.
+                break;
             }
             ready.push_back((origin.topic, origin.partition, origin.offset + 1));
             // Store in batches: whatever has been confirmed while nothing else waits.
