@@ -113,6 +113,14 @@ pub struct Summary {
 /// Time the Kafka consumer gets to close (leave its group) even when the
 /// shutdown deadline is spent.
 const CLOSE_AT_LEAST: Duration = Duration::from_secs(1);
+/// What a close leaves of the deadline for the rest of the shutdown.
+const CLOSE_MARGIN: Duration = Duration::from_millis(100);
+
+/// How long a consumer may take to close: what is left of the deadline,
+/// less a margin, and at least `CLOSE_AT_LEAST`.
+fn close_budget(deadline: Duration, started: Instant) -> Duration {
+    deadline.saturating_sub(started.elapsed()).saturating_sub(CLOSE_MARGIN).max(CLOSE_AT_LEAST)
+}
 
 /// Starts the daemon; it runs until `shutdown` is cancelled.
 pub async fn start(cfg: Config, shutdown: CancellationToken) -> Result<Running, AppError> {
@@ -316,7 +324,7 @@ pub async fn start(cfg: Config, shutdown: CancellationToken) -> Result<Running, 
             if let Err(e) = input_offsets.commit_now() {
                 warn!(error = %e, "final input offset commit failed; the next start re-keys from the last committed offsets");
             }
-            input_offsets.close(deadline.saturating_sub(started.elapsed()).max(CLOSE_AT_LEAST)).await;
+            input_offsets.close(close_budget(deadline, started)).await;
         }
         let core_result = match ended {
             Some(r) => r,
@@ -338,7 +346,7 @@ pub async fn start(cfg: Config, shutdown: CancellationToken) -> Result<Running, 
         if let Err(e) = offsets.commit_now() {
             warn!(error = %e, "final offset commit failed; the next start replays from the last committed offsets");
         }
-        offsets.close(deadline.saturating_sub(started.elapsed()).max(CLOSE_AT_LEAST)).await;
+        offsets.close(close_budget(deadline, started)).await;
         if let (Some(o), Some(t)) = (&ownership, watch_thread) {
             o.stop();
             let _ = t.join();
