@@ -23,7 +23,7 @@ use crate::config::Config;
 use crate::cores::Cores;
 use crate::correlate::{CoreConfig, DecisionKind};
 use crate::explain::DecisionLog;
-use crate::incident::rest::RestSink;
+use crate::incident::rest::{Remote, RestSink};
 use crate::incident::{Action, Incident, SinkError};
 use crate::ingest::{Ingest, IngestError};
 use crate::metrics::Metrics;
@@ -159,6 +159,7 @@ pub async fn start(cfg: Config, shutdown: CancellationToken) -> Result<Running, 
     // Revoked partitions are checkpointed before the revoke completes, so
     // their next owner starts from their state as it was handed over.
     let (drain_tx, drain_rx) = mpsc::unbounded_channel::<Drain>();
+    let (reconciled_tx, reconciled_rx) = mpsc::unbounded_channel::<Reconciled>();
     if changelog.is_some() {
         source.on_revoke(drain_hook(drain_tx));
     }
@@ -260,6 +261,8 @@ pub async fn start(cfg: Config, shutdown: CancellationToken) -> Result<Running, 
         core,
         changelog,
         drains: drain_rx,
+        reconcile: sink.can_look_up().then(|| Reconcile { sink: sink.clone(), tx: reconciled_tx, stop: sink_stop.clone() }),
+        reconciled: reconciled_rx,
         ownership: ownership.clone(),
         checkpoint_every: cfg.kafka.commit_interval.0,
         items: item_rx,
@@ -363,6 +366,9 @@ struct CoreLoop {
     changelog: Option<Arc<Changelog>>,
     /// Partitions to checkpoint before their revoke completes.
     drains: mpsc::UnboundedReceiver<Drain>,
+    /// Looks restored open incidents up at the ITSM (profiles that can).
+    reconcile: Option<Reconcile>,
+    reconciled: mpsc::UnboundedReceiver<Reconciled>,
     /// Only partitions still owned are checkpointed: a late write would
     /// overwrite what their new owner restored.
     ownership: Option<Arc<Ownership>>,
@@ -469,6 +475,7 @@ async fn core_loop(mut l: CoreLoop) -> Summary {
             }
             _ = gauges.tick() => publish_gauges(&mut l),
             _ = checkpoints.tick(), if l.changelog.is_some() => checkpoint(&mut l, None).await,
+            Some(r) = l.reconciled.recv() => reconciled(&mut l, r),
             Some((parts, done)) = l.drains.recv() => {
                 checkpoint(&mut l, Some(&parts)).await;
                 let _ = done.send(());
@@ -543,12 +550,78 @@ async fn partitions_changed(l: &mut CoreLoop, changes: Vec<PartitionChange>) -> 
                         error!(changelog = log.topic(), partition, %key, error = %why, "changelog record left out");
                     }
                     info!(topic, partition, incidents, records = records.len(), elapsed = ?started.elapsed(), "partition state restored from the changelog");
+                    if let Some(r) = &l.reconcile {
+                        r.start(&topic, partition, epoch, l.core.open_keys(&topic, partition, epoch));
+                    }
                 }
             },
         }
     }
     l.metrics.correlation_partitions.set(l.core.partitions() as i64);
     true
+}
+
+/// What the ITSM holds for a restored open incident.
+struct Reconciled {
+    topic: String,
+    partition: i32,
+    epoch: u64,
+    key: String,
+    remote: Result<Remote, String>,
+}
+
+/// Looks up, in the background, the incidents a restored state says are open.
+struct Reconcile {
+    sink: Arc<RestSink>,
+    tx: mpsc::UnboundedSender<Reconciled>,
+    stop: CancellationToken,
+}
+
+impl Reconcile {
+    fn start(&self, topic: &str, partition: i32, epoch: u64, keys: Vec<String>) {
+        if keys.is_empty() {
+            return;
+        }
+        let (sink, tx, stop, topic) = (self.sink.clone(), self.tx.clone(), self.stop.clone(), topic.to_owned());
+        tokio::spawn(async move {
+            for key in keys {
+                let remote = match sink.look_up(&key, &stop).await {
+                    Err(SinkError::Cancelled) => return,
+                    r => r.map_err(|e| e.to_string()),
+                };
+                if tx.send(Reconciled { topic: topic.clone(), partition, epoch, key, remote }).is_err() {
+                    return;
+                }
+            }
+        });
+    }
+}
+
+/// Acts on what the ITSM holds for a restored open incident: one it lost is
+/// opened again; one closed there is left to its alerts (triaged updates and
+/// resolves it as they change).
+fn reconciled(l: &mut CoreLoop, r: Reconciled) {
+    let Reconciled { topic, partition, epoch, key, remote } = r;
+    let outcome = match remote {
+        Ok(Remote::Open) => "open",
+        Ok(Remote::Unknown) => return,
+        Ok(Remote::Closed) => {
+            warn!(%key, "incident closed at the ITSM while its state here says open; left to its alerts");
+            "closed"
+        }
+        Ok(Remote::Missing) => {
+            let why = "reconciled: the ITSM had no record under this key although the restored state said open; opened again";
+            if l.core.open_again(&topic, partition, epoch, &key, why, Utc::now()) {
+                warn!(%key, topic, partition, "incident missing at the ITSM; opened again");
+            }
+            "missing"
+        }
+        Err(e) => {
+            warn!(%key, error = %e, "looking the incident up at the ITSM failed; not reconciled");
+            "failed"
+        }
+    };
+    l.metrics.reconciled.with_label_values(&[outcome]).inc();
 }
 
 /// A revoke waiting for its partitions' checkpoint.

@@ -182,6 +182,23 @@ impl Cores {
         out
     }
 
+    /// Keys of the incidents the core of `topic`/`partition` (under
+    /// `epoch`) says are open at the ITSM.
+    pub fn open_keys(&self, topic: &str, partition: i32, epoch: u64) -> Vec<String> {
+        self.slot_at(topic, partition, epoch).map(|s| s.core.open_keys()).unwrap_or_default()
+    }
+
+    /// See [`Core::open_again`]; only while the partition's core is the
+    /// one of `epoch`.
+    pub fn open_again(&mut self, topic: &str, partition: i32, epoch: u64, key: &str, why: &str, now: DateTime<Utc>) -> bool {
+        let slot = self.slots.get_mut(&Some((topic.to_owned(), partition))).filter(|s| s.claim.as_ref().is_some_and(|c| c.epoch == epoch));
+        slot.is_some_and(|s| s.core.open_again(key, why, now))
+    }
+
+    fn slot_at(&self, topic: &str, partition: i32, epoch: u64) -> Option<&Slot> {
+        self.slots.get(&Some((topic.to_owned(), partition))).filter(|s| s.claim.as_ref().is_some_and(|c| c.epoch == epoch))
+    }
+
     /// `cp` is durable in the changelog.
     pub fn checkpointed(&mut self, cp: Checkpoint) {
         if let Some(slot) = self.slots.get_mut(&Some((cp.topic, cp.partition))) {

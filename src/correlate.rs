@@ -1226,6 +1226,35 @@ impl Core {
     pub fn pending_incidents(&self) -> usize {
         self.incidents.values().filter(|i| i.phase == Phase::Pending).count()
     }
+
+    /// Keys of the incidents this state says are open at the ITSM.
+    pub fn open_keys(&self) -> Vec<String> {
+        let mut keys: Vec<String> = self
+            .incidents
+            .values()
+            .filter(|i| matches!(i.phase, Phase::Open | Phase::Resolving { .. }))
+            .filter_map(|i| i.key.clone())
+            .collect();
+        keys.sort();
+        keys
+    }
+
+    /// The ITSM has no record under `key` although this state says it is
+    /// open: opens it again, whole, with `why` as a work note. False when
+    /// no open incident has that key (any more).
+    pub fn open_again(&mut self, key: &str, why: &str, now: DateTime<Utc>) -> bool {
+        let found = self
+            .incidents
+            .iter()
+            .find(|(_, i)| i.key.as_deref() == Some(key) && matches!(i.phase, Phase::Open | Phase::Resolving { .. }))
+            .map(|(id, _)| *id);
+        let Some(id) = found else { return false };
+        let inc = self.incidents.get_mut(&id).expect("found above");
+        inc.notes.push(why.to_owned());
+        inc.reasons.push(why.to_owned());
+        self.emit(id, ActionKind::Open, now);
+        true
+    }
 }
 
 fn fmt_dur(d: chrono::Duration) -> String {

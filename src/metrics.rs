@@ -72,6 +72,8 @@ pub struct Metrics {
     pub correlation_partitions: IntGauge,
     /// Sink actions dropped because their partition moved to another owner.
     pub actions_disowned: IntCounter,
+    /// Restored open incidents checked at the ITSM, by what it holds.
+    pub reconciled: IntCounterVec,
 }
 
 /// Buckets of `triaged_event_lag_seconds`: fine below 10 ms, since the
@@ -213,12 +215,18 @@ impl Metrics {
             rekeyed,
             correlation_partitions,
             actions_disowned,
+            reconciled: counter(
+                &reg,
+                "reconciled_incidents_total",
+                "Open incidents restored from the changelog and looked up at the ITSM, by what it holds (open, closed, missing: opened again, failed).",
+                &["outcome"],
+            ),
         }
     }
 
     /// Exposed name of every metric (`triaged_…`), whether or not it has samples yet.
     pub fn names(&self) -> std::collections::BTreeSet<String> {
-        let all: [&dyn Collector; 31] = [
+        let all: [&dyn Collector; 32] = [
             &self.messages_received,
             &self.events_decoded,
             &self.events_failed,
@@ -250,6 +258,7 @@ impl Metrics {
             &self.rekeyed,
             &self.correlation_partitions,
             &self.actions_disowned,
+            &self.reconciled,
         ];
         all.iter().flat_map(|c| c.desc()).map(|d| format!("triaged_{}", d.fq_name)).collect()
     }

@@ -1,5 +1,6 @@
 //! An in-process ITSM endpoint speaking the `generic` sink profile
-//! (`PUT /incidents/{key}`), used by `triaged demo` and the end-to-end tests.
+//! (`PUT /incidents/{key}`, and `GET` to look one up), used by `triaged demo`
+//! and the end-to-end tests.
 //! It records every action it receives, in order, and can play an ITSM in
 //! trouble: answer every request with an error status (and `Retry-After`),
 //! recording nothing, until told to heal.
@@ -48,6 +49,9 @@ struct Shared {
     /// Record each action, then answer only after this long (an ITSM that
     /// applies a request and answers after the client gave up).
     late: Arc<Mutex<Option<Duration>>>,
+    /// Keys whose record the ITSM lost (`forget`): looked up as 404 until
+    /// written again.
+    gone: Arc<Mutex<std::collections::HashSet<String>>>,
 }
 
 /// A running receiver; stops when dropped.
@@ -78,6 +82,29 @@ async fn answer(s: Shared, via: Option<String>, key: String, body: serde_json::V
     response
 }
 
+async fn look_up(State(s): State<Shared>, UrlPath(key): UrlPath<String>) -> Response {
+    find(&s, &key)
+}
+
+async fn look_up_via(State(s): State<Shared>, UrlPath((_via, key)): UrlPath<(String, String)>) -> Response {
+    find(&s, &key)
+}
+
+/// `GET .../incidents/{key}`: the incident as last written, or 404.
+fn find(s: &Shared, key: &str) -> Response {
+    if let Some(f) = *s.fault.lock().expect("receiver fault") {
+        return (f.status, "injected failure").into_response();
+    }
+    if s.gone.lock().expect("receiver gone").contains(key) {
+        return (StatusCode::NOT_FOUND, "no such incident").into_response();
+    }
+    let log = s.log.lock().expect("receiver log");
+    match log.iter().rev().find(|r| r.incident.key == key) {
+        Some(r) => Json(serde_json::json!({ "incident": r.incident })).into_response(),
+        None => (StatusCode::NOT_FOUND, "no such incident").into_response(),
+    }
+}
+
 fn record(s: Shared, via: Option<String>, key: String, body: serde_json::Value) -> Response {
     if let Some(f) = *s.fault.lock().expect("receiver fault") {
         s.rejected.lock().expect("receiver rejections").push((key, Instant::now()));
@@ -92,6 +119,7 @@ fn record(s: Shared, via: Option<String>, key: String, body: serde_json::Value) 
     let notes: Vec<String> = serde_json::from_value(body["notes"].clone()).unwrap_or_default();
     match (kind, incident) {
         (Some(kind), Some(incident)) if incident.key == key => {
+            s.gone.lock().expect("receiver gone").remove(&key);
             s.log.lock().expect("receiver log").push(Received { kind, incident, notes, via, at: Instant::now() });
             s.changed.notify_waiters();
             (StatusCode::OK, "ok").into_response()
@@ -108,8 +136,8 @@ impl IncidentReceiver {
         let shared = Shared::default();
         let stop = CancellationToken::new();
         let router = Router::new()
-            .route("/incidents/{key}", put(receive))
-            .route("/{via}/incidents/{key}", put(receive_via))
+            .route("/incidents/{key}", put(receive).get(look_up))
+            .route("/{via}/incidents/{key}", put(receive_via).get(look_up_via))
             .with_state(shared.clone());
         let s = stop.clone();
         tokio::spawn(async move {
@@ -133,6 +161,12 @@ impl IncidentReceiver {
     pub fn heal(&self) {
         *self.shared.fault.lock().expect("receiver fault") = None;
         *self.shared.late.lock().expect("receiver delay") = None;
+    }
+
+    /// Loses the record of incident `key`: it is looked up as 404 until an
+    /// action writes it again.
+    pub fn forget(&self, key: &str) {
+        self.shared.gone.lock().expect("receiver gone").insert(key.to_owned());
     }
 
     /// From now on, records every action and then answers only after `delay`.

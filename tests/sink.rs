@@ -13,7 +13,7 @@ use wiremock::{Mock, MockServer, Request, ResponseTemplate};
 
 use triaged::config::{AuthConfig, CircuitConfig, HumanDuration, RetryConfig, SecretSource, SinkConfig, SinkProfile};
 use triaged::event::{Severity, Status};
-use triaged::incident::rest::{RestSink, SinkBuildError};
+use triaged::incident::rest::{Remote, RestSink, SinkBuildError};
 use triaged::incident::retry::Backoff;
 use triaged::incident::{Action, ActionKind, CiRef, Incident, IncidentState, Member, SinkError};
 use triaged::metrics::Metrics;
@@ -928,4 +928,47 @@ async fn body_matchers_agree_with_the_profiles() {
     let (sink, _) = build(&config(SinkProfile::Servicenow, &server.uri()));
     sink.apply(&sample_action(ActionKind::Open)).await.unwrap();
     server.verify().await;
+}
+
+#[tokio::test]
+async fn incidents_are_looked_up_by_key_where_the_profile_can() {
+    let server = MockServer::start().await;
+    Mock::given(method("GET"))
+        .and(path("/incidents/trg-open"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!({"incident": {"key": "trg-open", "state": "open"}})))
+        .mount(&server)
+        .await;
+    Mock::given(method("GET"))
+        .and(path("/incidents/trg-done"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!({"incident": {"key": "trg-done", "state": "resolved"}})))
+        .mount(&server)
+        .await;
+    Mock::given(method("GET")).and(path("/incidents/trg-gone")).respond_with(ResponseTemplate::new(404)).mount(&server).await;
+    let stop = CancellationToken::new();
+    let generic = RestSink::new(&config(SinkProfile::Generic, &server.uri()), Metrics::new()).unwrap();
+    assert!(generic.can_look_up());
+    assert_eq!(generic.look_up("trg-open", &stop).await.unwrap(), Remote::Open);
+    assert_eq!(generic.look_up("trg-done", &stop).await.unwrap(), Remote::Closed);
+    assert_eq!(generic.look_up("trg-gone", &stop).await.unwrap(), Remote::Missing);
+
+    let sn = MockServer::start().await;
+    for (key, rows) in
+        [("trg-a", json!([{"sys_id": "1", "state": "2"}])), ("trg-b", json!([{"sys_id": "2", "state": "7"}])), ("trg-c", json!([]))]
+    {
+        Mock::given(method("GET"))
+            .and(path("/api/now/table/incident"))
+            .and(query_param("sysparm_query", format!("correlation_id={key}")))
+            .respond_with(ResponseTemplate::new(200).set_body_json(json!({ "result": rows })))
+            .mount(&sn)
+            .await;
+    }
+    let servicenow = RestSink::new(&config(SinkProfile::Servicenow, &sn.uri()), Metrics::new()).unwrap();
+    assert_eq!(servicenow.look_up("trg-a", &stop).await.unwrap(), Remote::Open);
+    assert_eq!(servicenow.look_up("trg-b", &stop).await.unwrap(), Remote::Closed);
+    assert_eq!(servicenow.look_up("trg-c", &stop).await.unwrap(), Remote::Missing);
+
+    let (_dir, rk) = secret_file("R0UTINGKEY0123456789\n");
+    let (pagerduty, _) = build(&pd_config(&server, &rk));
+    assert!(!pagerduty.can_look_up(), "the Events API has no lookup");
+    assert_eq!(pagerduty.look_up("trg-open", &stop).await.unwrap(), Remote::Unknown);
 }

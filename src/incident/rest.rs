@@ -118,6 +118,18 @@ pub(crate) fn read_secret(field: &'static str, src: &SecretSource) -> Result<Sec
     }
 }
 
+/// What an ITSM holds under an incident key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Remote {
+    Open,
+    /// Resolved, closed or canceled there.
+    Closed,
+    /// No record.
+    Missing,
+    /// The profile cannot tell.
+    Unknown,
+}
+
 /// The ITSM sink. Cheap to clone (shared state behind an `Arc`); `Send + Sync`.
 #[derive(Clone)]
 pub struct RestSink {
@@ -271,6 +283,52 @@ impl RestSink {
     /// The backoff policy `deliver` uses.
     pub fn backoff(&self) -> &Backoff {
         &self.inner.backoff
+    }
+
+    /// Whether this profile can look incidents up by key (PagerDuty's
+    /// Events API cannot).
+    pub fn can_look_up(&self) -> bool {
+        !matches!(self.inner.profile, SinkProfile::Pagerduty)
+    }
+
+    /// What the ITSM holds under incident `key`, with the sink's retries.
+    pub async fn look_up(&self, key: &str, shutdown: &CancellationToken) -> Result<Remote, SinkError> {
+        retry::retry(&self.inner.backoff, shutdown, || async move {
+            match self.inner.profile {
+                SinkProfile::Generic => self.generic_look_up(key).await,
+                SinkProfile::Servicenow => self.sn_state(key).await,
+                SinkProfile::Pagerduty => Ok(Remote::Unknown),
+            }
+        })
+        .await
+    }
+
+    async fn generic_look_up(&self, key: &str) -> Result<Remote, SinkError> {
+        let reply = self.send("lookup", Method::GET, self.url(&["incidents", key]), None).await?;
+        if reply.status == StatusCode::NOT_FOUND {
+            return Ok(Remote::Missing);
+        }
+        let body = self.check("lookup", reply)?;
+        let value: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+        let state = value.pointer("/incident/state").or_else(|| value.get("state")).and_then(Value::as_str).unwrap_or("open");
+        Ok(if matches!(state.to_ascii_lowercase().as_str(), "resolved" | "closed") { Remote::Closed } else { Remote::Open })
+    }
+
+    /// ServiceNow incident states 6 (Resolved), 7 (Closed) and 8 (Canceled) are closed.
+    async fn sn_state(&self, key: &str) -> Result<Remote, SinkError> {
+        let mut url = self.url(&["api", "now", "table", "incident"]);
+        url.query_pairs_mut()
+            .append_pair("sysparm_query", &format!("correlation_id={}", key.replace('^', "^^")))
+            .append_pair("sysparm_fields", "sys_id,state")
+            .append_pair("sysparm_limit", "1");
+        let body = self.call("lookup", Method::GET, url, None).await?;
+        let value: Value = serde_json::from_slice(&body).map_err(|_| self.unusable("lookup", &body))?;
+        let rows = value.get("result").and_then(Value::as_array).ok_or_else(|| self.unusable("lookup", &body))?;
+        Ok(match rows.first().and_then(|r| r.get("state")) {
+            None if rows.is_empty() => Remote::Missing,
+            Some(Value::String(st)) if matches!(st.as_str(), "6" | "7" | "8") => Remote::Closed,
+            _ => Remote::Open,
+        })
     }
 
     /// One attempt at applying `action` (possibly several requests, e.g. a
