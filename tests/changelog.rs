@@ -130,7 +130,11 @@ fn run_with_topics(topics: &[(&str, i32)]) -> (std::process::ExitStatus, String)
         if let Some(s) = child.try_wait().unwrap() {
             break s;
         }
-        assert!(Instant::now() < deadline, "triaged kept running with topics {topics:?}");
+        if Instant::now() >= deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("triaged kept running with topics {topics:?}");
+        }
         std::thread::sleep(Duration::from_millis(50));
     };
     let mut stderr = String::new();
