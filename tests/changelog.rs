@@ -11,7 +11,9 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
+use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::mocking::MockCluster;
+use rdkafka::{ClientConfig, Message, Offset, TopicPartitionList};
 
 use triaged::incident::{ActionKind, IncidentState};
 use triaged::receiver::{latest, opened_keys, IncidentReceiver, Received};
@@ -25,6 +27,32 @@ const REKEYED: &str = "triaged-rekeyed";
 const CHANGELOG: &str = "triaged-changelog";
 const REKEYED_PARTITIONS: i32 = 2;
 const MINUTE: Duration = Duration::from_secs(60);
+
+/// Whether the latest changelog record of each incident in `keys` says it is open.
+fn changelog_says_open(brokers: &str, keys: &[String]) -> bool {
+    let consumer: BaseConsumer =
+        ClientConfig::new().set("bootstrap.servers", brokers).set("group.id", "changelog-reader-test").create().unwrap();
+    let mut latest: BTreeMap<Vec<u8>, Option<serde_json::Value>> = BTreeMap::new();
+    for p in 0..REKEYED_PARTITIONS {
+        let (low, high) = consumer.fetch_watermarks(CHANGELOG, p, Duration::from_secs(10)).unwrap();
+        if high <= low {
+            continue;
+        }
+        let mut tpl = TopicPartitionList::new();
+        tpl.add_partition_offset(CHANGELOG, p, Offset::Offset(low)).unwrap();
+        consumer.assign(&tpl).unwrap();
+        let mut at = low;
+        while at < high {
+            if let Some(m) = consumer.poll(Duration::from_secs(10)) {
+                let m = m.unwrap();
+                at = m.offset() + 1;
+                let value = m.payload().and_then(|v| serde_json::from_slice(v).ok());
+                latest.insert(m.key().unwrap_or_default().to_vec(), value);
+            }
+        }
+    }
+    keys.iter().all(|k| latest.values().flatten().any(|v| v["key"].as_str() == Some(k.as_str()) && v["phase"].as_str() == Some("Open")))
+}
 
 fn count(log: &[Received], kind: ActionKind) -> usize {
     log.iter().filter(|r| r.kind == kind).count()
@@ -72,8 +100,15 @@ async fn a_successor_resumes_from_the_changelog_without_reopening() {
     let log = receiver.wait_for(MINUTE, |log| opened_keys(log).len() == 2).await.unwrap_or_else(|l| fail("no two opens", l));
     let keys = opened_keys(&log);
     // Both incidents are open, yet every offset is committed: their state
-    // is in the changelog.
+    // is in the changelog. (A checkpoint taken while they waited out their
+    // group wait also lets the offsets reach the end: wait for the one that
+    // says they are open, or the successor rightly opens them again.)
     wait_end("with the incidents open").await;
+    let deadline = Instant::now() + MINUTE;
+    while !changelog_says_open(&brokers, &keys) {
+        assert!(Instant::now() < deadline, "the changelog never said both incidents are open\n{}", log_tails(logs));
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     assert!(!all_resolved(&receiver.log(), &keys));
     let peak_first = first.peak_rss_mib();
     first.sigkill();
