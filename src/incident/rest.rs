@@ -316,18 +316,13 @@ impl RestSink {
 
     /// ServiceNow incident states 6 (Resolved), 7 (Closed) and 8 (Canceled) are closed.
     async fn sn_state(&self, key: &str) -> Result<Remote, SinkError> {
-        let mut url = self.url(&["api", "now", "table", "incident"]);
-        url.query_pairs_mut()
-            .append_pair("sysparm_query", &format!("correlation_id={}", key.replace('^', "^^")))
-            .append_pair("sysparm_fields", "sys_id,state")
-            .append_pair("sysparm_limit", "1");
-        let body = self.call("lookup", Method::GET, url, None).await?;
-        let value: Value = serde_json::from_slice(&body).map_err(|_| self.unusable("lookup", &body))?;
-        let rows = value.get("result").and_then(Value::as_array).ok_or_else(|| self.unusable("lookup", &body))?;
-        Ok(match rows.first().and_then(|r| r.get("state")) {
-            None if rows.is_empty() => Remote::Missing,
-            Some(Value::String(st)) if matches!(st.as_str(), "6" | "7" | "8") => Remote::Closed,
-            _ => Remote::Open,
+        let (row, _) = self.sn_find(key).await?;
+        Ok(match row {
+            None => Remote::Missing,
+            Some(r) => match r.get("state") {
+                Some(Value::String(st)) if matches!(st.as_str(), "6" | "7" | "8") => Remote::Closed,
+                _ => Remote::Open,
+            },
         })
     }
 
@@ -451,8 +446,9 @@ impl RestSink {
         }
     }
 
-    /// `sys_id` of the incident whose `correlation_id` is `key`, if any.
-    async fn sn_lookup(&self, key: &str) -> Result<Option<String>, SinkError> {
+    /// The first incident row (`sys_id`, `state`) whose `correlation_id` is
+    /// `key`, if any, and the response body (for error excerpts).
+    async fn sn_find(&self, key: &str) -> Result<(Option<Value>, Vec<u8>), SinkError> {
         let mut url = self.url(&["api", "now", "table", "incident"]);
         url.query_pairs_mut()
             // `^` separates encoded-query terms; a literal one is written `^^`.
@@ -462,7 +458,13 @@ impl RestSink {
         let body = self.call("lookup", Method::GET, url, None).await?;
         let value: Value = serde_json::from_slice(&body).map_err(|_| self.unusable("lookup", &body))?;
         let rows = value.get("result").and_then(Value::as_array).ok_or_else(|| self.unusable("lookup", &body))?;
-        match rows.first() {
+        Ok((rows.first().cloned(), body))
+    }
+
+    /// `sys_id` of the incident whose `correlation_id` is `key`, if any.
+    async fn sn_lookup(&self, key: &str) -> Result<Option<String>, SinkError> {
+        let (row, body) = self.sn_find(key).await?;
+        match row {
             None => Ok(None),
             Some(row) => match row.get("sys_id").and_then(Value::as_str) {
                 Some(id) if !id.is_empty() => Ok(Some(id.to_owned())),
