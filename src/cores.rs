@@ -348,7 +348,7 @@ fn add_stats(into: &mut CoreStats, s: &CoreStats) {
 mod tests {
     use super::*;
     use crate::config::CorrelationConfig;
-    use crate::event::{CiHint, Severity, Status};
+    use crate::event::Status;
 
     fn cores(per_partition: bool) -> Cores {
         let rules = Arc::new(RuleSet::default());
@@ -362,19 +362,7 @@ mod tests {
     }
 
     fn event(host: &str, partition: i32, offset: i64, at: DateTime<Utc>) -> Event {
-        Event {
-            source: "native".into(),
-            source_id: None,
-            ci: CiHint { host: Some(host.into()), ..Default::default() },
-            check: "down".into(),
-            severity: Severity::Critical,
-            status: Status::Firing,
-            summary: String::new(),
-            labels: Default::default(),
-            annotations: Default::default(),
-            time: at,
-            origin: Some(Origin { topic: "r".into(), partition, offset }),
-        }
+        Event { origin: Some(Origin { topic: "r".into(), partition, offset }), ..Event::host_down(host, Status::Firing, at) }
     }
 
     fn opened(c: &mut Cores, at: DateTime<Utc>) -> Vec<Action> {

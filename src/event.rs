@@ -161,6 +161,26 @@ impl Event {
 }
 
 #[cfg(test)]
+impl Event {
+    /// A critical `down` alert on `host` from the native source, for tests.
+    pub(crate) fn host_down(host: &str, status: Status, at: DateTime<Utc>) -> Event {
+        Event {
+            source: "native".into(),
+            source_id: None,
+            ci: CiHint { host: Some(host.into()), ..Default::default() },
+            check: "down".into(),
+            severity: Severity::Critical,
+            status,
+            summary: format!("{host} down"),
+            labels: BTreeMap::new(),
+            annotations: BTreeMap::new(),
+            time: at,
+            origin: None,
+        }
+    }
+}
+
+#[cfg(test)]
 mod tests {
     use super::*;
 

@@ -340,7 +340,7 @@ impl Rekeyer {
 mod tests {
     use super::*;
     use crate::config::CorrelationConfig;
-    use crate::event::{CiHint, Severity, Status};
+    use crate::event::Status;
     use std::path::Path;
 
     const CMDB: &str = r#"
@@ -358,19 +358,7 @@ cis:
     }
 
     fn ev(host: &str, status: Status) -> Event {
-        Event {
-            source: "native".into(),
-            source_id: None,
-            ci: CiHint { host: Some(host.into()), ..Default::default() },
-            check: "down".into(),
-            severity: Severity::Critical,
-            status,
-            summary: String::new(),
-            labels: Default::default(),
-            annotations: Default::default(),
-            time: chrono::Utc::now(),
-            origin: None,
-        }
+        Event::host_down(host, status, chrono::Utc::now())
     }
 
     #[test]

@@ -249,7 +249,7 @@ mod tests {
     use super::*;
     use crate::config::CorrelationConfig;
     use crate::correlate::CoreConfig;
-    use crate::event::{CiHint, Event, Status};
+    use crate::event::{Event, Status};
     use crate::incident::Action;
     use crate::rules::RuleSet;
 
@@ -269,19 +269,7 @@ cis:
     }
 
     fn ev(host: &str, status: Status, at: DateTime<Utc>) -> Event {
-        Event {
-            source: "native".into(),
-            source_id: None,
-            ci: CiHint { host: Some(host.into()), ..Default::default() },
-            check: "down".into(),
-            severity: Severity::Critical,
-            status,
-            summary: format!("{host} down"),
-            labels: Default::default(),
-            annotations: Default::default(),
-            time: at,
-            origin: None,
-        }
+        Event::host_down(host, status, at)
     }
 
     /// Ticks at `at` and acknowledges what the tick decided.
