@@ -19,7 +19,7 @@ use triaged::incident::{ActionKind, IncidentState};
 use triaged::receiver::{latest, opened_keys, IncidentReceiver, Received};
 use triaged::topology::Snapshot;
 
-use daemon::{all_resolved, assert_settled, committed_to_end, free_port, log_tails, produce, write_config_with, Daemon, Extra, LogDir};
+use daemon::{all_resolved, assert_settled, free_port, log_tails, produce, wait_rekeyed_to_end, write_config_with, Daemon, Extra, LogDir};
 
 const GROUP: &str = "triaged-changelog";
 const PARTITIONS: i32 = 4;
@@ -80,19 +80,7 @@ async fn a_successor_resumes_from_the_changelog_without_reopening() {
     let fail = |what: &str, log: Vec<Received>| -> Vec<Received> {
         panic!("{what}: {} actions received\n{}", log.len(), log_tails(logs));
     };
-    let correlate_group = format!("{GROUP}.correlate");
-    let wait_end = |what: &'static str| {
-        let (brokers, group) = (brokers.clone(), correlate_group.clone());
-        async move {
-            let deadline = Instant::now() + MINUTE;
-            while !(committed_to_end(&brokers, GROUP, "events", PARTITIONS)
-                && committed_to_end(&brokers, &group, REKEYED, REKEYED_PARTITIONS))
-            {
-                assert!(Instant::now() < deadline, "{what}: offsets not committed to the end\n{}", log_tails(logs));
-                tokio::time::sleep(Duration::from_millis(200)).await;
-            }
-        }
-    };
+    let wait_end = |what: &'static str| wait_rekeyed_to_end(&brokers, GROUP, PARTITIONS, REKEYED, REKEYED_PARTITIONS, logs, what);
 
     let mut ends = BTreeMap::new();
     let first = Daemon::start(&config, logs, 1, port);

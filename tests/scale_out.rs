@@ -9,7 +9,7 @@ mod daemon;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use rdkafka::mocking::MockCluster;
 
@@ -17,7 +17,7 @@ use triaged::incident::{ActionKind, IncidentState};
 use triaged::receiver::{latest, opened_keys, IncidentReceiver, Received};
 use triaged::topology::Snapshot;
 
-use daemon::{all_resolved, assert_settled, committed_to_end, free_port, log_tails, produce, write_config_with, Daemon, Extra, LogDir};
+use daemon::{all_resolved, assert_settled, free_port, log_tails, produce, wait_rekeyed_to_end, write_config_with, Daemon, Extra, LogDir};
 
 const GROUP: &str = "triaged-scale";
 const PARTITIONS: i32 = 4;
@@ -60,12 +60,7 @@ fn outcome(log: &[Received]) -> BTreeMap<String, (Option<String>, usize, Inciden
 }
 
 async fn wait_committed(brokers: &str, logs: &Path, what: &str) {
-    let deadline = Instant::now() + MINUTE;
-    let groups = [(GROUP.to_string(), "events", PARTITIONS), (format!("{GROUP}.correlate"), REKEYED, REKEYED_PARTITIONS)];
-    while !groups.iter().all(|(g, t, n)| committed_to_end(brokers, g, t, *n)) {
-        assert!(Instant::now() < deadline, "{what}: offsets not committed to the end\n{}", log_tails(logs));
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    wait_rekeyed_to_end(brokers, GROUP, PARTITIONS, REKEYED, REKEYED_PARTITIONS, logs, what).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

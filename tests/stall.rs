@@ -19,7 +19,7 @@ use triaged::incident::ActionKind;
 use triaged::receiver::{opened_keys, IncidentReceiver, Received};
 use triaged::topology::Snapshot;
 
-use daemon::{all_resolved, assert_settled, committed_to_end, free_port, log_tails, produce, write_config_with, Daemon, Extra, LogDir};
+use daemon::{all_resolved, assert_settled, free_port, log_tails, produce, wait_rekeyed_to_end, write_config_with, Daemon, Extra, LogDir};
 
 const GROUP: &str = "triaged-stall";
 const PARTITIONS: i32 = 2;
@@ -99,13 +99,7 @@ async fn a_resumed_instance_makes_no_call_for_the_partition_it_lost() {
     produce(&brokers, &storm.recovery, &mut ends).await;
     let keys = opened_keys(&receiver.log());
     receiver.wait_for(MINUTE, |log| all_resolved(log, &keys)).await.unwrap_or_else(|l| fail("not resolved", l));
-    let deadline = Instant::now() + MINUTE;
-    while !(committed_to_end(&brokers, GROUP, "events", PARTITIONS)
-        && committed_to_end(&brokers, &format!("{GROUP}.correlate"), REKEYED, 1))
-    {
-        assert!(Instant::now() < deadline, "offsets not committed to the end\n{}", log_tails(logs));
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    wait_rekeyed_to_end(&brokers, GROUP, PARTITIONS, REKEYED, 1, logs, "after the resolves").await;
     let peak = (stopped.peak_rss_mib(), other.peak_rss_mib());
     stopped.sigterm(Duration::from_secs(15));
     other.sigterm(Duration::from_secs(15));

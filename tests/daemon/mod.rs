@@ -315,6 +315,26 @@ pub fn committed_to_end(brokers: &str, group: &str, topic: &str, partitions: i32
     })
 }
 
+/// Waits, up to a minute, until both stages of a re-keying deployment have
+/// committed to the end: `group` on `events` (`partitions`) and
+/// `<group>.correlate` on `rekeyed` (`rekeyed_partitions`).
+pub async fn wait_rekeyed_to_end(
+    brokers: &str,
+    group: &str,
+    partitions: i32,
+    rekeyed: &str,
+    rekeyed_partitions: i32,
+    logs: &Path,
+    what: &str,
+) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let correlate = format!("{group}.correlate");
+    while !(committed_to_end(brokers, group, "events", partitions) && committed_to_end(brokers, &correlate, rekeyed, rekeyed_partitions)) {
+        assert!(Instant::now() < deadline, "{what}: offsets not committed to the end\n{}", log_tails(logs));
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
 /// Committed offsets of `group` on `topic` partitions `0..partitions`.
 pub fn committed(brokers: &str, group: &str, topic: &str, partitions: i32) -> BTreeMap<i32, Offset> {
     let consumer: BaseConsumer = ClientConfig::new().set("bootstrap.servers", brokers).set("group.id", group).create().unwrap();
