@@ -509,14 +509,21 @@ async fn core_loop(mut l: CoreLoop) -> Summary {
     // Still assigned until the consumer closes: the next owner starts here.
     checkpoint(&mut l, None).await;
     publish_gauges(&mut l);
+    Summary {
+        busy_seconds: first_event.map_or(0.0, |f| last_event.duration_since(f).as_secs_f64()),
+        clean_shutdown: l.core.inflight_actions() == 0,
+        ..counted(&l)
+    }
+}
+
+/// The core's counters as a summary (no time, no verdict yet).
+fn counted(l: &CoreLoop) -> Summary {
     let stats = l.core.stats();
     Summary {
         events: stats.events,
         decisions: stats.decisions.iter().map(|(k, v)| (k.to_string(), *v)).collect(),
         actions: stats.actions.iter().map(|(k, v)| (k.to_string(), *v)).collect(),
-        busy_seconds: first_event.map_or(0.0, |f| last_event.duration_since(f).as_secs_f64()),
-        clean_shutdown: l.core.inflight_actions() == 0,
-        failure: None,
+        ..Summary::default()
     }
 }
 
@@ -690,15 +697,7 @@ async fn checkpoint(l: &mut CoreLoop, only: Option<&[(String, i32)]>) {
 
 fn failed(l: &CoreLoop, why: &str) -> Summary {
     error!("{why}");
-    let stats = l.core.stats();
-    Summary {
-        events: stats.events,
-        decisions: stats.decisions.iter().map(|(k, v)| (k.to_string(), *v)).collect(),
-        actions: stats.actions.iter().map(|(k, v)| (k.to_string(), *v)).collect(),
-        busy_seconds: 0.0,
-        clean_shutdown: false,
-        failure: Some(why.to_string()),
-    }
+    Summary { clean_shutdown: false, failure: Some(why.to_string()), ..counted(l) }
 }
 
 /// Attempts at reading a changelog partition back before the daemon gives up.
