@@ -1,0 +1,169 @@
+//! Memory and load-time figures, each measured in a child process of its own
+//! (`triaged bench --phase ...`) so one phase's heap does not inflate the next.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Instant;
+
+use chrono::Utc;
+use serde::{Deserialize, Serialize};
+
+use crate::correlate::{Core, CoreConfig};
+use crate::rules::RuleSet;
+use crate::topology::{GenParams, Snapshot};
+
+use super::BenchError;
+
+/// One memory figure.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct MemoryFigure {
+    pub what: String,
+    /// Fingerprints held, or CIs loaded.
+    pub items: u64,
+    /// Time to build the state (feed the events, load the file).
+    pub seconds: f64,
+    /// Resident set before the state was built, after, and at its peak (MiB).
+    pub baseline_rss_mib: f64,
+    pub rss_mib: f64,
+    pub peak_rss_mib: f64,
+}
+
+/// (VmRSS, VmHWM) of this process in MiB, from /proc/self/status.
+pub fn rss_mib() -> (f64, f64) {
+    status_rss_mib("/proc/self/status")
+}
+
+/// (VmRSS, VmHWM) of process `pid` in MiB; zeros once it is gone.
+pub fn rss_mib_of(pid: u32) -> (f64, f64) {
+    status_rss_mib(&format!("/proc/{pid}/status"))
+}
+
+fn status_rss_mib(path: &str) -> (f64, f64) {
+    let status = std::fs::read_to_string(path).unwrap_or_default();
+    let field = |name: &str| {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
+            .map_or(0.0, |kib| kib / 1024.0)
+    };
+    (field("VmRSS:"), field("VmHWM:"))
+}
+
+/// Feeds `n` distinct firing alerts (100 checks per CI over a synthetic estate
+/// of `n / 100` CIs) to a core and reports the memory the live fingerprints take.
+pub fn fingerprints(rules_dir: &Path, n: u64) -> Result<MemoryFigure, BenchError> {
+    const CHECKS_PER_CI: u64 = 100;
+    let rules = Arc::new(RuleSet::load_dir(rules_dir).map_err(|e| BenchError::Setup(crate::app::join(&e)))?);
+    let cis = (n / CHECKS_PER_CI).max(1) as usize;
+    let cmdb = super::storm::estate(cis).map_err(BenchError::Setup)?;
+    let vms: Vec<String> = cmdb.cis().iter().filter(|c| c.kind == "vm").map(|c| c.name.clone()).collect();
+    if vms.is_empty() {
+        return Err(BenchError::Setup("the synthetic estate has no VM".into()));
+    }
+    let mut core = Core::new(CoreConfig::from_config(&Default::default()), rules, Arc::new(cmdb));
+    let (baseline, _) = rss_mib();
+    let now = Utc::now();
+    let start = Instant::now();
+    let per_vm = n.div_ceil(vms.len() as u64);
+    let mut fed = 0u64;
+    'outer: for k in 0..per_vm {
+        for vm in &vms {
+            if fed == n {
+                break 'outer;
+            }
+            let payload = format!(
+                r#"{{"status":"firing","alerts":[{{"status":"firing","labels":{{"alertname":"Check{k}","severity":"warning","instance":"{vm}:9100","job":"node"}},"annotations":{{"summary":"check {k} failing"}},"startsAt":"{}"}}]}}"#,
+                now.to_rfc3339()
+            );
+            let events = crate::source::decode::decode(crate::config::Format::Alertmanager, payload.as_bytes(), now)
+                .map_err(|e| BenchError::Setup(format!("generated alert does not decode: {e}")))?;
+            for ev in &events {
+                core.handle(ev, now);
+            }
+            fed += 1;
+            if fed.is_multiple_of(4096) {
+                drop(core.take_actions());
+            }
+        }
+    }
+    drop(core.take_actions());
+    let seconds = start.elapsed().as_secs_f64();
+    let held = core.fingerprint_count() as u64;
+    if held < n {
+        return Err(BenchError::Setup(format!("the core holds {held} fingerprints after {n} distinct alerts")));
+    }
+    let (rss, peak) = rss_mib();
+    std::hint::black_box(&core);
+    Ok(MemoryFigure {
+        what: "live fingerprints".into(),
+        items: held,
+        seconds,
+        baseline_rss_mib: baseline,
+        rss_mib: rss,
+        peak_rss_mib: peak,
+    })
+}
+
+/// Loads a CMDB file and reports the time and memory it took.
+pub fn cmdb_load(path: &Path) -> Result<MemoryFigure, BenchError> {
+    let (baseline, _) = rss_mib();
+    let start = Instant::now();
+    let cmdb = Snapshot::load(path).map_err(|e| BenchError::Setup(format!("{}: {}", path.display(), crate::app::join(&e))))?;
+    let seconds = start.elapsed().as_secs_f64();
+    let (rss, peak) = rss_mib();
+    Ok(MemoryFigure {
+        what: "CMDB load".into(),
+        items: cmdb.len() as u64,
+        seconds,
+        baseline_rss_mib: baseline,
+        rss_mib: rss,
+        peak_rss_mib: peak,
+    })
+}
+
+/// Writes a synthetic CMDB of about `n` CIs as YAML; returns its size in bytes.
+pub fn write_cmdb(path: &Path, n: usize) -> Result<u64, BenchError> {
+    let text = crate::topology::write_yaml(&crate::topology::synthetic(&GenParams::scaled(n)));
+    std::fs::write(path, &text).map_err(|e| BenchError::Io(std::io::Error::new(e.kind(), format!("{}: {e}", path.display()))))?;
+    Ok(text.len() as u64)
+}
+
+/// Runs `exe bench --phase <phase> <args>` and reads the figure it prints.
+pub fn in_child(exe: &Path, phase: &str, args: &[String]) -> Result<MemoryFigure, BenchError> {
+    let out = std::process::Command::new(exe)
+        .arg("bench")
+        .arg("--phase")
+        .arg(phase)
+        .args(args)
+        .stderr(std::process::Stdio::inherit())
+        .output()
+        .map_err(|e| BenchError::Io(std::io::Error::new(e.kind(), format!("{}: {e}", exe.display()))))?;
+    if !out.status.success() {
+        return Err(BenchError::Setup(format!("phase {phase} failed ({})", out.status)));
+    }
+    let text = String::from_utf8_lossy(&out.stdout);
+    serde_json::from_str(text.trim()).map_err(|e| BenchError::Setup(format!("phase {phase} printed {text:?}: {e}")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn distinct_alerts_become_live_fingerprints() {
+        let root = Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../.."));
+        let f = fingerprints(&root.join("rules"), 2_000).unwrap();
+        assert_eq!(f.items, 2_000);
+        assert!(f.rss_mib >= f.baseline_rss_mib && f.peak_rss_mib >= f.rss_mib, "{f:?}");
+    }
+
+    #[test]
+    fn a_written_cmdb_loads_with_its_size() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("cmdb.yaml");
+        assert!(write_cmdb(&path, 2_000).unwrap() > 0);
+        let f = cmdb_load(&path).unwrap();
+        assert!((1_800..2_200).contains(&f.items), "{f:?}");
+    }
+}

@@ -1,0 +1,121 @@
+//! The command line: `triaged check` prints every error of the config, the
+//! rules and the CMDB it names with its file and field or line (exit 2);
+//! `triaged test` runs rule tests (exit 1 with a diff when one fails).
+
+use std::path::Path;
+use std::process::Command;
+
+fn check(config: &Path) -> (i32, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_triaged"))
+        .args(["check", "--config", config.to_str().unwrap()])
+        .env("TRIAGED_SINK_TOKEN", "not-a-real-token")
+        .env("TRIAGED_INGEST_TOKEN", "not-a-real-token")
+        .output()
+        .unwrap();
+    (out.status.code().unwrap_or(-1), String::from_utf8_lossy(&out.stderr).into_owned())
+}
+
+#[test]
+fn shipped_config_passes() {
+    let root = crate::repo();
+    let (code, stderr) = check(&root.join("config/triaged.toml"));
+    assert_eq!(code, 0, "{stderr}");
+}
+
+#[test]
+fn every_error_is_reported_with_its_place() {
+    let root = crate::repo();
+    let dir = tempfile::tempdir().unwrap();
+    let rules = dir.path().join("rules");
+    std::fs::create_dir(&rules).unwrap();
+    std::fs::write(rules.join("bad.yaml"), "rules:\n  - name: x\n    match: { check: { regex: \"([\" } }\n").unwrap();
+    std::fs::write(dir.path().join("cmdb.yaml"), "cis:\n  - { id: a, name: a, type: vm, runs_on: [nowhere] }\n").unwrap();
+    let text = std::fs::read_to_string(root.join("config/triaged.toml")).unwrap();
+    let mut out = String::new();
+    let mut section = String::new();
+    for line in text.lines() {
+        if line.starts_with('[') {
+            section = line.to_string();
+        }
+        let key = line.split('=').next().unwrap_or("").trim();
+        match (section.as_str(), key) {
+            ("[kafka]", "brokers") => out.push_str("brokers = \"\""),
+            ("[rules]", "dir") => out.push_str("dir = \"rules\""),
+            ("[cmdb]", "path") => out.push_str("path = \"cmdb.yaml\""),
+            _ => out.push_str(line),
+        }
+        out.push('\n');
+    }
+    let config = dir.path().join("triaged.toml");
+    std::fs::write(&config, out).unwrap();
+
+    let (code, stderr) = check(&config);
+    assert_eq!(code, 2, "{stderr}");
+    assert!(stderr.contains("triaged.toml: kafka.brokers: must name at least one broker"), "{stderr}");
+    assert!(stderr.contains("bad.yaml:3: rule `x`: match.check: invalid regex"), "{stderr}");
+    assert!(stderr.contains("cmdb.yaml") && stderr.contains("nowhere"), "{stderr}");
+    assert!(stderr.contains("3 error(s)"), "{stderr}");
+}
+
+#[test]
+fn unparsable_config_names_the_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("triaged.toml");
+    std::fs::write(&config, "[kafka]\nbrokers = \"a\"\nnot_a_key = 1\n").unwrap();
+    let (code, stderr) = check(&config);
+    assert_eq!(code, 2, "{stderr}");
+    assert!(stderr.contains("triaged.toml: line 3"), "{stderr}");
+}
+
+fn rule_tests(rules_dir: &Path) -> (i32, String) {
+    let root = crate::repo();
+    let out = Command::new(env!("CARGO_BIN_EXE_triaged"))
+        .args(["test", rules_dir.to_str().unwrap(), "--cmdb", root.join("config/cmdb.yaml").to_str().unwrap()])
+        .output()
+        .unwrap();
+    (out.status.code().unwrap_or(-1), String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+#[test]
+fn shipped_rule_tests_pass() {
+    let (code, stdout) = rule_tests(&crate::repo().join("rules"));
+    assert_eq!(code, 0, "{stdout}");
+    assert!(stdout.contains("0 failed, 0 invalid"), "{stdout}");
+}
+
+#[test]
+fn a_failing_rule_test_exits_1_with_a_diff() {
+    let root = crate::repo();
+    let dir = tempfile::tempdir().unwrap();
+    for e in std::fs::read_dir(root.join("rules")).unwrap() {
+        let p = e.unwrap().path();
+        if p.is_file() {
+            std::fs::copy(&p, dir.path().join(p.file_name().unwrap())).unwrap();
+        }
+    }
+    std::fs::create_dir(dir.path().join("tests")).unwrap();
+    // Expects the heartbeat to open an incident: wrong, it is dropped.
+    std::fs::write(
+        dir.path().join("tests/wrong.yaml"),
+        "description: wrong on purpose\nsteps:\n  - at: 0s\n    events:\n      - { source: alertmanager, check: Watchdog, severity: none }\n  - at: 30s\nexpect:\n  actions: [\"30s open P5 group:x root=- members=1 firing=1\"]\n  decisions: { new: 1 }\n",
+    )
+    .unwrap();
+    let (code, stdout) = rule_tests(dir.path());
+    assert_eq!(code, 1, "{stdout}");
+    assert!(stdout.contains("FAIL") && stdout.contains("  - 30s open P5 group:x root=- members=1 firing=1"), "{stdout}");
+    assert!(stdout.contains("decisions:") && stdout.contains("\"dropped\": 1"), "{stdout}");
+}
+
+#[test]
+fn a_closed_output_pipe_ends_a_report_quietly() {
+    use std::os::unix::process::ExitStatusExt;
+    // The reader is gone before the first line is written, as with `| head`
+    // once it has had enough.
+    let (reader, writer) = std::io::pipe().unwrap();
+    drop(reader);
+    let out =
+        Command::new(env!("CARGO_BIN_EXE_triaged")).current_dir(crate::repo()).args(["test", "rules"]).stdout(writer).output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert_eq!(out.status.signal(), Some(libc::SIGPIPE), "{:?}", out.status);
+}
