@@ -19,8 +19,8 @@ use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 
 use triaged::config::HumanDuration;
 use triaged::incident::ActionKind;
-use triaged::receiver::{latest, opened_keys};
 use triaged::topology::Snapshot;
+use triaged_testkit::itsm::{latest, opened_keys};
 
 const PARTITIONS: i32 = 3;
 const GROUP: &str = "triaged-demo";
@@ -129,7 +129,7 @@ async fn broker_faults_never_move_committed_offsets_backwards() {
         storm.firing.len() + storm.recovery.len(),
         opened_keys(&log).len(),
         readings.len(),
-        triaged::bench::memory::rss_mib().1
+        triaged_testkit::rss::rss_mib().1
     );
     assert!(d.stop().await.clean_shutdown);
 }

@@ -3,7 +3,7 @@
 
 use triaged::demo::{run, DemoArgs};
 use triaged::incident::{ActionKind, IncidentState};
-use triaged::receiver::{latest, opened_keys};
+use triaged_testkit::itsm::{latest, opened_keys};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn demo_storm_becomes_two_incidents() {

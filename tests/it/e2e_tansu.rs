@@ -14,8 +14,8 @@ use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
 use triaged::incident::ActionKind;
-use triaged::receiver::{latest, opened_keys, IncidentReceiver};
 use triaged::topology::Snapshot;
+use triaged_testkit::itsm::{latest, opened_keys, IncidentReceiver};
 
 use daemon::{all_resolved, assert_settled, free_port, log_tails, produce, write_config, Daemon, LogDir};
 

@@ -52,7 +52,7 @@ async fn posted_alerts_become_incidents_and_bad_requests_are_refused() {
     assert_eq!(r.status(), 200, "{}", r.text().await.unwrap());
 
     // Two VMs with no failing upstream: one incident each, opened after the group wait.
-    let members = |log: &[triaged::receiver::Received]| -> usize {
+    let members = |log: &[triaged_testkit::itsm::Received]| -> usize {
         log.iter().filter(|r| r.kind == ActionKind::Open).map(|r| r.incident.members.len()).sum()
     };
     let log = receiver

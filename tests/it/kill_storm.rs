@@ -14,8 +14,8 @@ use rdkafka::mocking::MockCluster;
 use rdkafka::Offset;
 
 use triaged::incident::ActionKind;
-use triaged::receiver::{opened_keys, IncidentReceiver, Received};
 use triaged::topology::Snapshot;
+use triaged_testkit::itsm::{opened_keys, IncidentReceiver, Received};
 
 use daemon::{all_resolved, assert_settled, committed, free_port, log_tails, produce, write_config, Daemon, LogDir};
 

@@ -5,7 +5,6 @@
 mod common;
 mod daemon;
 
-mod bench;
 mod broker_faults;
 mod changelog;
 mod cli;

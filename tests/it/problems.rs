@@ -28,7 +28,7 @@ async fn a_recurring_fault_raises_one_problem_candidate() {
     })
     .await;
     let (producer, receiver, running) = (&d.producer, &d.receiver, &d.running);
-    let count = |kind: ActionKind| move |log: &[triaged::receiver::Received]| log.iter().filter(|r| r.kind == kind).count();
+    let count = |kind: ActionKind| move |log: &[triaged_testkit::itsm::Received]| log.iter().filter(|r| r.kind == kind).count();
     let minute = Duration::from_secs(60);
 
     send(producer, "firing").await;

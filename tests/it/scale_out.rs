@@ -14,8 +14,8 @@ use std::time::Duration;
 use rdkafka::mocking::MockCluster;
 
 use triaged::incident::{ActionKind, IncidentState};
-use triaged::receiver::{latest, opened_keys, IncidentReceiver, Received};
 use triaged::topology::Snapshot;
+use triaged_testkit::itsm::{latest, opened_keys, IncidentReceiver, Received};
 
 use daemon::{all_resolved, assert_settled, free_port, log_tails, produce, wait_rekeyed_to_end, write_config_with, Daemon, Extra, LogDir};
 

@@ -14,8 +14,8 @@ use rdkafka::producer::{FutureProducer, FutureRecord};
 
 use triaged::config::{Config, HumanDuration};
 use triaged::incident::{ActionKind, IncidentState};
-use triaged::receiver::{latest, opened_keys, Received};
 use triaged::topology::Snapshot;
+use triaged_testkit::itsm::{latest, opened_keys, Received};
 
 const THRESHOLD: u32 = 3;
 const CONCURRENCY: usize = 4;
@@ -103,7 +103,7 @@ async fn sustained_503_opens_the_circuit_pauses_consumption_and_loses_nothing() 
         opened_keys(&log).len(),
         log.iter().filter(|r| r.kind == ActionKind::Open).count(),
         m.sink_circuit_opened.get(),
-        triaged::bench::memory::rss_mib().1
+        triaged_testkit::rss::rss_mib().1
     );
 
     assert!(d.stop().await.clean_shutdown);
@@ -175,7 +175,7 @@ async fn a_timeout_after_the_itsm_applied_the_request_duplicates_no_incident() {
     assert_eq!(opened_keys(&log).len(), 2, "{:?}", opens_per_key(&log));
     assert!(latest(&log).iter().all(|r| r.incident.state == IncidentState::Resolved));
     let repeats: usize = opens_per_key(&log).iter().map(|(_, n)| n - 1).sum();
-    let (_, peak) = triaged::bench::memory::rss_mib_of(std::process::id());
+    let (_, peak) = triaged_testkit::rss::rss_mib_of(std::process::id());
     eprintln!(
         "timeout after create: {} events, 2 incidents expected, {} created, {} open requests repeated after a timeout (same key, same record), peak RSS {peak:.0} MiB (test process)",
         storm.firing.len() + storm.recovery.len(),

@@ -15,8 +15,8 @@ use rdkafka::mocking::MockCluster;
 
 use triaged::config::Format;
 use triaged::incident::ActionKind;
-use triaged::receiver::{opened_keys, IncidentReceiver, Received};
 use triaged::topology::Snapshot;
+use triaged_testkit::itsm::{opened_keys, IncidentReceiver, Received};
 
 use daemon::{all_resolved, assert_settled, free_port, log_tails, produce, wait_rekeyed_to_end, write_config_with, Daemon, Extra, LogDir};
 

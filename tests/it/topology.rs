@@ -4,8 +4,8 @@
 use std::path::{Path, PathBuf};
 
 use chrono::{TimeZone, Utc};
-use triaged::topology::generate::example_yaml;
-use triaged::topology::{synthetic, CiType, CmdbFile, Criticality, GenParams, Snapshot};
+use triaged::topology::{CiType, CmdbFile, Criticality, Snapshot};
+use triaged_testkit::cmdb::{example_yaml, synthetic, write_yaml, GenParams};
 
 fn example_path() -> PathBuf {
     crate::repo().join("config/cmdb.yaml")
@@ -85,7 +85,7 @@ fn example_bindings_and_maintenance() {
 #[test]
 fn json_export_loads_the_same_topology() {
     let yaml = example();
-    let model: CmdbFile = serde_yaml::from_str(&std::fs::read_to_string(example_path()).unwrap()).unwrap();
+    let model: CmdbFile = yaml_serde::from_str(&std::fs::read_to_string(example_path()).unwrap()).unwrap();
     let text = serde_json::to_string_pretty(&model).unwrap();
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("cmdb.json");
@@ -117,7 +117,7 @@ fn json_export_loads_the_same_topology() {
 fn generated_topologies_load_from_yaml_and_model() {
     let p = GenParams::scaled(5_000);
     let file = synthetic(&p);
-    let text = triaged::topology::write_yaml(&file);
+    let text = write_yaml(&file);
     let from_text = Snapshot::from_str(Path::new("gen.yaml"), &text, false).unwrap_or_else(|e| panic!("{:?}", &e[..1]));
     let from_model = Snapshot::from_file_model(file).unwrap();
     assert_eq!(from_text.len(), from_model.len());

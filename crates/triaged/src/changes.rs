@@ -73,7 +73,7 @@ fn line_of(text: &str, change_id: &str) -> Option<usize> {
 pub fn apply_calendar(path: &Path, cmdb: &mut Snapshot, max_depth: usize) -> Result<usize, Vec<ChangeError>> {
     let err = |line: Option<usize>, message: String| ChangeError { file: path.to_owned(), line, message };
     let text = std::fs::read_to_string(path).map_err(|e| vec![err(None, format!("cannot read the change calendar: {e}"))])?;
-    let file: CalendarFile = serde_yaml::from_str(&text).map_err(|e| vec![err(e.location().map(|l| l.line()), e.to_string())])?;
+    let file: CalendarFile = yaml_serde::from_str(&text).map_err(|e| vec![err(e.location().map(|l| l.line()), e.to_string())])?;
     let mut errors = Vec::new();
     let mut windows = Vec::new();
     for (i, c) in file.changes.iter().enumerate() {

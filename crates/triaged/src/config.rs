@@ -28,20 +28,9 @@ impl fmt::Display for ConfigError {
 pub struct HumanDuration(pub Duration);
 
 impl HumanDuration {
+    /// See [`crate::duration::parse`].
     pub fn parse(s: &str) -> Result<Duration, String> {
-        let s = s.trim();
-        let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
-        let (num, unit) = s.split_at(split);
-        let n: u64 = num.parse().map_err(|_| format!("`{s}` is not a duration (use e.g. 250ms, 30s, 5m, 2h, 1d)"))?;
-        let d = match unit {
-            "ms" => Duration::from_millis(n),
-            "s" => Duration::from_secs(n),
-            "m" => Duration::from_secs(n * 60),
-            "h" => Duration::from_secs(n * 3600),
-            "d" => Duration::from_secs(n * 86400),
-            _ => return Err(format!("`{s}` has unknown unit `{unit}` (use ms, s, m, h or d)")),
-        };
-        Ok(d)
+        crate::duration::parse(s)
     }
 }
 

@@ -534,7 +534,7 @@ impl Core {
                     "; topology: {} depends on failing {} (distance {dist}) within {}; root cause {root}",
                     self.cmdb.ci(ci).id,
                     self.cmdb.ci(up).id,
-                    fmt_dur(window)
+                    crate::duration::format_span(window)
                 ));
                 if let Some(why) = self.settle_cycle_root(inc_id, ci, ev.time) {
                     reason.push_str(&why);
@@ -551,7 +551,11 @@ impl Core {
                     (id, DecisionKind::Joined)
                 }
                 None => {
-                    reason.push_str(&format!("; topology: no failing upstream of {} within {}", self.cmdb.ci(ci).id, fmt_dur(window)));
+                    reason.push_str(&format!(
+                        "; topology: no failing upstream of {} within {}",
+                        self.cmdb.ci(ci).id,
+                        crate::duration::format_span(window)
+                    ));
                     let id = self.create(scope, Some(ci), &key, now, &reason);
                     (id, DecisionKind::New)
                 }
@@ -569,7 +573,7 @@ impl Core {
                     "; grouped by rule `{rule}` on {} = {:?} within {}",
                     g.by.join(","),
                     values,
-                    fmt_dur(chrono_dur(g.window))
+                    crate::duration::format_span(chrono_dur(g.window))
                 ));
                 (Scope::Group(format!("{rule}:{}", values.join("|"))), chrono_dur(g.window))
             }
@@ -747,8 +751,8 @@ impl Core {
             inc.dirty = true;
             inc.notes.push(format!(
                 "{fp} is flapping ({n} state changes within {}): its changes add no more notes, and the incident resolves only once it has been stable for {}",
-                fmt_dur(window),
-                fmt_dur(window)
+                crate::duration::format_span(window),
+                crate::duration::format_span(window)
             ));
         }
         inc.last_activity = now;
@@ -936,8 +940,8 @@ impl Core {
         let reason = match inc.phase {
             Phase::Pending if all_clear && !flap => format!(
                 "cleared; the fault lasted {} by event time (group wait {}): the incident opens when the group wait ends, then resolves after the hold-down",
-                fmt_dur(lasted.unwrap_or_default()),
-                fmt_dur(self.cfg.group_wait)
+                crate::duration::format_span(lasted.unwrap_or_default()),
+                crate::duration::format_span(self.cfg.group_wait)
             ),
             Phase::Pending if all_clear => {
                 let members: Vec<String> = inc.members.iter().cloned().collect();
@@ -1031,7 +1035,7 @@ impl Core {
                     if now - since >= hold {
                         let inc = self.incidents.get_mut(&id).unwrap();
                         inc.phase = Phase::Resolved { at: now };
-                        inc.notes.push(format!("all member events clear for {}", fmt_dur(hold)));
+                        inc.notes.push(format!("all member events clear for {}", crate::duration::format_span(hold)));
                         self.emit(id, ActionKind::Resolve, now);
                     }
                 }
@@ -1254,19 +1258,6 @@ impl Core {
         inc.reasons.push(why.to_owned());
         self.emit(id, ActionKind::Open, now);
         true
-    }
-}
-
-fn fmt_dur(d: chrono::Duration) -> String {
-    let s = d.num_seconds();
-    if s % 3600 == 0 && s >= 3600 {
-        format!("{}h", s / 3600)
-    } else if s % 60 == 0 && s >= 60 {
-        format!("{}m", s / 60)
-    } else if s > 0 {
-        format!("{s}s")
-    } else {
-        format!("{}ms", d.num_milliseconds())
     }
 }
 

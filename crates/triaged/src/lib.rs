@@ -2,13 +2,13 @@
 //! -> incidents in an ITSM tool. See README.md for the architecture.
 
 pub mod app;
-pub mod bench;
 pub mod changelog;
 pub mod changes;
 pub mod config;
 pub mod cores;
 pub mod correlate;
 pub mod demo;
+pub mod duration;
 pub mod event;
 pub mod explain;
 pub mod incident;
@@ -17,7 +17,6 @@ pub mod metrics;
 pub mod offsets;
 pub mod ownership;
 pub mod problems;
-pub mod receiver;
 pub mod rekey;
 pub mod replay;
 pub mod rules;

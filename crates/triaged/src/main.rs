@@ -98,57 +98,6 @@ enum Cmd {
         #[arg(long)]
         metrics_out: Option<PathBuf>,
     },
-    /// Benchmark one generated storm through triaged (mock cluster), a raw
-    /// consume loop, the core alone, Alertmanager and SEC; measure decision
-    /// latency, fingerprint memory and CMDB load. Writes OUT/results.{json,md}.
-    Bench(Box<BenchCli>),
-}
-
-#[derive(clap::Args, Debug)]
-struct BenchCli {
-    /// Events in the storm.
-    #[arg(long, default_value_t = 1_000_000)]
-    events: usize,
-    /// CIs in the synthetic estate.
-    #[arg(long, default_value_t = 10_000)]
-    cis: usize,
-    /// Share of the CIs that fail.
-    #[arg(long, default_value_t = 0.01)]
-    fault_ratio: f64,
-    /// Partitions of the input topic.
-    #[arg(long, default_value_t = 4)]
-    partitions: i32,
-    /// Raw/triaged alternations (the best of each is reported).
-    #[arg(long, default_value_t = 2)]
-    rounds: u32,
-    /// Alerts fed to Alertmanager and SEC (from the storm's start).
-    #[arg(long, default_value_t = 200_000)]
-    peer_events: usize,
-    /// Produce rate of the latency phase (messages per second).
-    #[arg(long, default_value_t = 20_000)]
-    latency_rate: u64,
-    #[arg(long, default_value_t = 10)]
-    latency_seconds: u64,
-    /// Live fingerprints of the memory phase.
-    #[arg(long, default_value_t = 1_000_000)]
-    fingerprints: u64,
-    /// CMDB sizes of the load phase (comma-separated CI counts).
-    #[arg(long, value_delimiter = ',', default_value = "100000,1000000")]
-    cmdb_sizes: Vec<usize>,
-    /// Phases to leave out (comma-separated).
-    #[arg(long, value_delimiter = ',')]
-    skip: Vec<triaged::bench::Phase>,
-    /// Directory with rules/.
-    #[arg(long, default_value = ".")]
-    root: PathBuf,
-    /// Where results.json and results.md go.
-    #[arg(long, default_value = "target/bench")]
-    out: PathBuf,
-    /// Internal: run one memory phase in this process and print it as JSON.
-    #[arg(long, hide = true)]
-    phase: Option<String>,
-    #[arg(long, hide = true)]
-    cmdb: Option<PathBuf>,
 }
 
 /// The short-lived commands print reports that often go into `head` or a
@@ -167,8 +116,8 @@ fn end_quietly_on_closed_pipe() {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let filter = EnvFilter::try_new(&cli.log).unwrap_or_else(|_| EnvFilter::new("info"));
-    let is_demo = matches!(cli.cmd, Cmd::Demo { .. } | Cmd::Bench(_));
-    // The demo and the benchmark print their own story; keep library logs to
+    let is_demo = matches!(cli.cmd, Cmd::Demo { .. });
+    // The demo prints its own story; keep library logs to
     // warnings unless asked.
     let filter = if is_demo && std::env::var_os("TRIAGED_LOG").is_none() && cli.log == "info" { EnvFilter::new("warn") } else { filter };
     tracing_subscriber::fmt().with_env_filter(filter).with_target(false).init();
@@ -184,7 +133,6 @@ fn main() -> ExitCode {
         }
         Cmd::Run { config } => run(&config),
         Cmd::Demo { listen, repeats, root, metrics_out } => demo(listen, repeats, root, metrics_out),
-        Cmd::Bench(b) => bench(*b),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -387,31 +335,6 @@ fn explain(id: &str, base: &str, json: bool) -> anyhow::Result<()> {
         }
         Ok(())
     })
-}
-
-fn bench(b: BenchCli) -> anyhow::Result<()> {
-    if let Some(phase) = &b.phase {
-        let json = triaged::bench::run_phase(phase, &b.root, b.fingerprints, b.cmdb.as_deref())?;
-        println!("{json}");
-        return Ok(());
-    }
-    let args = triaged::bench::BenchArgs {
-        storm: triaged::bench::storm::StormParams { events: b.events, cis: b.cis, fault_ratio: b.fault_ratio, ..Default::default() },
-        root: b.root,
-        out: b.out.clone(),
-        partitions: b.partitions,
-        rounds: b.rounds,
-        peer_events: b.peer_events,
-        latency_rate: b.latency_rate,
-        latency_seconds: b.latency_seconds,
-        fingerprints: b.fingerprints,
-        cmdb_sizes: b.cmdb_sizes,
-        skip: b.skip,
-    };
-    let results = runtime()?.block_on(triaged::bench::run(args))?;
-    print!("{}", triaged::bench::markdown(&results));
-    println!("\nwritten: {}/results.md and results.json", b.out.display());
-    Ok(())
 }
 
 fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {

@@ -78,7 +78,7 @@ pub struct Metrics {
 
 /// Buckets of `triaged_event_lag_seconds`: fine below 10 ms, since the
 /// decision latency target is a p99 under 5 ms.
-pub(crate) const LAG_BUCKETS: [f64; 21] =
+pub const LAG_BUCKETS: [f64; 21] =
     [0.0005, 0.001, 0.0015, 0.002, 0.003, 0.004, 0.005, 0.0075, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0];
 
 fn counter(reg: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {

@@ -73,7 +73,7 @@ impl ProblemTracker {
                 "{} incident openings or reopenings ({} distinct incidents) with root cause {ci} within {} (threshold {})",
                 incidents.len(),
                 incidents.iter().collect::<std::collections::BTreeSet<_>>().len(),
-                humanize(self.period),
+                crate::duration::format_span(self.period),
                 self.threshold
             ),
             incidents,
@@ -93,16 +93,6 @@ impl ProblemTracker {
         let mut v: Vec<ProblemCandidate> = self.raised.values().cloned().collect();
         v.sort_by(|a, b| b.raised_at.cmp(&a.raised_at).then_with(|| a.ci.cmp(&b.ci)));
         v
-    }
-}
-
-fn humanize(d: chrono::Duration) -> String {
-    let s = d.num_seconds();
-    match s {
-        s if s % 86_400 == 0 => format!("{}d", s / 86_400),
-        s if s % 3_600 == 0 => format!("{}h", s / 3_600),
-        s if s % 60 == 0 => format!("{}m", s / 60),
-        s => format!("{s}s"),
     }
 }
 

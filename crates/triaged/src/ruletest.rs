@@ -196,7 +196,7 @@ pub fn render(t0: DateTime<Utc>, now: DateTime<Utc>, a: &Action) -> String {
 /// Runs the test in `path`.
 pub fn run_file(path: &Path, defaults: &Defaults) -> Result<Outcome, RuleTestError> {
     let text = std::fs::read_to_string(path).map_err(|e| invalid(path, e.to_string()))?;
-    let sc: Scenario = serde_yaml::from_str(&text).map_err(|e| invalid(path, e.to_string()))?;
+    let sc: Scenario = yaml_serde::from_str(&text).map_err(|e| invalid(path, e.to_string()))?;
     let cmdb = match &sc.cmdb {
         Some(rel) => {
             let p = path.parent().unwrap_or(Path::new(".")).join(rel);
@@ -323,28 +323,21 @@ pub fn test_files(dir: &Path) -> Result<Vec<PathBuf>, RuleTestError> {
     Ok(files)
 }
 
-/// A minimal line diff (longest common subsequence): `  ` kept, `- ` only
+/// A line diff (Myers, linear in memory): `  ` kept, `- ` only
 /// expected, `+ ` only actual.
 pub fn line_diff(expected: &[String], actual: &[String]) -> String {
-    let (n, m) = (expected.len(), actual.len());
-    let mut lcs = vec![vec![0usize; m + 1]; n + 1];
-    for i in (0..n).rev() {
-        for j in (0..m).rev() {
-            lcs[i][j] = if expected[i] == actual[j] { lcs[i + 1][j + 1] + 1 } else { lcs[i + 1][j].max(lcs[i][j + 1]) };
-        }
-    }
-    let (mut i, mut j, mut out) = (0, 0, String::new());
-    while i < n || j < m {
-        if i < n && j < m && expected[i] == actual[j] {
-            out.push_str(&format!("    {}\n", expected[i]));
-            i += 1;
-            j += 1;
-        } else if i < n && (j == m || lcs[i + 1][j] >= lcs[i][j + 1]) {
-            out.push_str(&format!("  - {}\n", expected[i]));
-            i += 1;
-        } else {
-            out.push_str(&format!("  + {}\n", actual[j]));
-            j += 1;
+    use similar::{capture_diff_slices, Algorithm, ChangeTag};
+    let mut out = String::new();
+    for op in capture_diff_slices(Algorithm::Myers, expected, actual) {
+        for change in op.iter_changes(expected, actual) {
+            let mark = match change.tag() {
+                ChangeTag::Equal => "    ",
+                ChangeTag::Delete => "  - ",
+                ChangeTag::Insert => "  + ",
+            };
+            out.push_str(mark);
+            out.push_str(change.value_ref());
+            out.push('\n');
         }
     }
     out

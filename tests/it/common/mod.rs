@@ -10,7 +10,7 @@ use tokio_util::sync::CancellationToken;
 
 use triaged::app::{Running, Summary};
 use triaged::config::Config;
-use triaged::receiver::IncidentReceiver;
+use triaged_testkit::itsm::IncidentReceiver;
 
 /// A daemon running in this process, fed through the mock cluster.
 pub struct InProcess {

@@ -14,7 +14,7 @@ use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 
 use triaged::demo::Storm;
 use triaged::incident::{ActionKind, IncidentState};
-use triaged::receiver::{latest, opened_keys, Received};
+use triaged_testkit::itsm::{latest, opened_keys, Received};
 
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
@@ -52,7 +52,7 @@ impl Daemon {
 
     /// Peak resident set (VmHWM) so far, in MiB.
     pub fn peak_rss_mib(&self) -> f64 {
-        triaged::bench::memory::rss_mib_of(self.child.id()).1
+        triaged_testkit::rss::rss_mib_of(self.child.id()).1
     }
 
     /// Sends `signal` (SIGSTOP, SIGCONT...) to the process.

@@ -415,7 +415,7 @@ fn rule_line(text: &str, name: &str, nth: usize) -> usize {
 }
 
 fn parse_file(path: &Path, text: &str, errors: &mut Vec<RuleError>) -> Vec<Rule> {
-    let spec: FileSpec = match serde_yaml::from_str(text) {
+    let spec: FileSpec = match yaml_serde::from_str(text) {
         Ok(s) => s,
         Err(e) => {
             errors.push(RuleError { file: path.to_owned(), line: e.location().map(|l| l.line()), message: e.to_string() });

@@ -534,7 +534,7 @@ pub(crate) fn producer_config(cfg: &KafkaConfig) -> ClientConfig {
 /// Produces `messages` (key, payload) to `topic`, each on the partition
 /// `partition_of` gives it (or by key), and waits for every delivery. A full
 /// producer queue is waited out: half of what is queued is delivered first.
-pub(crate) async fn produce_all(
+pub async fn produce_all(
     producer: &FutureProducer,
     topic: &str,
     messages: &[(String, Vec<u8>)],
@@ -576,7 +576,7 @@ pub(crate) async fn produce_all(
     Ok(())
 }
 
-pub(crate) fn consumer_config(cfg: &KafkaConfig) -> ClientConfig {
+pub fn consumer_config(cfg: &KafkaConfig) -> ClientConfig {
     let mut cc = ClientConfig::new();
     for (k, v) in &cfg.options {
         cc.set(k, v);

@@ -28,10 +28,8 @@ pub(super) fn parse(path: &Path, text: &str, json: bool) -> Result<CmdbFile, Vec
                 err(Some(e.line()), Some(e.column()), msg)
             }
         })
-    } else if let Some(model) = super::fastyaml::parse(text) {
-        Ok(model)
     } else {
-        serde_yaml::from_str(text).map_err(|e| match e.location() {
+        yaml_serde::from_str(text).map_err(|e| match e.location() {
             Some(l) => err(Some(l.line()), Some(l.column()), strip_location(e.to_string(), l.line(), l.column())),
             None => err(None, None, e.to_string()),
         })

@@ -33,20 +33,17 @@
 //! meshes) are allowed; every traversal keeps a visited set.
 
 mod build;
-mod fastyaml;
-pub mod generate;
 mod model;
 #[cfg(test)]
 mod tests;
 
-use std::collections::{BTreeMap, HashMap, HashSet};
-use std::hash::{BuildHasherDefault, Hasher};
+use std::collections::BTreeMap;
+
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 
 use chrono::{DateTime, Utc};
 
-pub use generate::{synthetic, write_yaml, GenParams};
 pub use model::{CiSpec, CiType, CmdbFile, Criticality, MaintenanceWindow, RelKind};
 
 /// Index of a CI inside one [`Snapshot`] (not stable across reloads: re-bind by id).
@@ -288,7 +285,7 @@ impl Snapshot {
         if max_depth == 0 {
             return None;
         }
-        let mut seen: HashSet<CiIdx, BuildHasherDefault<FxHasher>> = HashSet::with_capacity_and_hasher(16, Default::default());
+        let mut seen: rustc_hash::FxHashSet<CiIdx> = rustc_hash::FxHashSet::with_capacity_and_hasher(16, Default::default());
         seen.insert(start);
         let mut head = out.len();
         let mut cur = (start, 0u32);
@@ -374,68 +371,10 @@ fn short_host(key: &str) -> Option<&str> {
     Some(&key[..dot])
 }
 
-/// Hash maps keyed by CMDB content (trusted input, so no DoS-resistant hashing):
-/// a multiply-rotate hash like rustc's FxHash, several times faster than SipHash
-/// on short names, which matters with millions of keys.
-pub(crate) type FastMap<K, V> = HashMap<K, V, BuildHasherDefault<FxHasher>>;
-
-#[derive(Default, Clone, Copy)]
-pub(crate) struct FxHasher(u64);
-
-impl FxHasher {
-    #[inline]
-    fn add(&mut self, w: u64) {
-        self.0 = (self.0.rotate_left(5) ^ w).wrapping_mul(0x51_7c_c1_b7_27_22_0a_95);
-    }
-}
-
-impl Hasher for FxHasher {
-    #[inline]
-    fn write(&mut self, bytes: &[u8]) {
-        let mut chunks = bytes.chunks_exact(8);
-        for c in &mut chunks {
-            self.add(u64::from_le_bytes(c.try_into().expect("8 bytes")));
-        }
-        let rest = chunks.remainder();
-        if !rest.is_empty() {
-            let mut buf = [0u8; 8];
-            buf[..rest.len()].copy_from_slice(rest);
-            self.add(u64::from_le_bytes(buf) ^ ((rest.len() as u64) << 59));
-        }
-    }
-
-    #[inline]
-    fn write_u8(&mut self, i: u8) {
-        self.add(i as u64);
-    }
-
-    #[inline]
-    fn write_u16(&mut self, i: u16) {
-        self.add(i as u64);
-    }
-
-    #[inline]
-    fn write_u32(&mut self, i: u32) {
-        self.add(i as u64);
-    }
-
-    #[inline]
-    fn write_u64(&mut self, i: u64) {
-        self.add(i);
-    }
-
-    #[inline]
-    fn write_usize(&mut self, i: usize) {
-        self.add(i as u64);
-    }
-
-    #[inline]
-    fn finish(&self) -> u64 {
-        // hashbrown takes its control byte from the top bits: fold the well-mixed
-        // high half down as well.
-        self.0 ^ (self.0 >> 32)
-    }
-}
+/// Hash maps keyed by CMDB content (trusted input, so no DoS-resistant
+/// hashing): rustc's FxHash, several times faster than SipHash on short names,
+/// which matters with millions of keys.
+pub(crate) type FastMap<K, V> = rustc_hash::FxHashMap<K, V>;
 
 /// A fixed-size visited set.
 struct BitSet(Vec<u64>);

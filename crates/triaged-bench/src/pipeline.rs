@@ -11,15 +11,15 @@ use rdkafka::util::Timeout;
 use rdkafka::{ClientConfig, Message};
 use tokio_util::sync::CancellationToken;
 
-use crate::app;
-use crate::config::Config;
-use crate::correlate::{Core, CoreConfig};
-use crate::metrics::LAG_BUCKETS;
-use crate::receiver::IncidentReceiver;
-use crate::rules::RuleSet;
-use crate::topology::Snapshot;
+use triaged::app;
+use triaged::config::Config;
+use triaged::correlate::{Core, CoreConfig};
+use triaged::demo::itsm::IncidentReceiver;
+use triaged::metrics::LAG_BUCKETS;
+use triaged::rules::RuleSet;
+use triaged::topology::Snapshot;
 
-use super::BenchError;
+use crate::BenchError;
 
 /// The topic the storm is produced into (the demo configuration's input).
 pub const TOPIC: &str = "events";
@@ -32,7 +32,7 @@ pub struct Cluster {
 
 impl Cluster {
     pub fn start(partitions: i32) -> Result<Cluster, BenchError> {
-        let (brokers, stop) = crate::demo::start_mock_cluster(&[(TOPIC, partitions), ("triaged-dead-letter", 1)])
+        let (brokers, stop) = triaged::demo::start_mock_cluster(&[(TOPIC, partitions), ("triaged-dead-letter", 1)])
             .map_err(|e| BenchError::Kafka(e.to_string()))?;
         Ok(Cluster { brokers, _stop: stop })
     }
@@ -114,7 +114,7 @@ pub async fn preload(brokers: &str, messages: &[(String, Vec<u8>)], partition_of
 
 async fn produce_all(brokers: &str, messages: &[(String, Vec<u8>)], partition_of: &[i32]) -> Result<(), BenchError> {
     let producer = producer(brokers, 20)?;
-    crate::source::kafka::produce_all(&producer, TOPIC, messages, Some(partition_of)).await.map_err(|e| kafka(format!("produce: {e}")))
+    triaged::source::kafka::produce_all(&producer, TOPIC, messages, Some(partition_of)).await.map_err(|e| kafka(format!("produce: {e}")))
 }
 
 fn delivered<C>(r: Result<rdkafka::producer::future_producer::OwnedDeliveryResult, C>) -> Result<(), BenchError> {
@@ -155,7 +155,7 @@ pub(crate) fn per_second(count: u64, seconds: f64) -> f64 {
 pub async fn raw_consume(cfg: &Config, group: &str, expected: u64, limit: Duration) -> Result<Throughput, BenchError> {
     let mut kcfg = cfg.kafka.clone();
     kcfg.group_id = group.into();
-    let consumer: StreamConsumer = crate::source::kafka::consumer_config(&kcfg).create().map_err(kafka)?;
+    let consumer: StreamConsumer = triaged::source::kafka::consumer_config(&kcfg).create().map_err(kafka)?;
     consumer.subscribe(&[TOPIC]).map_err(kafka)?;
     let deadline = tokio::time::Instant::now() + limit;
     let mut first = None;
@@ -203,7 +203,7 @@ pub async fn triaged(cfg: Config, expected: u64, limit: Duration) -> Result<EndT
     let (receiver, shutdown, running) = start_daemon(cfg).await?;
     let deadline = Instant::now() + limit;
     let handled = &running.metrics.messages_handled;
-    let throughput = crate::demo::time_until_handled(handled, expected, limit)
+    let throughput = triaged::demo::time_until_handled(handled, expected, limit)
         .await
         .map(|(n, took)| Throughput::new(n, took))
         .ok_or_else(|| BenchError::Timeout(limit, format!("triaged handled {} of {expected} messages", handled.get())))?;
@@ -226,7 +226,7 @@ pub async fn triaged(cfg: Config, expected: u64, limit: Duration) -> Result<EndT
         events: summary.events,
         decisions: summary.decisions,
         sink_calls: log.len() as u64,
-        incidents: crate::receiver::opened_keys(&log).len() as u64,
+        incidents: triaged::demo::itsm::opened_keys(&log).len() as u64,
     })
 }
 
@@ -280,7 +280,7 @@ pub async fn raw_latency(cfg: &Config, messages: &[(String, Vec<u8>)], rate: u64
     let mut kcfg = cfg.kafka.clone();
     kcfg.group_id = "bench-raw-latency".into();
     kcfg.options.insert("fetch.wait.max.ms".into(), MOCK_FETCH_WAIT_MS.to_string());
-    let consumer: StreamConsumer = crate::source::kafka::consumer_config(&kcfg).create().map_err(kafka)?;
+    let consumer: StreamConsumer = triaged::source::kafka::consumer_config(&kcfg).create().map_err(kafka)?;
     consumer.subscribe(&[TOPIC]).map_err(kafka)?;
     let histogram = prometheus::Histogram::with_opts(prometheus::HistogramOpts::new("raw", "raw").buckets(LAG_BUCKETS.to_vec()))
         .map_err(|e| BenchError::Setup(e.to_string()))?;
@@ -393,7 +393,7 @@ pub fn core_pass(rules: &std::sync::Arc<RuleSet>, cmdb: &std::sync::Arc<Snapshot
     let start = Instant::now();
     let mut events = 0u64;
     for (_, payload) in messages {
-        if let Ok(evs) = crate::source::decode::decode(crate::config::Format::Auto, payload, received) {
+        if let Ok(evs) = triaged::source::decode::decode(triaged::config::Format::Auto, payload, received) {
             for ev in &evs {
                 std::hint::black_box(core.handle(ev, received));
                 events += 1;

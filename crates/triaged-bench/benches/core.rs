@@ -1,5 +1,5 @@
 //! The correlation core alone, single thread, from memory: decode + dedup +
-//! correlate a generated storm (`triaged::bench::storm`), fresh core state per
+//! correlate a generated storm (`triaged_testkit::storm`), fresh core state per
 //! pass. `cargo bench --bench core`; the whole-system comparison is
 //! `scripts/bench`.
 
@@ -7,8 +7,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
-use triaged::bench::pipeline::core_pass;
-use triaged::bench::storm::{Storm, StormParams};
+use triaged_bench::pipeline::core_pass;
+use triaged_testkit::storm::{Storm, StormParams};
 
 fn core(c: &mut Criterion) {
     let root = std::path::Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../.."));

@@ -67,9 +67,10 @@ use tokio::process::{Child, Command};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
-use super::pipeline::per_second;
-use super::storm::{Alert, Storm};
-use crate::incident::rest::error_chain;
+use triaged::incident::rest::error_chain;
+use triaged_testkit::storm::{Alert, Storm};
+
+use crate::pipeline::per_second;
 
 /// Alerts per `POST /api/v2/alerts` (Prometheus' notifier `DefaultMaxBatchSize`).
 pub const AM_BATCH: usize = 256;
@@ -306,7 +307,7 @@ impl Drop for Webhook {
 /// The Alertmanager configuration used by the benchmark, notifying `webhook`.
 pub fn alertmanager_config(webhook: &str) -> String {
     format!(
-        r#"# Written by triaged bench (src/bench/peers.rs).
+        r#"# Written by triaged-bench (crates/triaged-bench/src/peers.rs).
 route:
   receiver: bench
   group_by: ['site', 'alertname']
@@ -468,7 +469,7 @@ async fn alertmanager_run(storm: &Storm, limit: usize, workdir: &Path) -> Result
 /// (relative to SEC's working directory; no whitespace).
 pub fn sec_rules(actions: &str) -> String {
     format!(
-        r#"# Written by triaged bench (src/bench/peers.rs).
+        r#"# Written by triaged-bench (crates/triaged-bench/src/peers.rs).
 # Dedup + open/resolve: one operation per alert stream (ci + alert). The first
 # FIRING line opens it, its repeats are consumed, its RESOLVED line resolves it.
 type=Pair
@@ -617,7 +618,7 @@ mod tests {
     use chrono::DateTime;
 
     use super::*;
-    use crate::bench::storm::StormParams;
+    use triaged_testkit::storm::StormParams;
 
     fn small() -> Storm {
         let p = StormParams { events: 5_000, cis: 2_000, fault_ratio: 0.01, span: Duration::from_secs(10) };

@@ -1,5 +1,5 @@
 //! Memory and load-time figures, each measured in a child process of its own
-//! (`triaged bench --phase ...`) so one phase's heap does not inflate the next.
+//! (`triaged-bench --phase ...`) so one phase's heap does not inflate the next.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -8,11 +8,13 @@ use std::time::Instant;
 use chrono::Utc;
 use serde::{Deserialize, Serialize};
 
-use crate::correlate::{Core, CoreConfig};
-use crate::rules::RuleSet;
-use crate::topology::{GenParams, Snapshot};
+use triaged::correlate::{Core, CoreConfig};
+use triaged::rules::RuleSet;
+use triaged::topology::Snapshot;
+use triaged_testkit::cmdb::{synthetic, GenParams};
+use triaged_testkit::storm::estate;
 
-use super::BenchError;
+use crate::{join, BenchError};
 
 /// One memory figure.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -28,35 +30,15 @@ pub struct MemoryFigure {
     pub peak_rss_mib: f64,
 }
 
-/// (VmRSS, VmHWM) of this process in MiB, from /proc/self/status.
-pub fn rss_mib() -> (f64, f64) {
-    status_rss_mib("/proc/self/status")
-}
-
-/// (VmRSS, VmHWM) of process `pid` in MiB; zeros once it is gone.
-pub fn rss_mib_of(pid: u32) -> (f64, f64) {
-    status_rss_mib(&format!("/proc/{pid}/status"))
-}
-
-fn status_rss_mib(path: &str) -> (f64, f64) {
-    let status = std::fs::read_to_string(path).unwrap_or_default();
-    let field = |name: &str| {
-        status
-            .lines()
-            .find_map(|l| l.strip_prefix(name))
-            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
-            .map_or(0.0, |kib| kib / 1024.0)
-    };
-    (field("VmRSS:"), field("VmHWM:"))
-}
+pub use triaged_testkit::rss::{rss_mib, rss_mib_of};
 
 /// Feeds `n` distinct firing alerts (100 checks per CI over a synthetic estate
 /// of `n / 100` CIs) to a core and reports the memory the live fingerprints take.
 pub fn fingerprints(rules_dir: &Path, n: u64) -> Result<MemoryFigure, BenchError> {
     const CHECKS_PER_CI: u64 = 100;
-    let rules = Arc::new(RuleSet::load_dir(rules_dir).map_err(|e| BenchError::Setup(crate::app::join(&e)))?);
+    let rules = Arc::new(RuleSet::load_dir(rules_dir).map_err(|e| BenchError::Setup(join(&e)))?);
     let cis = (n / CHECKS_PER_CI).max(1) as usize;
-    let cmdb = super::storm::estate(cis).map_err(BenchError::Setup)?;
+    let cmdb = estate(cis).map_err(BenchError::Setup)?;
     let vms: Vec<String> = cmdb.cis().iter().filter(|c| c.kind == "vm").map(|c| c.name.clone()).collect();
     if vms.is_empty() {
         return Err(BenchError::Setup("the synthetic estate has no VM".into()));
@@ -76,7 +58,7 @@ pub fn fingerprints(rules_dir: &Path, n: u64) -> Result<MemoryFigure, BenchError
                 r#"{{"status":"firing","alerts":[{{"status":"firing","labels":{{"alertname":"Check{k}","severity":"warning","instance":"{vm}:9100","job":"node"}},"annotations":{{"summary":"check {k} failing"}},"startsAt":"{}"}}]}}"#,
                 now.to_rfc3339()
             );
-            let events = crate::source::decode::decode(crate::config::Format::Alertmanager, payload.as_bytes(), now)
+            let events = triaged::source::decode::decode(triaged::config::Format::Alertmanager, payload.as_bytes(), now)
                 .map_err(|e| BenchError::Setup(format!("generated alert does not decode: {e}")))?;
             for ev in &events {
                 core.handle(ev, now);
@@ -109,7 +91,7 @@ pub fn fingerprints(rules_dir: &Path, n: u64) -> Result<MemoryFigure, BenchError
 pub fn cmdb_load(path: &Path) -> Result<MemoryFigure, BenchError> {
     let (baseline, _) = rss_mib();
     let start = Instant::now();
-    let cmdb = Snapshot::load(path).map_err(|e| BenchError::Setup(format!("{}: {}", path.display(), crate::app::join(&e))))?;
+    let cmdb = Snapshot::load(path).map_err(|e| BenchError::Setup(format!("{}: {}", path.display(), join(&e))))?;
     let seconds = start.elapsed().as_secs_f64();
     let (rss, peak) = rss_mib();
     Ok(MemoryFigure {
@@ -122,17 +104,17 @@ pub fn cmdb_load(path: &Path) -> Result<MemoryFigure, BenchError> {
     })
 }
 
-/// Writes a synthetic CMDB of about `n` CIs as YAML; returns its size in bytes.
+/// Writes a synthetic CMDB of about `n` CIs as JSON (the format for big
+/// estates); returns its size in bytes.
 pub fn write_cmdb(path: &Path, n: usize) -> Result<u64, BenchError> {
-    let text = crate::topology::write_yaml(&crate::topology::synthetic(&GenParams::scaled(n)));
+    let text = serde_json::to_string(&synthetic(&GenParams::scaled(n))).map_err(|e| BenchError::Setup(e.to_string()))?;
     std::fs::write(path, &text).map_err(|e| BenchError::Io(std::io::Error::new(e.kind(), format!("{}: {e}", path.display()))))?;
     Ok(text.len() as u64)
 }
 
-/// Runs `exe bench --phase <phase> <args>` and reads the figure it prints.
+/// Runs `exe --phase <phase> <args>` and reads the figure it prints.
 pub fn in_child(exe: &Path, phase: &str, args: &[String]) -> Result<MemoryFigure, BenchError> {
     let out = std::process::Command::new(exe)
-        .arg("bench")
         .arg("--phase")
         .arg(phase)
         .args(args)
@@ -161,7 +143,7 @@ mod tests {
     #[test]
     fn a_written_cmdb_loads_with_its_size() {
         let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("cmdb.yaml");
+        let path = dir.path().join("cmdb.json");
         assert!(write_cmdb(&path, 2_000).unwrap() > 0);
         let f = cmdb_load(&path).unwrap();
         assert!((1_800..2_200).contains(&f.items), "{f:?}");

@@ -1,4 +1,4 @@
-//! `triaged bench`: one generated storm through `triaged` and its peers,
+//! `triaged-bench`: one generated storm through `triaged` and its peers,
 //! measured in one run, written as `results.json` and `results.md` (the
 //! plot is drawn from the JSON by `scripts/plot-bench.py`).
 //!
@@ -11,7 +11,6 @@
 pub mod memory;
 pub mod peers;
 pub mod pipeline;
-pub mod storm;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -23,7 +22,7 @@ use serde::Serialize;
 use self::memory::MemoryFigure;
 use self::peers::PeerResult;
 use self::pipeline::{Cluster, EndToEnd, Latency, Throughput};
-use self::storm::{Storm, StormParams};
+use triaged_testkit::storm::{Storm, StormParams};
 
 /// Benchmark failures; each names the phase's subject.
 #[derive(Debug, thiserror::Error)]
@@ -41,7 +40,7 @@ pub enum BenchError {
 }
 
 /// Phases that can be left out.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, clap::ValueEnum, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Phase {
     Kafka,
@@ -53,7 +52,40 @@ pub enum Phase {
     Cmdb,
 }
 
-/// Benchmark knobs (`triaged bench --help`).
+impl Phase {
+    pub const ALL: [Phase; 7] =
+        [Phase::Kafka, Phase::Core, Phase::Alertmanager, Phase::Sec, Phase::Latency, Phase::Fingerprints, Phase::Cmdb];
+
+    /// The name `--skip` takes.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Phase::Kafka => "kafka",
+            Phase::Core => "core",
+            Phase::Alertmanager => "alertmanager",
+            Phase::Sec => "sec",
+            Phase::Latency => "latency",
+            Phase::Fingerprints => "fingerprints",
+            Phase::Cmdb => "cmdb",
+        }
+    }
+}
+
+impl std::str::FromStr for Phase {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Phase, String> {
+        Phase::ALL
+            .into_iter()
+            .find(|p| p.as_str() == s)
+            .ok_or_else(|| format!("unknown phase `{s}` (one of {})", Phase::ALL.map(Phase::as_str).join(", ")))
+    }
+}
+
+/// Errors as one line.
+pub(crate) fn join<T: std::fmt::Display>(errs: &[T]) -> String {
+    errs.iter().map(|e| e.to_string()).collect::<Vec<_>>().join("; ")
+}
+
+/// Benchmark knobs (`triaged-bench --help`).
 #[derive(Debug, Clone)]
 pub struct BenchArgs {
     pub storm: StormParams,
@@ -136,7 +168,7 @@ pub async fn run(args: BenchArgs) -> Result<Results, BenchError> {
         partitions: args.partitions,
     };
     progress(format!("{:?}", r.storm));
-    let cmdb_path = args.out.join("storm-cmdb.yaml");
+    let cmdb_path = args.out.join("storm-cmdb.json");
     memory::write_cmdb(&cmdb_path, args.storm.cis)?;
 
     if on(Phase::Kafka) {
@@ -160,8 +192,7 @@ pub async fn run(args: BenchArgs) -> Result<Results, BenchError> {
         }
     }
     if on(Phase::Core) {
-        let rules =
-            Arc::new(crate::rules::RuleSet::load_dir(&args.root.join("rules")).map_err(|e| BenchError::Setup(crate::app::join(&e)))?);
+        let rules = Arc::new(triaged::rules::RuleSet::load_dir(&args.root.join("rules")).map_err(|e| BenchError::Setup(join(&e)))?);
         let cmdb = Arc::new(storm.cmdb.clone());
         let (events, elapsed) = pipeline::core_pass(&rules, &cmdb, &messages);
         let t = Throughput::new(events, elapsed);
@@ -215,7 +246,7 @@ pub async fn run(args: BenchArgs) -> Result<Results, BenchError> {
     }
     if on(Phase::Cmdb) {
         for &n in &args.cmdb_sizes {
-            let path = args.out.join(format!("cmdb-{n}.yaml"));
+            let path = args.out.join(format!("cmdb-{n}.json"));
             let bytes = memory::write_cmdb(&path, n)?;
             progress(format!("CMDB load: {n} CIs, {} MiB of YAML", bytes / 1048576));
             let f = memory::in_child(&exe, "cmdb-load", &["--cmdb".into(), path.display().to_string()])?;
@@ -230,8 +261,8 @@ pub async fn run(args: BenchArgs) -> Result<Results, BenchError> {
 
 /// The daemon configuration for the Kafka phases: the demo's, over the
 /// storm's estate, with the default correlation timers.
-fn config(args: &BenchArgs, brokers: &str, cmdb: &Path, group: &str) -> crate::config::Config {
-    let mut cfg = crate::demo::demo_config(&args.root, brokers, "http://127.0.0.1:9", "127.0.0.1:0");
+fn config(args: &BenchArgs, brokers: &str, cmdb: &Path, group: &str) -> triaged::config::Config {
+    let mut cfg = triaged::demo::demo_config(&args.root, brokers, "http://127.0.0.1:9", "127.0.0.1:0");
     cfg.kafka.group_id = group.into();
     cfg.cmdb.path = cmdb.to_path_buf();
     cfg

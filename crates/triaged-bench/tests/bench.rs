@@ -1,5 +1,5 @@
-//! `triaged bench` end to end at a small scale: every phase but the peers
-//! (their drivers are tested in `bench::peers`), checked through the
+//! `triaged-bench` end to end at a small scale: every phase but the peers
+//! (their drivers are tested in `peers`), checked through the
 //! results it writes.
 
 use std::process::Command;
@@ -7,9 +7,9 @@ use std::process::Command;
 #[test]
 fn bench_writes_every_figure_of_a_small_run() {
     let out = tempfile::tempdir().unwrap();
-    let status = Command::new(env!("CARGO_BIN_EXE_triaged"))
-        .current_dir(crate::repo())
-        .args(["bench", "--events", "20000", "--cis", "2000", "--rounds", "1", "--latency-rate", "5000", "--latency-seconds", "1"])
+    let status = Command::new(env!("CARGO_BIN_EXE_triaged-bench"))
+        .current_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/../.."))
+        .args(["--events", "20000", "--cis", "2000", "--rounds", "1", "--latency-rate", "5000", "--latency-seconds", "1"])
         .args(["--fingerprints", "20000", "--cmdb-sizes", "2000", "--skip", "alertmanager,sec", "--out"])
         .arg(out.path())
         .status()
@@ -61,7 +61,7 @@ fn bench_writes_every_figure_of_a_small_run() {
 
 #[test]
 fn bench_rejects_an_unknown_phase_by_name() {
-    let out = Command::new(env!("CARGO_BIN_EXE_triaged")).args(["bench", "--skip", "kafka,nonsense"]).output().unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_triaged-bench")).args(["--skip", "kafka,nonsense"]).output().unwrap();
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("nonsense") && err.contains("alertmanager"), "{err}");

@@ -12,7 +12,9 @@
 use chrono::{DateTime, Duration, Utc};
 use serde_json::json;
 
-use crate::topology::{CiIdx, GenParams, Snapshot};
+use triaged::topology::{CiIdx, Snapshot};
+
+use crate::cmdb::{synthetic, GenParams};
 
 /// Downstream symptoms raised per failing CI, nearest first.
 pub const MAX_SYMPTOMS: usize = 20;
@@ -57,7 +59,7 @@ pub struct Storm {
 }
 
 /// Alert name and severity of a CI kind, the same check the Kafka rendering
-/// reports in its source's own format (see `demo::message`).
+/// reports in its source's own format (see `triaged::demo::message`).
 pub fn check_of(kind: &str) -> (&'static str, &'static str) {
     match kind {
         "switch" | "router" | "firewall" | "load_balancer" | "storage" => ("IcmpUnreachable", "critical"),
@@ -71,8 +73,8 @@ pub fn check_of(kind: &str) -> (&'static str, &'static str) {
 
 /// The synthetic estate of about `cis` CIs the benchmark runs over.
 pub fn estate(cis: usize) -> Result<Snapshot, String> {
-    Snapshot::from_file_model(crate::topology::synthetic(&GenParams::scaled(cis)))
-        .map_err(|e| format!("synthetic CMDB of {cis} CIs: {}", crate::app::join(&e)))
+    Snapshot::from_file_model(synthetic(&GenParams::scaled(cis)))
+        .map_err(|e| format!("synthetic CMDB of {cis} CIs: {}", e.iter().map(ToString::to_string).collect::<Vec<_>>().join("; ")))
 }
 
 const FAULT_KINDS: [&str; 6] = ["host", "hypervisor", "vm", "database", "application", "switch"];
@@ -111,7 +113,7 @@ impl Storm {
             };
             alerting[f as usize] = true;
             let mut s = vec![f];
-            for c in crate::demo::downstream(&cmdb, f).into_iter().take(MAX_SYMPTOMS) {
+            for c in triaged::demo::downstream(&cmdb, f).into_iter().take(MAX_SYMPTOMS) {
                 if !alerting[c as usize] {
                     alerting[c as usize] = true;
                     s.push(c);
@@ -150,7 +152,7 @@ impl Storm {
             .iter()
             .enumerate()
             .map(|(seq, a)| {
-                let v = crate::demo::message(&self.cmdb, a.ci, a.firing, a.at, seq as u64);
+                let v = triaged::demo::message(&self.cmdb, a.ci, a.firing, a.at, seq as u64);
                 (self.cmdb.ci(a.ci).name.clone(), serde_json::to_vec(&v).expect("JSON values serialize"))
             })
             .collect()
@@ -240,8 +242,8 @@ mod tests {
         assert!(line.contains(&format!(" FIRING ci={name} alert={alertname} ")), "{line}");
         let (key, payload) = &s.kafka_messages()[0];
         assert_eq!(key, name);
-        let events = crate::source::decode::decode(crate::config::Format::Auto, payload, Utc::now()).unwrap();
+        let events = triaged::source::decode::decode(triaged::config::Format::Auto, payload, Utc::now()).unwrap();
         assert_eq!(events.len(), 1);
-        assert_eq!(events[0].status, crate::event::Status::Firing);
+        assert_eq!(events[0].status, triaged::event::Status::Firing);
     }
 }

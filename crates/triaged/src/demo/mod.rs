@@ -7,24 +7,28 @@
 //! an unrelated database fault) is produced into Kafka, the daemon runs, the
 //! faults recover, and the incidents are printed as the receiver gets them.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use chrono::{DateTime, Utc};
+use chrono::Utc;
 use rdkafka::producer::FutureProducer;
 use rdkafka::ClientConfig;
-use serde_json::json;
 use tokio_util::sync::CancellationToken;
 
+pub mod itsm;
+pub mod storm;
+
+pub use self::storm::{downstream, message, storm, Storm};
+
+use self::itsm::{opened_keys, IncidentReceiver, Received};
 use crate::app;
 use crate::config::{
     AuthConfig, CircuitConfig, CmdbConfig, Config, CorrelationConfig, Format, HttpConfig, HumanDuration, KafkaConfig, RetryConfig,
     RulesConfig, ShutdownConfig, SinkConfig, SinkProfile, TopicConfig,
 };
 use crate::incident::ActionKind;
-use crate::receiver::{opened_keys, IncidentReceiver, Received};
-use crate::topology::{CiIdx, Snapshot};
+use crate::topology::Snapshot;
 
 /// Demo failures.
 #[derive(Debug, thiserror::Error)]
@@ -73,7 +77,7 @@ const THROUGHPUT_MIN_MESSAGES: u64 = 5_000;
 
 /// Runs the mock cluster on its own thread (it is not `Send`) until the
 /// returned guard is dropped. Returns the bootstrap servers.
-pub(crate) fn start_mock_cluster(topics: &[(&str, i32)]) -> Result<(String, std::sync::mpsc::Sender<()>), DemoError> {
+pub fn start_mock_cluster(topics: &[(&str, i32)]) -> Result<(String, std::sync::mpsc::Sender<()>), DemoError> {
     let (tx, rx) = std::sync::mpsc::channel();
     let (stop_tx, stop_rx) = std::sync::mpsc::channel::<()>();
     let topics: Vec<(String, i32)> = topics.iter().map(|(t, p)| (t.to_string(), *p)).collect();
@@ -142,118 +146,7 @@ pub fn demo_config(root: &std::path::Path, brokers: &str, sink: &str, listen: &s
     }
 }
 
-/// One monitoring message in its source's own format.
-pub(crate) fn message(cmdb: &Snapshot, ci: CiIdx, firing: bool, at: DateTime<Utc>, seq: u64) -> serde_json::Value {
-    let c = cmdb.ci(ci);
-    let ts = at.timestamp();
-    let name = c.name.as_str();
-    match c.kind.as_str() {
-        "switch" | "router" | "firewall" | "load_balancer" | "database" | "storage" => {
-            let (trigger, sev) = match c.kind.as_str() {
-                "database" => ("Database connection failed", "Disaster"),
-                _ => ("ICMP ping unreachable", "High"),
-            };
-            json!({
-                "event_id": format!("{}", 100000 + seq), "event_value": if firing { "1" } else { "0" },
-                "host": name, "host_ip": c.ips.first(), "trigger_name": trigger, "severity": sev,
-                "message": format!("{trigger} on {name}"), "timestamp": ts,
-                "tags": [{"tag": "site", "value": c.site.clone().unwrap_or_default()}]
-            })
-        }
-        "hypervisor" | "host" => json!({
-            "source": "nagios", "notification_type": if firing { "PROBLEM" } else { "RECOVERY" },
-            "host_name": name, "host_address": c.ips.first(), "host_state": if firing { "DOWN" } else { "UP" },
-            "output": if firing { "CRITICAL - Host Unreachable" } else { "PING OK - Packet loss = 0%" }, "timestamp": ts
-        }),
-        "vm" => alertmanager("InstanceDown", "critical", &format!("{name}:9100"), "node", firing, at, "Target is down"),
-        "application" => alertmanager("HighErrorRate", "major", &format!("{name}:8080"), "http", firing, at, "5xx ratio above 5%"),
-        _ => alertmanager("ProbeFailure", "major", &format!("{name}:443"), "blackbox", firing, at, "synthetic probe fails"),
-    }
-}
-
-fn alertmanager(alert: &str, sev: &str, instance: &str, job: &str, firing: bool, at: DateTime<Utc>, summary: &str) -> serde_json::Value {
-    let status = if firing { "firing" } else { "resolved" };
-    let ends = if firing { "0001-01-01T00:00:00Z".to_string() } else { at.to_rfc3339() };
-    json!({
-        "version": "4", "status": status, "receiver": "triaged", "groupKey": format!("{{}}:{{alertname=\"{alert}\"}}"),
-        "groupLabels": {"alertname": alert}, "commonLabels": {}, "commonAnnotations": {}, "externalURL": "http://alertmanager.example.net",
-        "alerts": [{
-            "status": status, "labels": {"alertname": alert, "severity": sev, "instance": instance, "job": job},
-            "annotations": {"summary": summary}, "startsAt": at.to_rfc3339(), "endsAt": ends,
-            "generatorURL": "http://prometheus.example.net/graph", "fingerprint": format!("{:x}", instance.len() * 7919 + alert.len())
-        }]
-    })
-}
-
-/// CIs downstream of `root` (everything that depends on it), breadth first.
-pub(crate) fn downstream(cmdb: &Snapshot, root: CiIdx) -> Vec<CiIdx> {
-    let mut seen = vec![false; cmdb.len()];
-    seen[root as usize] = true;
-    let mut out = Vec::new();
-    let mut queue: VecDeque<CiIdx> = VecDeque::from([root]);
-    while let Some(c) = queue.pop_front() {
-        for &(d, _) in cmdb.downstream(c) {
-            if !seen[d as usize] {
-                seen[d as usize] = true;
-                out.push(d);
-                queue.push_back(d);
-            }
-        }
-    }
-    out
-}
-
-/// The storm: (key, payload) pairs for the firing phase and the recovery phase.
-pub struct Storm {
-    pub firing: Vec<(String, Vec<u8>)>,
-    pub recovery: Vec<(String, Vec<u8>)>,
-    pub root: String,
-    pub unrelated: String,
-    pub downstream: usize,
-}
-
-/// Builds the storm from the example CMDB.
-pub fn storm(cmdb: &Snapshot, repeats: u32, now: DateTime<Utc>) -> Option<Storm> {
-    let find =
-        |kind: &str, name_part: &str| (0..cmdb.len() as CiIdx).find(|&i| cmdb.ci(i).kind == kind && cmdb.ci(i).name.contains(name_part));
-    let root = find("switch", "core")?;
-    let site = cmdb.ci(root).site.clone();
-    let unrelated = (0..cmdb.len() as CiIdx).find(|&i| cmdb.ci(i).kind == "database" && cmdb.ci(i).site != site)?;
-    let down = downstream(cmdb, root);
-    let mut seq = 0u64;
-    let mut enc = |ci: CiIdx, firing: bool, at: DateTime<Utc>| {
-        seq += 1;
-        (cmdb.ci(ci).name.clone(), serde_json::to_vec(&message(cmdb, ci, firing, at, seq)).expect("json"))
-    };
-    let mut firing = Vec::new();
-    // Downstream symptoms arrive first, the root's own alert part-way through.
-    for r in 0..repeats.max(1) {
-        let at = now + chrono::Duration::milliseconds(i64::from(r) * 500);
-        for (i, &c) in down.iter().enumerate() {
-            if r == 0 && i == down.len() / 3 {
-                firing.push(enc(root, true, at));
-            }
-            firing.push(enc(c, true, at));
-        }
-        if r > 0 {
-            firing.push(enc(root, true, at));
-        }
-        firing.push(enc(unrelated, true, at));
-    }
-    // Noise the rules must drop, and a message no decoder accepts.
-    firing.push((
-        "alertmanager".into(),
-        serde_json::to_vec(&alertmanager("Watchdog", "none", "prometheus:9090", "prometheus", true, now, "heartbeat")).unwrap(),
-    ));
-    firing.push(("garbage".into(), b"{\"host\": \"sw-acc\", truncated".to_vec()));
-    let later = now + chrono::Duration::seconds(5);
-    let mut recovery: Vec<(String, Vec<u8>)> = down.iter().map(|&c| enc(c, false, later)).collect();
-    recovery.push(enc(root, false, later));
-    recovery.push(enc(unrelated, false, later));
-    Some(Storm { firing, recovery, root: cmdb.ci(root).id.clone(), unrelated: cmdb.ci(unrelated).id.clone(), downstream: down.len() })
-}
-
-pub(crate) async fn produce(producer: &FutureProducer, messages: &[(String, Vec<u8>)]) -> Result<(), DemoError> {
+async fn produce(producer: &FutureProducer, messages: &[(String, Vec<u8>)]) -> Result<(), DemoError> {
     crate::source::kafka::produce_all(producer, "events", messages, None).await.map_err(|e| DemoError::Kafka(format!("produce: {e}")))
 }
 
@@ -284,7 +177,7 @@ fn print_action(r: &Received) {
 /// Polls `handled` (every millisecond) until it reaches `expected`, for at
 /// most `limit`; returns the messages handled since the first one was seen
 /// and the time that took, or None when `limit` passed first.
-pub(crate) async fn time_until_handled(handled: &prometheus::IntCounter, expected: u64, limit: Duration) -> Option<(u64, Duration)> {
+pub async fn time_until_handled(handled: &prometheus::IntCounter, expected: u64, limit: Duration) -> Option<(u64, Duration)> {
     let deadline = Instant::now() + limit;
     let mut first: Option<(Instant, u64)> = None;
     while Instant::now() < deadline {

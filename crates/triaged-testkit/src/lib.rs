@@ -1,0 +1,14 @@
+//! The test kit of triaged: what its integration tests and its benchmark
+//! drive the daemon with. Nothing here ships in the daemon.
+//!
+//! - [`itsm`]: the demo's in-process ITSM, able to play an ITSM in trouble
+//!   (error answers with `Retry-After`, late answers, lost records);
+//! - [`cmdb`]: synthetic estates of any size, and the shipped example CMDB;
+//! - [`storm`]: a deterministic alert storm over an estate, rendered for
+//!   triaged, Alertmanager and SEC alike;
+//! - [`rss`]: resident memory of a process, as the kernel reports it.
+
+pub mod cmdb;
+pub mod itsm;
+pub mod rss;
+pub mod storm;
