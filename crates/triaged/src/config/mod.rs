@@ -1,12 +1,21 @@
 //! Daemon configuration: TOML, every struct `deny_unknown_fields`, validated as
 //! a whole (all errors collected) before anything starts.
 
-use std::collections::BTreeMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde::{Deserialize, Deserializer};
+
+mod correlation;
+mod kafka;
+mod rekey;
+mod sink;
+
+pub use self::correlation::{CorrelationConfig, ProblemsConfig};
+pub use self::kafka::{Format, KafkaConfig, TopicConfig, OWNED_KAFKA_OPTIONS};
+pub use self::rekey::{IngestConfig, RekeyConfig, RekeyScope};
+pub use self::sink::{AuthConfig, CircuitConfig, RetryConfig, SecretSource, SinkConfig, SinkProfile};
 
 /// A configuration problem, located by file and field (or line for syntax errors).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -79,135 +88,6 @@ pub struct Config {
     pub rekey: Option<RekeyConfig>,
 }
 
-/// `[rekey]`: input events are produced to `topic`, keyed by correlation
-/// scope, and correlated from there, one core per partition, by consumer
-/// group `group_id`.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RekeyConfig {
-    /// The repartition topic. It must exist; its partition count is the
-    /// most instances that can share the correlation work.
-    pub topic: String,
-    /// Consumer group of the correlating consumer; default `<kafka.group_id>.correlate`.
-    #[serde(default)]
-    pub group_id: Option<String>,
-    /// What related events share: `component` (CIs connected by any
-    /// relation; exact) or `site` (coarser partitions; cross-site
-    /// dependencies are correlated apart).
-    #[serde(default)]
-    pub scope: RekeyScope,
-    /// Compacted topic with the correlation state of each repartition
-    /// partition (same partition count). Unset: a partition's state is
-    /// rebuilt by reading it again from the oldest live incident's first event.
-    #[serde(default)]
-    pub changelog_topic: Option<String>,
-}
-
-impl RekeyConfig {
-    pub fn group_id(&self, input_group: &str) -> String {
-        self.group_id.clone().unwrap_or_else(|| format!("{input_group}.correlate"))
-    }
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
-#[serde(rename_all = "lowercase")]
-pub enum RekeyScope {
-    #[default]
-    Component,
-    Site,
-}
-
-/// `POST /api/v2/alerts` on the HTTP listener, so Prometheus can send alerts
-/// to triaged directly: each alert is produced into an input topic and takes
-/// the same path as every other event.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct IngestConfig {
-    /// Input topic the alerts go to; default: the first input topic whose
-    /// format is `auto` or `alertmanager`.
-    #[serde(default)]
-    pub topic: Option<String>,
-    /// Bearer token clients must send; absent: no authentication (loopback use).
-    #[serde(default)]
-    pub token: Option<SecretSource>,
-    /// Largest request body accepted (413 above).
-    #[serde(default = "default_ingest_body")]
-    pub max_body_bytes: usize,
-}
-
-fn default_ingest_body() -> usize {
-    1 << 20
-}
-
-impl IngestConfig {
-    /// The topic alerts are produced to, if one fits.
-    pub fn target_topic<'a>(&'a self, kafka: &'a KafkaConfig) -> Option<&'a str> {
-        match &self.topic {
-            Some(t) => Some(t.as_str()),
-            None => kafka.topics.iter().find(|t| matches!(t.format, Format::Auto | Format::Alertmanager)).map(|t| t.name.as_str()),
-        }
-    }
-}
-
-/// Input format of a topic's messages.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
-#[serde(rename_all = "lowercase")]
-pub enum Format {
-    /// Detect per message from its shape.
-    #[default]
-    Auto,
-    /// triaged's own JSON event (`event.rs`).
-    Native,
-    /// Alertmanager webhook payload, version 4.
-    Alertmanager,
-    /// Zabbix webhook media type JSON.
-    Zabbix,
-    /// Nagios / Icinga notification JSON.
-    Nagios,
-}
-
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct TopicConfig {
-    /// Topic name.
-    pub name: String,
-    /// Message format on this topic.
-    #[serde(default)]
-    pub format: Format,
-}
-
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct KafkaConfig {
-    /// Bootstrap servers, `host:port[,host:port]`.
-    pub brokers: String,
-    /// Consumer group id.
-    pub group_id: String,
-    /// Input topics.
-    pub topics: Vec<TopicConfig>,
-    /// Topic that receives undecodable messages and permanently failed sink
-    /// actions, with origin headers. Unset: they are logged and counted only.
-    #[serde(default)]
-    pub dead_letter_topic: Option<String>,
-    /// Capacity of the bounded channel between the consumer and the core.
-    #[serde(default = "default_channel_capacity")]
-    pub channel_capacity: usize,
-    /// How often stored offsets are committed (librdkafka `auto.commit.interval.ms`).
-    #[serde(default = "default_commit_interval")]
-    pub commit_interval: HumanDuration,
-    /// Extra librdkafka properties (security.protocol, sasl.*, ssl.*, ...),
-    /// passed through verbatim. Properties triaged owns cannot be overridden.
-    #[serde(default)]
-    pub options: BTreeMap<String, String>,
-}
-
-fn default_channel_capacity() -> usize {
-    4096
-}
-fn default_commit_interval() -> HumanDuration {
-    dur("1s")
-}
-
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct CmdbConfig {
@@ -223,131 +103,6 @@ pub struct CmdbConfig {
 pub struct RulesConfig {
     /// Directory of `*.yaml` rule files, loaded in name order.
     pub dir: PathBuf,
-}
-
-/// Which ITSM API the sink speaks.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum SinkProfile {
-    /// `PUT {endpoint}/incidents/{key}` with the whole incident as JSON.
-    Generic,
-    /// ServiceNow Table API (`/api/now/table/incident`).
-    Servicenow,
-    /// PagerDuty Events API v2 (`/v2/enqueue`).
-    Pagerduty,
-}
-
-impl SinkProfile {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            SinkProfile::Generic => "generic",
-            SinkProfile::Servicenow => "servicenow",
-            SinkProfile::Pagerduty => "pagerduty",
-        }
-    }
-}
-
-/// Where a secret comes from. Secrets are never logged.
-#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
-#[serde(deny_unknown_fields)]
-pub struct SecretSource {
-    /// Name of an environment variable holding the secret.
-    #[serde(default)]
-    pub env: Option<String>,
-    /// File holding the secret (trailing newline stripped).
-    #[serde(default)]
-    pub file: Option<PathBuf>,
-}
-
-#[derive(Debug, Clone, Deserialize, PartialEq, Eq, Default)]
-#[serde(deny_unknown_fields, tag = "kind", rename_all = "lowercase")]
-pub enum AuthConfig {
-    #[default]
-    None,
-    /// `Authorization: Bearer <token>`.
-    Bearer { token: SecretSource },
-    /// HTTP basic auth.
-    Basic { username: String, password: SecretSource },
-}
-
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RetryConfig {
-    /// First backoff; doubles per attempt up to `max_backoff`, with full jitter.
-    #[serde(default = "default_initial_backoff")]
-    pub initial_backoff: HumanDuration,
-    /// Backoff cap (also caps a server's Retry-After).
-    #[serde(default = "default_max_backoff")]
-    pub max_backoff: HumanDuration,
-}
-
-impl Default for RetryConfig {
-    fn default() -> Self {
-        RetryConfig { initial_backoff: default_initial_backoff(), max_backoff: default_max_backoff() }
-    }
-}
-
-/// `[sink.circuit]`: the circuit breaker shared by the sink workers.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct CircuitConfig {
-    /// Retryable failures in a row that open the circuit; 0 disables it.
-    #[serde(default = "default_failure_threshold")]
-    pub failure_threshold: u32,
-    /// How long the circuit stays open before one probe request is let through.
-    #[serde(default = "default_open_for")]
-    pub open_for: HumanDuration,
-}
-
-impl Default for CircuitConfig {
-    fn default() -> Self {
-        CircuitConfig { failure_threshold: default_failure_threshold(), open_for: default_open_for() }
-    }
-}
-
-fn default_failure_threshold() -> u32 {
-    5
-}
-fn default_open_for() -> HumanDuration {
-    dur("15s")
-}
-
-fn default_initial_backoff() -> HumanDuration {
-    dur("200ms")
-}
-fn default_max_backoff() -> HumanDuration {
-    dur("30s")
-}
-
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct SinkConfig {
-    /// API dialect.
-    pub profile: SinkProfile,
-    /// Base URL, e.g. `https://example.service-now.com` or `http://127.0.0.1:8080`.
-    pub endpoint: String,
-    /// Per-request timeout.
-    #[serde(default = "default_sink_timeout")]
-    pub timeout: HumanDuration,
-    /// Parallel sink workers; actions for one incident always go to the same worker, in order.
-    #[serde(default = "default_sink_concurrency")]
-    pub concurrency: usize,
-    #[serde(default)]
-    pub auth: AuthConfig,
-    #[serde(default)]
-    pub retry: RetryConfig,
-    #[serde(default)]
-    pub circuit: CircuitConfig,
-    /// PagerDuty integration (routing) key; required for the pagerduty profile.
-    #[serde(default)]
-    pub routing_key: Option<SecretSource>,
-}
-
-fn default_sink_timeout() -> HumanDuration {
-    dur("10s")
-}
-fn default_sink_concurrency() -> usize {
-    4
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -368,115 +123,11 @@ fn default_listen() -> String {
     "127.0.0.1:9464".into()
 }
 
-/// Timers of the correlation core.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct CorrelationConfig {
-    /// How long a new incident collects related events before it is opened.
-    #[serde(default = "default_group_wait")]
-    pub group_wait: HumanDuration,
-    /// Minimum interval between two updates of one open incident.
-    #[serde(default = "default_update_interval")]
-    pub update_interval: HumanDuration,
-    /// All members must stay cleared this long before the incident is resolved.
-    #[serde(default = "default_hold_down")]
-    pub resolve_hold_down: HumanDuration,
-    /// A recurrence within this time after resolve reopens the incident.
-    #[serde(default = "default_reopen_window")]
-    pub reopen_window: HumanDuration,
-    /// Default dedup key template when no rule sets one.
-    #[serde(default = "default_dedup_key")]
-    pub dedup_key: String,
-    /// Default topology correlation window when a rule enables topology
-    /// correlation without its own window.
-    #[serde(default = "default_topology_window")]
-    pub topology_window: HumanDuration,
-    /// How far up the dependency graph root-cause search goes.
-    #[serde(default = "default_max_depth")]
-    pub max_upstream_depth: usize,
-    /// State changes of one alert within `flap_window` that make it flapping
-    /// (0: no flap detection). A flapping alert stops adding work notes and
-    /// holds its incident's resolve until it has been stable for `flap_window`.
-    #[serde(default = "default_flap_threshold")]
-    pub flap_threshold: u32,
-    #[serde(default = "default_flap_window")]
-    pub flap_window: HumanDuration,
-}
-
-impl Default for CorrelationConfig {
-    fn default() -> Self {
-        CorrelationConfig {
-            group_wait: default_group_wait(),
-            update_interval: default_update_interval(),
-            resolve_hold_down: default_hold_down(),
-            reopen_window: default_reopen_window(),
-            dedup_key: default_dedup_key(),
-            topology_window: default_topology_window(),
-            max_upstream_depth: default_max_depth(),
-            flap_threshold: default_flap_threshold(),
-            flap_window: default_flap_window(),
-        }
-    }
-}
-
-fn default_flap_threshold() -> u32 {
-    4
-}
-fn default_flap_window() -> HumanDuration {
-    dur("10m")
-}
-fn default_group_wait() -> HumanDuration {
-    dur("30s")
-}
-fn default_update_interval() -> HumanDuration {
-    dur("60s")
-}
-fn default_hold_down() -> HumanDuration {
-    dur("2m")
-}
-fn default_reopen_window() -> HumanDuration {
-    dur("30m")
-}
-fn default_dedup_key() -> String {
-    "{source}|{ci}|{check}".into()
-}
-fn default_topology_window() -> HumanDuration {
-    dur("5m")
-}
-fn default_max_depth() -> usize {
-    8
-}
-
 /// `[changes]`: the change calendar file (`src/changes.rs` shows its format).
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ChangesConfig {
     pub path: PathBuf,
-}
-
-/// Problem candidates: `threshold` incidents on one root-cause CI within `period`.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ProblemsConfig {
-    /// Incidents opened or reopened on the same CI that make a problem candidate; 0 turns it off.
-    #[serde(default = "default_problem_threshold")]
-    pub threshold: u32,
-    #[serde(default = "default_problem_period")]
-    pub period: HumanDuration,
-}
-
-impl Default for ProblemsConfig {
-    fn default() -> Self {
-        ProblemsConfig { threshold: default_problem_threshold(), period: default_problem_period() }
-    }
-}
-
-fn default_problem_threshold() -> u32 {
-    3
-}
-
-fn default_problem_period() -> HumanDuration {
-    dur("24h")
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -496,10 +147,6 @@ impl Default for ShutdownConfig {
 fn default_deadline() -> HumanDuration {
     dur("30s")
 }
-
-/// librdkafka properties triaged sets itself; `kafka.options` may not override them.
-pub const OWNED_KAFKA_OPTIONS: &[&str] =
-    &["bootstrap.servers", "group.id", "enable.auto.offset.store", "enable.auto.commit", "auto.commit.interval.ms"];
 
 impl Config {
     /// Reads and validates `path`; relative paths inside resolve against its directory.

@@ -1,0 +1,118 @@
+//! `[correlation]` and `[problems]`: the correlation core's windows and timers,
+//! and when repeated incidents become a problem candidate.
+
+use serde::Deserialize;
+
+use super::{dur, HumanDuration};
+
+/// Timers of the correlation core.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CorrelationConfig {
+    /// How long a new incident collects related events before it is opened.
+    #[serde(default = "default_group_wait")]
+    pub group_wait: HumanDuration,
+    /// Minimum interval between two updates of one open incident.
+    #[serde(default = "default_update_interval")]
+    pub update_interval: HumanDuration,
+    /// All members must stay cleared this long before the incident is resolved.
+    #[serde(default = "default_hold_down")]
+    pub resolve_hold_down: HumanDuration,
+    /// A recurrence within this time after resolve reopens the incident.
+    #[serde(default = "default_reopen_window")]
+    pub reopen_window: HumanDuration,
+    /// Default dedup key template when no rule sets one.
+    #[serde(default = "default_dedup_key")]
+    pub dedup_key: String,
+    /// Default topology correlation window when a rule enables topology
+    /// correlation without its own window.
+    #[serde(default = "default_topology_window")]
+    pub topology_window: HumanDuration,
+    /// How far up the dependency graph root-cause search goes.
+    #[serde(default = "default_max_depth")]
+    pub max_upstream_depth: usize,
+    /// State changes of one alert within `flap_window` that make it flapping
+    /// (0: no flap detection). A flapping alert stops adding work notes and
+    /// holds its incident's resolve until it has been stable for `flap_window`.
+    #[serde(default = "default_flap_threshold")]
+    pub flap_threshold: u32,
+    #[serde(default = "default_flap_window")]
+    pub flap_window: HumanDuration,
+}
+
+impl Default for CorrelationConfig {
+    fn default() -> Self {
+        CorrelationConfig {
+            group_wait: default_group_wait(),
+            update_interval: default_update_interval(),
+            resolve_hold_down: default_hold_down(),
+            reopen_window: default_reopen_window(),
+            dedup_key: default_dedup_key(),
+            topology_window: default_topology_window(),
+            max_upstream_depth: default_max_depth(),
+            flap_threshold: default_flap_threshold(),
+            flap_window: default_flap_window(),
+        }
+    }
+}
+
+fn default_flap_threshold() -> u32 {
+    4
+}
+
+fn default_flap_window() -> HumanDuration {
+    dur("10m")
+}
+
+fn default_group_wait() -> HumanDuration {
+    dur("30s")
+}
+
+fn default_update_interval() -> HumanDuration {
+    dur("60s")
+}
+
+fn default_hold_down() -> HumanDuration {
+    dur("2m")
+}
+
+fn default_reopen_window() -> HumanDuration {
+    dur("30m")
+}
+
+fn default_dedup_key() -> String {
+    "{source}|{ci}|{check}".into()
+}
+
+fn default_topology_window() -> HumanDuration {
+    dur("5m")
+}
+
+fn default_max_depth() -> usize {
+    8
+}
+
+/// Problem candidates: `threshold` incidents on one root-cause CI within `period`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProblemsConfig {
+    /// Incidents opened or reopened on the same CI that make a problem candidate; 0 turns it off.
+    #[serde(default = "default_problem_threshold")]
+    pub threshold: u32,
+    #[serde(default = "default_problem_period")]
+    pub period: HumanDuration,
+}
+
+impl Default for ProblemsConfig {
+    fn default() -> Self {
+        ProblemsConfig { threshold: default_problem_threshold(), period: default_problem_period() }
+    }
+}
+
+fn default_problem_threshold() -> u32 {
+    3
+}
+
+fn default_problem_period() -> HumanDuration {
+    dur("24h")
+}
