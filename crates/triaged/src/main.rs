@@ -7,6 +7,7 @@ use tokio::signal::unix::{signal, SignalKind};
 use tokio_util::sync::CancellationToken;
 use tracing_subscriber::EnvFilter;
 
+use triaged::app::validate::Line;
 use triaged::config::Config;
 
 // The pipeline allocates and frees many small strings per event; mimalloc
@@ -143,57 +144,19 @@ fn main() -> ExitCode {
     }
 }
 
-/// Validates the config, then the rules and CMDB it names, printing every
-/// error with its file and field or line. Exit code 2 on any error.
+/// `triaged check`: every error of the config, the rules and the CMDB it
+/// names, with file and field or line; exit code 2 on any error.
 fn check(path: &Path) -> ExitCode {
-    let (cfg, config_errors) = match Config::load_checked(path) {
-        Ok(c) => c,
-        Err(errs) => {
-            errs.iter().for_each(|e| eprintln!("{e}"));
-            eprintln!("{} error(s) in {}", errs.len(), path.display());
-            return ExitCode::from(2);
-        }
-    };
-    config_errors.iter().for_each(|e| eprintln!("{e}"));
-    let mut errors = config_errors.len();
-    match triaged::rules::RuleSet::load_dir(&cfg.rules.dir) {
-        Ok(r) => println!("rules: {} rules in {} files OK", r.len(), r.files().len()),
-        Err(errs) => {
-            errors += errs.len();
-            errs.iter().for_each(|e| eprintln!("{e}"));
+    let report = triaged::app::validate::check(path);
+    for line in &report.lines {
+        match line {
+            Line::Ok(l) => println!("{l}"),
+            Line::Error(l) => eprintln!("{l}"),
         }
     }
-    match triaged::app::load_cmdb(&cfg) {
-        Ok(s) => match &cfg.changes {
-            Some(ch) => {
-                println!("cmdb: {} CIs from {} with the change calendar {} OK", s.len(), cfg.cmdb.path.display(), ch.path.display())
-            }
-            None => println!("cmdb: {} CIs from {} OK", s.len(), cfg.cmdb.path.display()),
-        },
-        Err(errs) => {
-            errors += errs.len();
-            errs.iter().for_each(|e| eprintln!("{e}"));
-        }
-    }
-    // The sink's secrets and endpoint are only worth checking on a valid sink section.
-    let sink_valid = !config_errors.iter().any(|e| e.location.starts_with("sink"));
-    if let Some(ic) = cfg.ingest.as_ref().filter(|_| !config_errors.iter().any(|e| e.location.starts_with("ingest"))) {
-        if let Err(e) = triaged::ingest::check_token(ic) {
-            errors += 1;
-            eprintln!("{}: {e}", path.display());
-        }
-    }
-    if sink_valid {
-        if let Err(e) = triaged::incident::rest::RestSink::new(&cfg.sink, triaged::metrics::Metrics::new()) {
-            errors += 1;
-            eprintln!("{}: sink: {e}", path.display());
-        }
-    }
-    if errors > 0 {
-        eprintln!("{errors} error(s)");
+    if report.errors > 0 {
         return ExitCode::from(2);
     }
-    println!("config: {} OK", path.display());
     ExitCode::SUCCESS
 }
 

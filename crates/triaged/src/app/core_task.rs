@@ -1,0 +1,251 @@
+//! The core task: the only owner of correlation state. It reads the source
+//! channel (while the sink's circuit is closed), hands events to the cores,
+//! dispatches their actions to the sink workers, applies acknowledgements,
+//! reloads and partition changes, and stores the offsets that became safe.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use chrono::Utc;
+use tokio::sync::{mpsc, watch};
+use tracing::{debug, error, info, warn};
+
+use crate::changelog::Changelog;
+use crate::cores::Cores;
+use crate::correlate::DecisionKind;
+use crate::explain::DecisionLog;
+use crate::incident::{Action, Incident};
+use crate::metrics::Metrics;
+use crate::ownership::Ownership;
+use crate::problems::{ProblemCandidate, ProblemTracker};
+use crate::source::kafka::{OffsetHandle, SourceItem};
+
+use super::handover::{checkpoint, partitions_changed, Drain};
+use super::reconcile::Reconcile;
+use super::reconcile::{reconciled, Reconciled};
+use super::reload::Reload;
+use super::Summary;
+
+pub(super) struct CoreLoop {
+    pub(super) core: Cores,
+    /// Where partition cores checkpoint their state (`rekey.changelog_topic`).
+    pub(super) changelog: Option<Arc<Changelog>>,
+    /// Partitions to checkpoint before their revoke completes.
+    pub(super) drains: mpsc::UnboundedReceiver<Drain>,
+    /// Looks restored open incidents up at the ITSM (profiles that can).
+    pub(super) reconcile: Option<Reconcile>,
+    pub(super) reconciled: mpsc::UnboundedReceiver<Reconciled>,
+    /// Only partitions still owned are checkpointed: a late write would
+    /// overwrite what their new owner restored.
+    pub(super) ownership: Option<Arc<Ownership>>,
+    pub(super) checkpoint_every: Duration,
+    pub(super) items: mpsc::Receiver<SourceItem>,
+    /// `true` while the sink's circuit is closed; events are read only then.
+    pub(super) circuit: watch::Receiver<bool>,
+    pub(super) acks: mpsc::UnboundedReceiver<u64>,
+    pub(super) swaps: mpsc::Receiver<Reload>,
+    pub(super) workers: Vec<mpsc::Sender<Action>>,
+    pub(super) offsets: OffsetHandle,
+    pub(super) metrics: Metrics,
+    pub(super) incidents: watch::Sender<Arc<Vec<Incident>>>,
+    pub(super) problems: ProblemTracker,
+    pub(super) problems_tx: watch::Sender<Arc<Vec<ProblemCandidate>>>,
+    pub(super) decisions: DecisionLog,
+}
+
+/// The core task: the only owner of correlation state. It ends when the
+/// source has stopped (its channel closed) and in-flight actions are settled
+/// or the sink workers gave up at the deadline.
+pub(super) async fn core_loop(mut l: CoreLoop) -> Summary {
+    let mut tick = tokio::time::interval(Duration::from_millis(250));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut gauges = tokio::time::interval(Duration::from_secs(2));
+    let mut checkpoints = tokio::time::interval(l.checkpoint_every);
+    checkpoints.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut first_event: Option<Instant> = None;
+    let mut last_event = Instant::now();
+    let mut source_open = true;
+    let mut acks_open = true;
+    loop {
+        // While the ITSM is unreachable, events stay in Kafka: the source
+        // channel fills and the source pauses its partitions. At shutdown the
+        // unread ones are left for the next start (their offsets are unstored).
+        let circuit_closed = *l.circuit.borrow_and_update();
+        if source_open && !circuit_closed && l.items.is_closed() {
+            source_open = false;
+        }
+        tokio::select! {
+            Ok(()) = l.circuit.changed() => {}
+            item = l.items.recv(), if source_open && circuit_closed => match item {
+                Some(item) => {
+                    let mut batch = vec![item];
+                    while batch.len() < 512 {
+                        match l.items.try_recv() {
+                            Ok(i) => batch.push(i),
+                            Err(_) => break,
+                        }
+                    }
+                    let now = Utc::now();
+                    let mut stamps = Vec::with_capacity(batch.len());
+                    for item in batch {
+                        if let SourceItem::Events { timestamp: Some(t), .. } = item {
+                            stamps.push(t);
+                        }
+                        match item {
+                            SourceItem::Partitions(changes) => {
+                                if !partitions_changed(&mut l, changes).await {
+                                    return failed(&l, "the changelog could not be read back; see the errors above");
+                                }
+                            }
+                            item => handle_item(&mut l, item, now),
+                        }
+                    }
+                    // Every decision of the batch is taken by now.
+                    let decided = Utc::now().timestamp_micros();
+                    for t in stamps {
+                        l.metrics.event_lag.observe((decided - t * 1000).max(0) as f64 / 1e6);
+                    }
+                    first_event.get_or_insert_with(Instant::now);
+                    last_event = Instant::now();
+                }
+                None => source_open = false,
+            },
+            ack = l.acks.recv(), if acks_open => match ack {
+                Some(id) => {
+                    l.core.ack(id);
+                    while let Ok(id) = l.acks.try_recv() {
+                        l.core.ack(id);
+                    }
+                }
+                None => acks_open = false,
+            },
+            Some(swap) = l.swaps.recv() => match swap {
+                // Counted here, once in effect for the next event.
+                Reload::Rules(r) => {
+                    info!(rules = r.len(), "rules swapped in");
+                    l.core.set_rules(r);
+                    l.metrics.reloads.with_label_values(&["rules", "ok"]).inc();
+                }
+                Reload::Cmdb(c) => {
+                    info!(cis = c.len(), "CMDB swapped in");
+                    l.metrics.cmdb_cis.set(c.len() as i64);
+                    l.metrics.cmdb_last_load.set(Utc::now().timestamp() as f64);
+                    l.core.set_cmdb(c);
+                    l.metrics.reloads.with_label_values(&["cmdb", "ok"]).inc();
+                }
+            },
+            _ = tick.tick() => {
+                if source_open {
+                    l.core.tick(Utc::now());
+                }
+            }
+            _ = gauges.tick() => publish_gauges(&mut l),
+            _ = checkpoints.tick(), if l.changelog.is_some() => checkpoint(&mut l, None).await,
+            Some(r) = l.reconciled.recv() => reconciled(&mut l, r),
+            Some((parts, done)) = l.drains.recv() => {
+                checkpoint(&mut l, Some(&parts)).await;
+                let _ = done.send(());
+            }
+        }
+        // Dispatch decided actions; a full worker queue blocks here, which stops
+        // reading the source channel, which pauses the Kafka partitions.
+        for action in l.core.take_actions() {
+            if let Some(p) = l.problems.observe(&action, Utc::now()) {
+                warn!(problem = %p.id, ci = %p.ci, incidents = ?p.incidents, "problem candidate: {}", p.reason);
+                l.metrics.problem_candidates.inc();
+            }
+            let w = worker_for(&action.incident.key, l.workers.len());
+            if l.workers[w].send(action).await.is_err() {
+                warn!("sink worker gone; action not delivered, its offsets stay unstored");
+            }
+        }
+        let changed = l.core.take_offsets();
+        if !changed.is_empty() {
+            if let Err(e) = l.offsets.store(&changed) {
+                warn!(error = %e, "storing offsets failed; they are retried with the next change");
+            }
+        }
+        if !source_open && (l.core.inflight_actions() == 0 || !acks_open) {
+            break;
+        }
+        if !source_open && l.workers.iter().all(|w| w.is_closed()) {
+            break;
+        }
+    }
+    // Still assigned until the consumer closes: the next owner starts here.
+    checkpoint(&mut l, None).await;
+    publish_gauges(&mut l);
+    Summary {
+        busy_seconds: first_event.map_or(0.0, |f| last_event.duration_since(f).as_secs_f64()),
+        clean_shutdown: l.core.inflight_actions() == 0,
+        ..counted(&l)
+    }
+}
+
+/// The core's counters as a summary (no time, no verdict yet).
+pub(super) fn counted(l: &CoreLoop) -> Summary {
+    let stats = l.core.stats();
+    Summary {
+        events: stats.events,
+        decisions: stats.decisions.iter().map(|(k, v)| (k.to_string(), *v)).collect(),
+        actions: stats.actions.iter().map(|(k, v)| (k.to_string(), *v)).collect(),
+        ..Summary::default()
+    }
+}
+
+pub(super) fn failed(l: &CoreLoop, why: &str) -> Summary {
+    error!("{why}");
+    Summary { clean_shutdown: false, failure: Some(why.to_string()), ..counted(l) }
+}
+
+pub(super) fn handle_item(l: &mut CoreLoop, item: SourceItem, now: chrono::DateTime<Utc>) {
+    if item.origin().is_some() {
+        l.metrics.messages_handled.inc();
+    }
+    match item {
+        SourceItem::Skipped { origin, reason } => {
+            l.decisions.record_skipped(&origin, &reason, now);
+            l.core.skip(&origin);
+        }
+        SourceItem::Partitions(_) => unreachable!("handled by partitions_changed"),
+        SourceItem::Events { origin, events, .. } => {
+            if events.is_empty() {
+                l.core.skip(&origin);
+            }
+            for ev in events {
+                let started = Instant::now();
+                let Some(d) = l.core.handle(&ev, now) else { break };
+                l.metrics.rule_evaluation.with_label_values(&["event"]).observe(started.elapsed().as_secs_f64());
+                l.metrics.decisions.with_label_values(&[d.kind.as_str()]).inc();
+                match d.kind {
+                    DecisionKind::Deduplicated => l.metrics.events_deduplicated.with_label_values(&[&ev.source]).inc(),
+                    DecisionKind::Suppressed => l.metrics.events_suppressed.with_label_values(&[&ev.source, "rule"]).inc(),
+                    DecisionKind::Dropped => l.metrics.events_dropped.with_label_values(&[&ev.source]).inc(),
+                    _ => {}
+                }
+                debug!(origin = %origin, decision = d.kind.as_str(), fingerprint = ?d.fingerprint, reason = %d.reason, "decision");
+                l.decisions.record(&ev, &d, now);
+            }
+        }
+    }
+}
+
+pub(super) fn publish_gauges(l: &mut CoreLoop) {
+    let open = l.core.open_incidents();
+    l.metrics.open_incidents.reset();
+    l.metrics.open_incidents_by_service.reset();
+    for i in &open {
+        l.metrics.open_incidents.with_label_values(&[&format!("P{}", i.priority)]).inc();
+        for s in &i.impacted_services {
+            l.metrics.open_incidents_by_service.with_label_values(&[s]).inc();
+        }
+    }
+    l.metrics.fingerprints.set(l.core.fingerprint_count() as i64);
+    let _ = l.incidents.send(Arc::new(open));
+    let _ = l.problems_tx.send(Arc::new(l.problems.current(Utc::now())));
+}
+
+pub(super) fn worker_for(key: &str, n: usize) -> usize {
+    let h = key.bytes().fold(0u64, |h, b| h.wrapping_mul(31).wrapping_add(u64::from(b)));
+    (h % n as u64) as usize
+}

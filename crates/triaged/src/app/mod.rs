@@ -1,0 +1,284 @@
+//! Wiring: source -> core -> sink workers, side tasks, and the shutdown order.
+//!
+//! ```text
+//! KafkaSource --SourceItem (bounded)--> core task --Action (bounded, per worker)--> sink workers
+//!      ^                                   |   ^                                        |
+//!      +------ store safe offsets ---------+   +-------------- acks (unbounded) --------+
+//! ```
+//! Shutdown: stop consuming, let the core finish what was received, wait for
+//! in-flight sink actions until the deadline, store and commit offsets.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::Utc;
+use tokio::sync::{mpsc, watch};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::{error, info};
+
+mod core_task;
+mod handover;
+mod reconcile;
+mod reload;
+mod shutdown;
+mod sink_worker;
+pub mod validate;
+
+use self::core_task::{core_loop, CoreLoop};
+use self::handover::{drain_hook, Drain};
+use self::reconcile::{Reconcile, Reconciled};
+pub use self::reload::{load_cmdb, load_rules_and_cmdb, Reload};
+use self::reload::{reloader, RouterFeed};
+use self::shutdown::Stopping;
+use self::sink_worker::SinkWorker;
+
+use crate::changelog::Changelog;
+use crate::config::Config;
+use crate::cores::Cores;
+use crate::correlate::CoreConfig;
+use crate::explain::DecisionLog;
+use crate::incident::rest::RestSink;
+use crate::incident::{Action, Incident};
+use crate::ingest::{Ingest, IngestError};
+use crate::metrics::Metrics;
+use crate::ownership::Ownership;
+use crate::problems::{ProblemCandidate, ProblemTracker};
+use crate::rekey::{self, Rekeyer, Router};
+use crate::rules::RuleError;
+use crate::server::{self, Phase, ServerState};
+use crate::source::kafka::{DeadLetter, KafkaSource, SourceItem};
+
+/// Startup failures.
+#[derive(Debug, thiserror::Error)]
+pub enum AppError {
+    #[error("rules: {}", join(.0))]
+    Rules(Vec<RuleError>),
+    #[error("CMDB: {}", join(.0))]
+    Cmdb(Vec<String>),
+    #[error("kafka: {0}")]
+    Kafka(#[from] crate::source::kafka::SourceError),
+    #[error("{0}")]
+    Ingest(#[from] IngestError),
+    #[error("sink: {0}")]
+    Sink(String),
+    #[error("{0}")]
+    Changelog(#[from] crate::changelog::ChangelogError),
+    #[error("{0}")]
+    RekeyTopic(#[from] crate::rekey::TopicError),
+    #[error("HTTP server on {addr}: {source}")]
+    Http { addr: String, source: std::io::Error },
+}
+
+pub(crate) fn join<T: std::fmt::Display>(errs: &[T]) -> String {
+    errs.iter().map(|e| e.to_string()).collect::<Vec<_>>().join("; ")
+}
+
+/// Handles to a running daemon.
+pub struct Running {
+    pub metrics: Metrics,
+    /// Address the HTTP server listens on.
+    pub http_addr: std::net::SocketAddr,
+    /// Trigger a reload of rules and CMDB from disk (what SIGHUP does).
+    pub reload: mpsc::Sender<()>,
+    /// Resolves when the daemon has stopped, with what it did.
+    pub done: tokio::task::JoinHandle<Summary>,
+}
+
+/// What a run did, printed by the demo.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct Summary {
+    pub events: u64,
+    pub decisions: std::collections::BTreeMap<String, u64>,
+    pub actions: std::collections::BTreeMap<String, u64>,
+    /// Seconds between the first and the last event handled.
+    pub busy_seconds: f64,
+    pub clean_shutdown: bool,
+    /// Why the daemon stopped without being asked to (the correlation core
+    /// panicked, or the source ended on a fatal error); `None` after SIGTERM.
+    pub failure: Option<String>,
+}
+
+/// Starts the daemon; it runs until `shutdown` is cancelled.
+pub async fn start(cfg: Config, shutdown: CancellationToken) -> Result<Running, AppError> {
+    let metrics = Metrics::new();
+    let (rules, cmdb) = load_rules_and_cmdb(&cfg)?;
+    metrics.cmdb_cis.set(cmdb.len() as i64);
+    metrics.cmdb_last_load.set(Utc::now().timestamp() as f64);
+    info!(rules = rules.len(), cis = cmdb.len(), "rules and CMDB loaded");
+    // With a re-key stage, state follows partitions and actions carry claims.
+    let ownership = cfg.rekey.as_ref().map(|_| Ownership::new(session_timeout(&cfg.kafka)));
+    let mut sink = RestSink::new(&cfg.sink, metrics.clone()).map_err(|e| AppError::Sink(e.to_string()))?;
+    if let Some(o) = &ownership {
+        sink = sink.with_ownership(o.clone());
+    }
+    let sink = Arc::new(sink);
+    let dead_letter = DeadLetter::new(&cfg.kafka)?.map(Arc::new);
+    let ingest = Ingest::new(&cfg, metrics.clone())?.map(Arc::new);
+    // With `[rekey]`, `input` feeds the re-key stage and `source` reads the
+    // repartition topic; without, `source` reads the input topics.
+    let (input, source) = match (&cfg.rekey, &ownership) {
+        (Some(rk), Some(o)) => {
+            rekey::check_topics(&cfg.kafka, rk).await?;
+            let input = KafkaSource::new(&cfg.kafka, metrics.clone())?;
+            let rekeyer = Rekeyer::new(&cfg.kafka, rk, metrics.clone())?;
+            let source = KafkaSource::new(&rekey::correlating_consumer(&cfg.kafka, rk), metrics.clone())?;
+            source.track_ownership(o.clone());
+            (Some((input, rekeyer, rk.scope)), source)
+        }
+        _ => (None, KafkaSource::new(&cfg.kafka, metrics.clone())?),
+    };
+    let offsets = source.offsets();
+    let changelog = match cfg.rekey.as_ref().and_then(|r| r.changelog_topic.as_deref()) {
+        Some(t) => Some(Arc::new(Changelog::new(&cfg.kafka, t)?)),
+        None => None,
+    };
+    // Revoked partitions are checkpointed before the revoke completes, so
+    // their next owner starts from their state as it was handed over.
+    let (drain_tx, drain_rx) = mpsc::unbounded_channel::<Drain>();
+    let (reconciled_tx, reconciled_rx) = mpsc::unbounded_channel::<Reconciled>();
+    if changelog.is_some() {
+        source.on_revoke(drain_hook(drain_tx));
+    }
+
+    let (phase_tx, phase_rx) = watch::channel(Phase::Starting);
+    let (incidents_tx, incidents_rx) = watch::channel(Arc::new(Vec::<Incident>::new()));
+    let (problems_tx, problems_rx) = watch::channel(Arc::new(Vec::<ProblemCandidate>::new()));
+    let decisions = DecisionLog::default();
+    let listener =
+        tokio::net::TcpListener::bind(&cfg.http.listen).await.map_err(|source| AppError::Http { addr: cfg.http.listen.clone(), source })?;
+    let http_addr = listener.local_addr().map_err(|source| AppError::Http { addr: cfg.http.listen.clone(), source })?;
+    info!(%http_addr, "serving /metrics, /healthz, /readyz, /incidents");
+
+    let tracker = TaskTracker::new();
+    let source_stop = CancellationToken::new();
+    let sink_stop = CancellationToken::new();
+    let http_stop = CancellationToken::new();
+    tracker.spawn(server::serve(
+        listener,
+        ServerState {
+            metrics: metrics.clone(),
+            phase: phase_rx,
+            incidents: incidents_rx,
+            ingest,
+            problems: problems_rx,
+            decisions: decisions.clone(),
+        },
+        http_stop.clone(),
+    ));
+
+    let (item_tx, item_rx) = mpsc::channel::<SourceItem>(cfg.kafka.channel_capacity);
+    let source_task = tracker.spawn({
+        let stop = source_stop.clone();
+        async move {
+            if let Err(e) = source.run(item_tx, stop).await {
+                error!(error = %e, "Kafka source stopped with an error");
+            }
+        }
+    });
+
+    let core_cfg = CoreConfig::from_config(&cfg.correlation);
+    let (rules, cmdb) = (Arc::new(rules), Arc::new(cmdb));
+    // The re-key stage: its own consumer, producer and offsets.
+    let mut rekey_stage = None;
+    let mut router_tx = None;
+    if let Some((input, rekeyer, scope)) = input {
+        let input_offsets = input.offsets();
+        let router = Router::new(core_cfg.clone(), rules.clone(), cmdb.clone(), scope);
+        let (tx, router_rx) = watch::channel(Arc::new(router));
+        router_tx = Some((tx, scope));
+        let (in_tx, in_rx) = mpsc::channel::<SourceItem>(cfg.kafka.channel_capacity);
+        let input_task = tracker.spawn({
+            let stop = source_stop.clone();
+            async move {
+                if let Err(e) = input.run(in_tx, stop).await {
+                    error!(error = %e, "Kafka input source stopped with an error");
+                }
+            }
+        });
+        let rekey_task = tracker.spawn(rekeyer.run(in_rx, router_rx, input_offsets.clone(), sink_stop.clone()));
+        rekey_stage = Some((input_task, rekey_task, input_offsets));
+    }
+
+    let (ack_tx, ack_rx) = mpsc::unbounded_channel::<u64>();
+    let mut workers = Vec::new();
+    for i in 0..cfg.sink.concurrency {
+        let (tx, rx) = mpsc::channel::<Action>(256);
+        workers.push(tx);
+        let w = SinkWorker {
+            id: i,
+            sink: sink.clone(),
+            dead_letter: dead_letter.clone(),
+            ownership: ownership.clone(),
+            acks: ack_tx.clone(),
+            metrics: metrics.clone(),
+        };
+        tracker.spawn(w.run(rx, sink_stop.clone()));
+    }
+    drop(ack_tx);
+    let watch_thread = ownership.as_ref().map(|o| o.watch());
+
+    let (reload_tx, reload_rx) = mpsc::channel::<()>(4);
+    let (swap_tx, swap_rx) = mpsc::channel::<Reload>(4);
+    tracker.spawn(reloader(
+        cfg.clone(),
+        reload_rx,
+        swap_tx,
+        router_tx.map(|(tx, scope)| RouterFeed { tx, scope, core: core_cfg.clone(), rules: rules.clone(), cmdb: cmdb.clone() }),
+        metrics.clone(),
+        shutdown.clone(),
+    ));
+
+    let core = match &ownership {
+        Some(_) => Cores::per_partition(core_cfg, rules, cmdb),
+        None => Cores::single(core_cfg, rules, cmdb),
+    };
+    let deadline = cfg.shutdown.deadline.0;
+    let core_task = tokio::spawn(core_loop(CoreLoop {
+        core,
+        changelog,
+        drains: drain_rx,
+        reconcile: sink.can_look_up().then(|| Reconcile { sink: sink.clone(), tx: reconciled_tx, stop: sink_stop.clone() }),
+        reconciled: reconciled_rx,
+        ownership: ownership.clone(),
+        checkpoint_every: cfg.kafka.commit_interval.0,
+        items: item_rx,
+        circuit: sink.circuit_closed(),
+        acks: ack_rx,
+        swaps: swap_rx,
+        workers,
+        offsets: offsets.clone(),
+        metrics: metrics.clone(),
+        incidents: incidents_tx,
+        problems: ProblemTracker::new(cfg.problems.threshold, cfg.problems.period.0),
+        problems_tx,
+        decisions,
+    }));
+
+    tracker.close();
+    let done = tokio::spawn(
+        Stopping {
+            shutdown,
+            phase_tx,
+            core_task,
+            deadline,
+            source_stop,
+            source_task,
+            rekey_stage,
+            sink_stop,
+            http_stop,
+            tracker,
+            offsets,
+            ownership,
+            watch_thread,
+        }
+        .run(),
+    );
+    Ok(Running { metrics, http_addr, reload: reload_tx, done })
+}
+
+/// `session.timeout.ms` of the consumer (librdkafka's default: 45 s).
+fn session_timeout(kafka: &crate::config::KafkaConfig) -> Duration {
+    let ms = kafka.options.get("session.timeout.ms").and_then(|v| v.parse::<u64>().ok()).unwrap_or(45_000);
+    Duration::from_millis(ms)
+}

@@ -1,0 +1,78 @@
+//! Sink workers: each delivers the actions of its queue in order, checks the
+//! action's claim, dead-letters permanent failures and acknowledges to the core.
+
+use std::sync::Arc;
+
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use tracing::{error, info};
+
+use crate::incident::rest::RestSink;
+use crate::incident::{Action, SinkError};
+use crate::metrics::Metrics;
+use crate::ownership::Ownership;
+use crate::source::kafka::DeadLetter;
+
+/// Delivers the actions of one queue, in order.
+pub(super) struct SinkWorker {
+    pub(super) id: usize,
+    pub(super) sink: Arc<RestSink>,
+    pub(super) dead_letter: Option<Arc<DeadLetter>>,
+    pub(super) ownership: Option<Arc<Ownership>>,
+    pub(super) acks: mpsc::UnboundedSender<u64>,
+    pub(super) metrics: Metrics,
+}
+
+impl SinkWorker {
+    pub(super) async fn run(self, mut rx: mpsc::Receiver<Action>, stop: CancellationToken) {
+        let SinkWorker { id, sink, dead_letter, ownership, acks, metrics } = self;
+        loop {
+            let action = tokio::select! {
+                a = rx.recv() => match a { Some(a) => a, None => break },
+                _ = stop.cancelled() => break,
+            };
+            let delivered = match ownership.as_deref().zip(action.claim.as_ref()) {
+                None => sink.deliver(&action, &stop).await,
+                // The sink checks the claim before every attempt; a request in
+                // flight or a retry waiting is dropped as soon as it is lost.
+                Some((o, claim)) => tokio::select! {
+                    r = sink.deliver(&action, &stop) => r,
+                    () = o.lost(claim) => Err(SinkError::Disowned { topic: claim.topic.clone(), partition: claim.partition }),
+                },
+            };
+            match delivered {
+                Err(SinkError::Disowned { topic, partition }) => {
+                    metrics.actions_disowned.inc();
+                    info!(worker = id, action = action.kind.as_str(), key = %action.incident.key, %topic, partition, "partition revoked; action left to its new owner");
+                    let _ = acks.send(action.id);
+                }
+                Ok(()) => {
+                    metrics.incident_actions.with_label_values(&[action.kind.as_str()]).inc();
+                    info!(worker = id, action = action.kind.as_str(), key = %action.incident.key, priority = action.incident.priority, title = %action.incident.title, "incident action delivered");
+                    let _ = acks.send(action.id);
+                }
+                Err(SinkError::Cancelled) => break,
+                Err(e) => {
+                    error!(action = action.kind.as_str(), key = %action.incident.key, error = %e, "sink rejected the action permanently; dead-lettering it");
+                    metrics.dead_letters.with_label_values(&["sink"]).inc();
+                    if let Some(dl) = &dead_letter {
+                        // The action is acknowledged only once it is in the dead-letter
+                        // topic: a failed write is retried with the sink's backoff.
+                        let payload = serde_json::to_vec(&action).unwrap_or_default();
+                        let mut attempt = 0;
+                        while let Err(de) = dl.send("sink", None, Some(&action.incident.key), &payload, &e.to_string()).await {
+                            let delay = sink.backoff().next_delay(attempt, None, &mut rand::thread_rng());
+                            attempt = attempt.saturating_add(1);
+                            error!(error = %de, retry_in = ?delay, "dead-letter write failed; retrying");
+                            tokio::select! {
+                                _ = tokio::time::sleep(delay) => {}
+                                _ = stop.cancelled() => return,
+                            }
+                        }
+                    }
+                    let _ = acks.send(action.id);
+                }
+            }
+        }
+    }
+}
