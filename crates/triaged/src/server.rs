@@ -24,7 +24,7 @@ use crate::problems::ProblemCandidate;
 
 /// Lifecycle phase driving `/readyz`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Phase {
+pub enum Lifecycle {
     Starting,
     Running,
     Draining,
@@ -33,7 +33,7 @@ pub enum Phase {
 #[derive(Clone)]
 pub struct ServerState {
     pub metrics: Metrics,
-    pub phase: watch::Receiver<Phase>,
+    pub phase: watch::Receiver<Lifecycle>,
     pub incidents: watch::Receiver<Arc<Vec<Incident>>>,
     pub ingest: Option<Arc<Ingest>>,
     pub problems: watch::Receiver<Arc<Vec<ProblemCandidate>>>,
@@ -69,9 +69,9 @@ async fn metrics(State(s): State<ServerState>) -> Response {
 async fn readyz(State(s): State<ServerState>) -> Response {
     let phase = *s.phase.borrow();
     match phase {
-        Phase::Running => (StatusCode::OK, "ready\n").into_response(),
-        Phase::Starting => (StatusCode::SERVICE_UNAVAILABLE, "starting\n").into_response(),
-        Phase::Draining => (StatusCode::SERVICE_UNAVAILABLE, "draining\n").into_response(),
+        Lifecycle::Running => (StatusCode::OK, "ready\n").into_response(),
+        Lifecycle::Starting => (StatusCode::SERVICE_UNAVAILABLE, "starting\n").into_response(),
+        Lifecycle::Draining => (StatusCode::SERVICE_UNAVAILABLE, "draining\n").into_response(),
     }
 }
 

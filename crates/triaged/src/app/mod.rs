@@ -46,7 +46,7 @@ use crate::ownership::Ownership;
 use crate::problems::{ProblemCandidate, ProblemTracker};
 use crate::rekey::{self, Rekeyer, Router};
 use crate::rules::RuleError;
-use crate::server::{self, Phase, ServerState};
+use crate::server::{self, Lifecycle, ServerState};
 use crate::source::kafka::{DeadLetter, KafkaSource, SourceItem};
 
 /// Startup failures.
@@ -141,7 +141,7 @@ pub async fn start(cfg: Config, shutdown: CancellationToken) -> Result<Running, 
         source.on_revoke(drain_hook(drain_tx));
     }
 
-    let (phase_tx, phase_rx) = watch::channel(Phase::Starting);
+    let (phase_tx, phase_rx) = watch::channel(Lifecycle::Starting);
     let (incidents_tx, incidents_rx) = watch::channel(Arc::new(Vec::<Incident>::new()));
     let (problems_tx, problems_rx) = watch::channel(Arc::new(Vec::<ProblemCandidate>::new()));
     let decisions = DecisionLog::default();

@@ -12,7 +12,7 @@ use tokio_util::task::TaskTracker;
 use tracing::{error, info, warn};
 
 use crate::ownership::Ownership;
-use crate::server::Phase;
+use crate::server::Lifecycle;
 use crate::source::kafka::OffsetHandle;
 
 use super::Summary;
@@ -32,7 +32,7 @@ fn close_budget(deadline: Duration, started: Instant) -> Duration {
 /// What a running daemon stops, in order.
 pub(super) struct Stopping {
     pub(super) shutdown: CancellationToken,
-    pub(super) phase_tx: watch::Sender<Phase>,
+    pub(super) phase_tx: watch::Sender<Lifecycle>,
     pub(super) core_task: tokio::task::JoinHandle<Summary>,
     pub(super) deadline: Duration,
     pub(super) source_stop: CancellationToken,
@@ -66,7 +66,7 @@ impl Stopping {
             ownership,
             watch_thread,
         } = self;
-        let _ = phase_tx.send(Phase::Running);
+        let _ = phase_tx.send(Lifecycle::Running);
         let mut core_task = core_task;
         // The core ends on its own only when something failed: a panic, or
         // the source gone on a fatal error. Then the daemon stops and exits
@@ -92,7 +92,7 @@ impl Stopping {
             }
             None => info!("shutting down: consumption stops, in-flight work drains for up to {deadline:?}"),
         }
-        let _ = phase_tx.send(Phase::Draining);
+        let _ = phase_tx.send(Lifecycle::Draining);
         // The deadline counts from here: stopping the source (a broker that
         // does not answer) comes out of it too.
         let started = Instant::now();

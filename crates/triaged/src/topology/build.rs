@@ -63,18 +63,18 @@ fn label(specs: &[CiSpec], i: usize) -> String {
 
 /// What a CI claims in the name index.
 #[derive(Clone, Copy)]
-enum Claim {
+enum NameKind {
     Id,
     Name,
     Alias,
 }
 
-impl Claim {
+impl NameKind {
     fn as_str(self) -> &'static str {
         match self {
-            Claim::Id => "id",
-            Claim::Name => "name",
-            Claim::Alias => "alias",
+            NameKind::Id => "id",
+            NameKind::Name => "name",
+            NameKind::Alias => "alias",
         }
     }
 }
@@ -107,9 +107,9 @@ pub(super) fn build(model: CmdbFile, file: Option<&Path>, lines: LineFinder<'_>)
             err(i, format!("ci {}: empty name", label(&specs, i)));
         }
         let mut dup = false;
-        let claims = std::iter::once((Claim::Id, &c.id))
-            .chain(std::iter::once((Claim::Name, &c.name)))
-            .chain(c.aliases.iter().map(|a| (Claim::Alias, a)));
+        let claims = std::iter::once((NameKind::Id, &c.id))
+            .chain(std::iter::once((NameKind::Name, &c.name)))
+            .chain(c.aliases.iter().map(|a| (NameKind::Alias, a)));
         for (k, (what, s)) in claims.enumerate() {
             // The same key again within this CI (name == id, alias == name): nothing to claim.
             let again = match k {
@@ -122,7 +122,7 @@ pub(super) fn build(model: CmdbFile, file: Option<&Path>, lines: LineFinder<'_>)
                 continue;
             }
             if s.trim().is_empty() {
-                if matches!(what, Claim::Alias) {
+                if matches!(what, NameKind::Alias) {
                     err(i, format!("ci {}: empty alias", label(&specs, i)));
                 }
                 continue;
@@ -136,18 +136,18 @@ pub(super) fn build(model: CmdbFile, file: Option<&Path>, lines: LineFinder<'_>)
                     if j == i {
                         continue;
                     }
-                    if matches!(what, Claim::Id) && specs[j].id == *s {
+                    if matches!(what, NameKind::Id) && specs[j].id == *s {
                         dup_ids.push((i, j));
                         dup = true;
                         break; // the rest of a duplicate CI would only repeat the conflict
                     }
                     let key = o.key();
                     let theirs = if specs[j].id.eq_ignore_ascii_case(key) {
-                        Claim::Id
+                        NameKind::Id
                     } else if specs[j].name.eq_ignore_ascii_case(key) {
-                        Claim::Name
+                        NameKind::Name
                     } else {
-                        Claim::Alias
+                        NameKind::Alias
                     };
                     err(
                         i,
