@@ -12,8 +12,8 @@ use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::ClientConfig;
 
 use triaged::config::CorrelationConfig;
-use triaged::replay::{read_file, read_topic, replay, Recorded};
 use triaged::rules::RuleSet;
+use triaged::tools::replay::{read_file, read_topic, replay, Recorded};
 use triaged::topology::Snapshot;
 
 use crate::repo;

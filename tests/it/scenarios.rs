@@ -3,7 +3,7 @@
 //! passed in) and the exact sink actions and decisions expected. The format is
 //! documented in `src/ruletest.rs`; `triaged test` runs the same files.
 
-use triaged::ruletest::{run_file, test_files, Defaults};
+use triaged::tools::ruletest::{run_file, test_files, Defaults};
 
 #[test]
 fn scenarios() {

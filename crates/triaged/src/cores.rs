@@ -18,8 +18,8 @@ use tracing::{debug, info};
 use crate::correlate::{Core, CoreConfig, CoreStats, Decision};
 use crate::event::{Event, Origin};
 use crate::incident::{Action, Incident};
-use crate::ownership::Claim;
 use crate::rules::RuleSet;
+use crate::scale::ownership::Claim;
 use crate::topology::Snapshot;
 
 type Part = (String, i32);

@@ -161,7 +161,7 @@ fn check(path: &Path) -> ExitCode {
 }
 
 fn rule_tests(rules_dir: &Path, cmdb: &Path) -> ExitCode {
-    use triaged::ruletest::{run_file, test_files, Defaults};
+    use triaged::tools::ruletest::{run_file, test_files, Defaults};
     let rules = match triaged::rules::RuleSet::load_dir(rules_dir) {
         Ok(r) => r,
         Err(errs) => {
@@ -232,7 +232,7 @@ fn replay(a: ReplayArgs) -> ExitCode {
 }
 
 fn replay_inner(a: ReplayArgs) -> anyhow::Result<ExitCode> {
-    use triaged::replay::{parse_offsets, read_file, read_topic, replay};
+    use triaged::tools::replay::{parse_offsets, read_file, read_topic, replay};
     let load_rules = |dir: &Path| {
         triaged::rules::RuleSet::load_dir(dir)
             .map(std::sync::Arc::new)
@@ -275,7 +275,7 @@ fn replay_inner(a: ReplayArgs) -> anyhow::Result<ExitCode> {
         return Ok(ExitCode::SUCCESS);
     }
     println!("incident actions (- {}, + {}):", a.rules.display(), dir.display());
-    print!("{}", triaged::ruletest::line_diff(&current.actions, &candidate.actions));
+    print!("{}", triaged::tools::diff::line_diff(&current.actions, &candidate.actions));
     println!("decisions:\n  - {:?}\n  + {:?}", current.decisions, candidate.decisions);
     Ok(ExitCode::from(1))
 }
@@ -293,8 +293,8 @@ fn explain(id: &str, base: &str, json: bool) -> anyhow::Result<()> {
         if json {
             println!("{body}");
         } else {
-            let x: triaged::explain::Explanation = serde_json::from_str(&body).context("the daemon's answer")?;
-            print!("{}", triaged::explain::render(&x));
+            let x: triaged::server::explain::Explanation = serde_json::from_str(&body).context("the daemon's answer")?;
+            print!("{}", triaged::server::explain::render(&x));
         }
         Ok(())
     })

@@ -10,14 +10,14 @@ use chrono::Utc;
 use tokio::sync::{mpsc, watch};
 use tracing::{debug, error, info, warn};
 
-use crate::changelog::Changelog;
 use crate::cores::Cores;
 use crate::correlate::DecisionKind;
-use crate::explain::DecisionLog;
 use crate::incident::{Action, Incident};
 use crate::metrics::Metrics;
-use crate::ownership::Ownership;
 use crate::problems::{ProblemCandidate, ProblemTracker};
+use crate::scale::changelog::Changelog;
+use crate::scale::ownership::Ownership;
+use crate::server::explain::DecisionLog;
 use crate::source::kafka::{OffsetHandle, SourceItem};
 
 use super::handover::{checkpoint, partitions_changed, Drain};

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
 use tracing::{debug, error, info, warn};
 
-use crate::ownership::{Claim, Verdict};
+use crate::scale::ownership::{Claim, Verdict};
 use crate::source::kafka::PartitionChange;
 
 use super::core_task::CoreLoop;

@@ -33,19 +33,19 @@ use self::reload::{reloader, RouterFeed};
 use self::shutdown::Stopping;
 use self::sink_worker::SinkWorker;
 
-use crate::changelog::Changelog;
 use crate::config::Config;
 use crate::cores::Cores;
 use crate::correlate::CoreConfig;
-use crate::explain::DecisionLog;
 use crate::incident::rest::RestSink;
 use crate::incident::{Action, Incident};
-use crate::ingest::{Ingest, IngestError};
 use crate::metrics::Metrics;
-use crate::ownership::Ownership;
 use crate::problems::{ProblemCandidate, ProblemTracker};
-use crate::rekey::{self, Rekeyer, Router};
 use crate::rules::RuleError;
+use crate::scale::changelog::Changelog;
+use crate::scale::ownership::Ownership;
+use crate::scale::rekey::{self, Rekeyer, Router};
+use crate::server::explain::DecisionLog;
+use crate::server::ingest::{Ingest, IngestError};
 use crate::server::{self, Lifecycle, ServerState};
 use crate::source::kafka::{DeadLetter, KafkaSource, SourceItem};
 
@@ -63,9 +63,9 @@ pub enum AppError {
     #[error("sink: {0}")]
     Sink(String),
     #[error("{0}")]
-    Changelog(#[from] crate::changelog::ChangelogError),
+    Changelog(#[from] crate::scale::changelog::ChangelogError),
     #[error("{0}")]
-    RekeyTopic(#[from] crate::rekey::TopicError),
+    RekeyTopic(#[from] crate::scale::rekey::TopicError),
     #[error("HTTP server on {addr}: {source}")]
     Http { addr: String, source: std::io::Error },
 }

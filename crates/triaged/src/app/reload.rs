@@ -12,8 +12,8 @@ use tracing::error;
 use crate::config::Config;
 use crate::correlate::CoreConfig;
 use crate::metrics::Metrics;
-use crate::rekey::Router;
 use crate::rules::RuleSet;
+use crate::scale::rekey::Router;
 use crate::topology::Snapshot;
 
 use super::AppError;

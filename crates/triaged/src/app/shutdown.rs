@@ -11,7 +11,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{error, info, warn};
 
-use crate::ownership::Ownership;
+use crate::scale::ownership::Ownership;
 use crate::server::Lifecycle;
 use crate::source::kafka::OffsetHandle;
 

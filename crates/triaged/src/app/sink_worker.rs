@@ -10,7 +10,7 @@ use tracing::{error, info};
 use crate::incident::rest::RestSink;
 use crate::incident::{Action, SinkError};
 use crate::metrics::Metrics;
-use crate::ownership::Ownership;
+use crate::scale::ownership::Ownership;
 use crate::source::kafka::DeadLetter;
 
 /// Delivers the actions of one queue, in order.

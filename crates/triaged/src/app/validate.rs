@@ -65,7 +65,7 @@ pub fn check(path: &Path) -> Report {
     // The sink's secrets and endpoint are only worth checking on a valid sink section.
     let sink_valid = !config_errors.iter().any(|e| e.location.starts_with("sink"));
     if let Some(ic) = cfg.ingest.as_ref().filter(|_| !config_errors.iter().any(|e| e.location.starts_with("ingest"))) {
-        if let Err(e) = crate::ingest::check_token(ic) {
+        if let Err(e) = crate::server::ingest::check_token(ic) {
             r.error(format!("{}: {e}", path.display()));
         }
     }

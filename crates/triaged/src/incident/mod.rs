@@ -121,7 +121,7 @@ pub struct Action {
     /// The partition assignment the incident's state was built under, when
     /// state follows partitions (see `ownership.rs`). Not part of the payload.
     #[serde(skip)]
-    pub claim: Option<crate::ownership::Claim>,
+    pub claim: Option<crate::scale::ownership::Claim>,
 }
 
 /// Why a sink call failed, and whether it may be retried.

@@ -41,7 +41,7 @@ use tracing::{debug, error, info, trace, warn};
 use crate::config::{Format, KafkaConfig, OWNED_KAFKA_OPTIONS};
 use crate::event::{Event, Origin};
 use crate::metrics::Metrics;
-use crate::ownership::Ownership;
+use crate::scale::ownership::Ownership;
 use crate::source::decode;
 
 /// How long a full channel is waited on before the partitions are paused: a

@@ -41,6 +41,7 @@ use crate::correlate::{Core, CoreConfig};
 use crate::event::{CiHint, Event, Origin, Severity, Status};
 use crate::incident::Action;
 use crate::rules::RuleSet;
+use crate::tools::diff::line_diff;
 use crate::topology::Snapshot;
 
 /// Why a rule test could not run (as opposed to ran and failed).
@@ -323,41 +324,9 @@ pub fn test_files(dir: &Path) -> Result<Vec<PathBuf>, RuleTestError> {
     Ok(files)
 }
 
-/// A line diff (Myers, linear in memory): `  ` kept, `- ` only
-/// expected, `+ ` only actual.
-pub fn line_diff(expected: &[String], actual: &[String]) -> String {
-    use similar::{capture_diff_slices, Algorithm, ChangeTag};
-    let mut out = String::new();
-    for op in capture_diff_slices(Algorithm::Myers, expected, actual) {
-        for change in op.iter_changes(expected, actual) {
-            let mark = match change.tag() {
-                ChangeTag::Equal => "    ",
-                ChangeTag::Delete => "  - ",
-                ChangeTag::Insert => "  + ",
-            };
-            out.push_str(mark);
-            out.push_str(change.value_ref());
-            out.push('\n');
-        }
-    }
-    out
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn lines(v: &[&str]) -> Vec<String> {
-        v.iter().map(|s| s.to_string()).collect()
-    }
-
-    #[test]
-    fn diff_marks_missing_and_extra_lines() {
-        let d = line_diff(&lines(&["a", "b", "c"]), &lines(&["a", "x", "c"]));
-        assert_eq!(d, "    a\n  - b\n  + x\n    c\n");
-        assert_eq!(line_diff(&lines(&["a"]), &lines(&["a"])), "    a\n");
-        assert_eq!(line_diff(&[], &lines(&["n"])), "  + n\n");
-    }
 
     #[test]
     fn negative_and_positive_offsets() {

@@ -5,6 +5,9 @@
 //! fingerprint, an event id or a Kafka origin), and with
 //! `[ingest]` the Alertmanager-compatible `POST /api/v2/alerts`.
 
+pub mod explain;
+pub mod ingest;
+
 use std::sync::Arc;
 
 use axum::body::Bytes;
@@ -16,11 +19,11 @@ use axum::{Json, Router};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
-use crate::explain::{DecisionLog, Explanation};
 use crate::incident::Incident;
-use crate::ingest::Ingest;
 use crate::metrics::Metrics;
 use crate::problems::ProblemCandidate;
+use crate::server::explain::{DecisionLog, Explanation};
+use crate::server::ingest::Ingest;
 
 /// Lifecycle phase driving `/readyz`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

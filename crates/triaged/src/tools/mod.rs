@@ -1,0 +1,7 @@
+//! The operator's tools that run the real decoder and correlation core
+//! without the daemon: rule tests on a virtual clock (`triaged test`), and
+//! replays of recorded streams (`triaged replay`), with their line diff.
+
+pub mod diff;
+pub mod replay;
+pub mod ruletest;
