@@ -5,7 +5,7 @@
 //! deadline; a consumer fenced
 //! for good stops the daemon with a failure instead of leaving it idle.
 
-use crate::common;
+use crate::support::{self, in_process};
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -68,7 +68,7 @@ fn storm() -> triaged::demo::Storm {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn broker_faults_never_move_committed_offsets_backwards() {
-    let d = common::start(crate::repo(), PARTITIONS, |cfg| {
+    let d = in_process::start(crate::repo(), PARTITIONS, |cfg| {
         cfg.kafka.commit_interval = HumanDuration(Duration::from_millis(100));
     })
     .await;
@@ -137,7 +137,7 @@ async fn broker_faults_never_move_committed_offsets_backwards() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_with_the_broker_down_stops_within_the_deadline() {
     let deadline = Duration::from_secs(2);
-    let d = common::start(crate::repo(), PARTITIONS, |cfg| {
+    let d = in_process::start(crate::repo(), PARTITIONS, |cfg| {
         cfg.shutdown.deadline = HumanDuration(deadline);
     })
     .await;
@@ -154,11 +154,11 @@ async fn sigterm_with_the_broker_down_stops_within_the_deadline() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_fatal_consumer_error_stops_the_daemon_with_a_failure() {
-    let d = common::start(crate::repo(), 1, |_| {}).await;
+    let d = in_process::start(crate::repo(), 1, |_| {}).await;
     let storm = storm();
     produce(&d.producer, &storm.firing[..1], &mut BTreeMap::new()).await;
     let handled = d.running.metrics.messages_handled.clone();
-    common::wait_until("the daemon consumed", Duration::from_secs(60), || handled.get() >= 1).await;
+    support::wait_until("the daemon consumed", Duration::from_secs(60), || handled.get() >= 1).await;
     // librdkafka treats a fenced group instance as fatal: the consumer is done for.
     d.cluster().request_errors(RDKafkaApiKey::Heartbeat, &[RDKafkaRespErr::RD_KAFKA_RESP_ERR_FENCED_INSTANCE_ID]);
     let summary = d.stopped_by_itself(Duration::from_secs(60)).await;
@@ -169,7 +169,7 @@ async fn a_fatal_consumer_error_stops_the_daemon_with_a_failure() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_during_a_rebalance_stops_within_the_deadline() {
     let deadline = Duration::from_secs(3);
-    let d = common::start(crate::repo(), PARTITIONS, |cfg| {
+    let d = in_process::start(crate::repo(), PARTITIONS, |cfg| {
         cfg.shutdown.deadline = HumanDuration(deadline);
         cfg.kafka.options.insert("session.timeout.ms".into(), "6000".into());
         cfg.kafka.options.insert("heartbeat.interval.ms".into(), "500".into());

@@ -5,8 +5,6 @@
 //! lost is opened again) and resolves the incidents without opening the
 //! others again.
 
-use crate::daemon;
-
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
@@ -18,7 +16,9 @@ use triaged::incident::{ActionKind, IncidentState};
 use triaged::topology::Snapshot;
 use triaged_testkit::itsm::{latest, opened_keys, IncidentReceiver, Received};
 
-use daemon::{all_resolved, assert_settled, free_port, log_tails, produce, wait_rekeyed_to_end, write_config_with, Daemon, Extra, LogDir};
+use crate::support::process::{
+    all_resolved, assert_settled, free_port, log_tails, produce, wait_rekeyed_to_end, write_config_with, Daemon, Extra, LogDir,
+};
 
 const GROUP: &str = "triaged-changelog";
 const PARTITIONS: i32 = 4;

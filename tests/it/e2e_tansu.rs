@@ -6,8 +6,6 @@
 //! incident set must come out at the sink, each incident once, every member's
 //! resolve delivered, and the final offsets committed.
 
-use crate::daemon;
-
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command};
@@ -17,7 +15,7 @@ use triaged::incident::ActionKind;
 use triaged::topology::Snapshot;
 use triaged_testkit::itsm::{latest, opened_keys, IncidentReceiver};
 
-use daemon::{all_resolved, assert_settled, free_port, log_tails, produce, write_config, Daemon, LogDir};
+use crate::support::process::{all_resolved, assert_settled, free_port, log_tails, produce, write_config, Daemon, LogDir};
 
 const GROUP: &str = "triaged-e2e";
 const PARTITIONS: i32 = 4;

@@ -1,7 +1,7 @@
 //! `GET /explain/{id}` and `triaged explain` on a running daemon: why an event
 //! was dropped, and why an incident has its members and root cause.
 
-use crate::common;
+use crate::support::in_process;
 
 use std::process::Command;
 use std::time::Duration;
@@ -30,7 +30,7 @@ async fn cli(id: &str, url: &str) -> (bool, String, String) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn explains_dropped_events_and_incidents() {
-    let d = common::start(crate::repo(), 1, |_| {}).await;
+    let d = in_process::start(crate::repo(), 1, |_| {}).await;
     let (producer, receiver, running) = (&d.producer, &d.receiver, &d.running);
 
     // A switch and a hypervisor behind it fail; an informational event is noise.

@@ -2,7 +2,7 @@
 //! `POST /api/v2/alerts` go through Kafka (the mock cluster) into the same
 //! pipeline and open an incident; bad tokens, bodies and sizes are refused.
 
-use crate::common;
+use crate::support::in_process;
 
 use std::time::Duration;
 
@@ -25,7 +25,7 @@ async fn posted_alerts_become_incidents_and_bad_requests_are_refused() {
     let token_file = dir.path().join("token");
     std::fs::write(&token_file, "s3cret\n").unwrap();
 
-    let d = common::start(crate::repo(), 2, |cfg| {
+    let d = in_process::start(crate::repo(), 2, |cfg| {
         cfg.ingest =
             Some(IngestConfig { topic: None, token: Some(SecretSource { env: None, file: Some(token_file) }), max_body_bytes: 4096 });
     })

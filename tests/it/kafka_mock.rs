@@ -19,10 +19,11 @@ use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio::time::timeout;
 use tokio_util::sync::CancellationToken;
-
 use triaged::config::{Format, HumanDuration, KafkaConfig, TopicConfig};
 use triaged::metrics::Metrics;
 use triaged::source::kafka::{DeadLetter, KafkaSource, OffsetHandle, SourceError, SourceItem};
+
+use crate::support::wait_until;
 
 const TOPIC: &str = "events";
 const DLQ: &str = "triaged-dead-letter";
@@ -144,14 +145,6 @@ async fn recv_n(items: &mut mpsc::Receiver<SourceItem>, n: usize, within: Durati
 async fn assert_no_more(items: &mut mpsc::Receiver<SourceItem>) {
     if let Ok(Some(extra)) = timeout(Duration::from_millis(300), items.recv()).await {
         panic!("unexpected extra item at {}", extra.origin().expect("a message"));
-    }
-}
-
-async fn wait_until(what: &str, within: Duration, mut cond: impl FnMut() -> bool) {
-    let deadline = Instant::now() + within;
-    while !cond() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(5)).await;
     }
 }
 

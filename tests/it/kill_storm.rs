@@ -5,8 +5,6 @@
 //! under the first run's keys, every resolve delivered, and the committed
 //! offsets at the end of every partition.
 
-use crate::daemon;
-
 use std::collections::BTreeMap;
 use std::time::Duration;
 
@@ -17,7 +15,7 @@ use triaged::incident::ActionKind;
 use triaged::topology::Snapshot;
 use triaged_testkit::itsm::{opened_keys, IncidentReceiver, Received};
 
-use daemon::{all_resolved, assert_settled, committed, free_port, log_tails, produce, write_config, Daemon, LogDir};
+use crate::support::process::{all_resolved, assert_settled, committed, free_port, log_tails, produce, write_config, Daemon, LogDir};
 
 const GROUP: &str = "triaged-kills";
 const PARTITIONS: i32 = 4;

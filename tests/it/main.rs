@@ -1,9 +1,8 @@
-//! The integration tests, one binary: each module is one area, `common`
-//! runs the daemon in this process on the librdkafka mock cluster, `daemon`
-//! runs the `triaged` binary as a child process.
+//! The integration tests, one binary: each module is one area; `support`
+//! runs the daemon in this process on the librdkafka mock cluster
+//! (`in_process`) or the `triaged` binary as a child process (`process`).
 
-mod common;
-mod daemon;
+mod support;
 
 mod broker_faults;
 mod changelog;
@@ -28,14 +27,4 @@ mod sink_outage;
 mod stall;
 mod topology;
 
-use std::path::{Path, PathBuf};
-use std::sync::OnceLock;
-
-/// The repository root: `config/`, `rules/`, `docs/` and `tests/fixtures/`.
-pub fn repo() -> &'static Path {
-    static ROOT: OnceLock<PathBuf> = OnceLock::new();
-    ROOT.get_or_init(|| {
-        let manifest = Path::new(env!("CARGO_MANIFEST_DIR"));
-        manifest.join("../..").canonicalize().expect("the repository root exists")
-    })
-}
+pub use support::repo;

@@ -1,7 +1,7 @@
 //! Problem candidates on a running daemon: a CI whose fault comes back within
 //! the period is raised once on `/problems` and in the metric.
 
-use crate::common;
+use crate::support::in_process;
 
 use std::time::{Duration, Instant};
 
@@ -23,7 +23,7 @@ async fn send(producer: &FutureProducer, status: &str) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_recurring_fault_raises_one_problem_candidate() {
-    let d = common::start(crate::repo(), 1, |cfg| {
+    let d = in_process::start(crate::repo(), 1, |cfg| {
         cfg.problems = ProblemsConfig { threshold: 2, period: HumanDuration(Duration::from_secs(3600)) };
     })
     .await;

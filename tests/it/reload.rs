@@ -2,7 +2,7 @@
 //! fails validation keeps the current rules and is counted as an error; a
 //! valid one takes effect for the next event.
 
-use crate::common;
+use crate::support::in_process;
 
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -45,7 +45,7 @@ async fn bad_reload_keeps_the_rules_and_good_reload_applies() {
     copy_dir(&repo.join("rules"), &root.path().join("rules"));
     copy_dir(&repo.join("config"), &root.path().join("config"));
 
-    let d = common::start(root.path(), 1, |_| {}).await;
+    let d = in_process::start(root.path(), 1, |_| {}).await;
     let (running, producer) = (&d.running, &d.producer);
     let m = running.metrics.clone();
     let dropped = |m: &Metrics| m.decisions.with_label_values(&["dropped"]).get();

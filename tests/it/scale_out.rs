@@ -5,8 +5,6 @@
 //! repartition topics must be consumed to its end. Partition state moves
 //! between instances through the changelog topic.
 
-use crate::daemon;
-
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -17,7 +15,9 @@ use triaged::incident::{ActionKind, IncidentState};
 use triaged::topology::Snapshot;
 use triaged_testkit::itsm::{latest, opened_keys, IncidentReceiver, Received};
 
-use daemon::{all_resolved, assert_settled, free_port, log_tails, produce, wait_rekeyed_to_end, write_config_with, Daemon, Extra, LogDir};
+use crate::support::process::{
+    all_resolved, assert_settled, free_port, log_tails, produce, wait_rekeyed_to_end, write_config_with, Daemon, Extra, LogDir,
+};
 
 const GROUP: &str = "triaged-scale";
 const PARTITIONS: i32 = 4;

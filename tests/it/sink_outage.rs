@@ -5,7 +5,7 @@
 //! requests the ITSM applied but answered too late are repeated under the
 //! same key, never as a second incident.
 
-use crate::common;
+use crate::support::{self, in_process};
 
 use std::time::{Duration, Instant};
 
@@ -52,7 +52,7 @@ fn storm() -> triaged::demo::Storm {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sustained_503_opens_the_circuit_pauses_consumption_and_loses_nothing() {
-    let d = common::start(crate::repo(), 2, tweak).await;
+    let d = in_process::start(crate::repo(), 2, tweak).await;
     let (producer, receiver, m) = (&d.producer, &d.receiver, &d.running.metrics);
     let minute = Duration::from_secs(60);
     let storm = storm();
@@ -60,16 +60,16 @@ async fn sustained_503_opens_the_circuit_pauses_consumption_and_loses_nothing() 
 
     receiver.fail_with(StatusCode::SERVICE_UNAVAILABLE, None);
     produce(producer, &storm.firing).await;
-    common::wait_until("circuit opened", minute, || m.sink_circuit_opened.get() >= 1).await;
+    support::wait_until("circuit opened", minute, || m.sink_circuit_opened.get() >= 1).await;
     // Events that arrive during the outage wait in Kafka: the core stops
     // reading, its channel fills and the source pauses the partitions.
     produce(producer, &storm.recovery).await;
-    common::wait_until("partitions paused", minute, || m.paused_partitions.get() > 0).await;
+    support::wait_until("partitions paused", minute, || m.paused_partitions.get() > 0).await;
     let handled = m.messages_handled.get();
     assert!(handled < firing + storm.recovery.len() as u64);
     // Two failed probes later the core has read nothing more.
     let opened = m.sink_circuit_opened.get();
-    common::wait_until("two failed probes", minute, || m.sink_circuit_opened.get() >= opened + 2).await;
+    support::wait_until("two failed probes", minute, || m.sink_circuit_opened.get() >= opened + 2).await;
     assert_eq!(m.messages_handled.get(), handled, "no event read while the circuit is open");
     assert_ne!(m.sink_circuit_state.get(), 0);
     // What reached the ITSM: the failures that opened the circuit, requests
@@ -97,7 +97,7 @@ async fn sustained_503_opens_the_circuit_pauses_consumption_and_loses_nothing() 
     assert_eq!(storm_inc.incident.members.len(), storm.downstream + 1);
     assert!(last.iter().all(|r| r.incident.state == IncidentState::Resolved));
     assert_eq!(m.sink_circuit_state.get(), 0);
-    common::wait_until("partitions resumed", minute, || m.paused_partitions.get() == 0).await;
+    support::wait_until("partitions resumed", minute, || m.paused_partitions.get() == 0).await;
     eprintln!(
         "sustained 503: {all} events, 2 incidents expected, {} created, {} opens, {rejected} requests refused during the outage, {} circuit openings, peak RSS {:.0} MiB (test process)",
         opened_keys(&log).len(),
@@ -111,7 +111,7 @@ async fn sustained_503_opens_the_circuit_pauses_consumption_and_loses_nothing() 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn too_many_requests_with_retry_after_is_waited_out() {
-    let d = common::start(crate::repo(), 1, |cfg| {
+    let d = in_process::start(crate::repo(), 1, |cfg| {
         tweak(cfg);
         cfg.sink.retry.max_backoff = HumanDuration(Duration::from_secs(5));
     })
@@ -128,7 +128,7 @@ async fn too_many_requests_with_retry_after_is_waited_out() {
         let r = receiver.rejections();
         r.iter().any(|(k, _)| r.iter().filter(|(rk, _)| rk == k).count() >= 2)
     };
-    common::wait_until("an incident refused twice", minute, refused_twice).await;
+    support::wait_until("an incident refused twice", minute, refused_twice).await;
     receiver.heal();
     let log = receiver.wait_for(minute, |log| opened_keys(log).len() == 2).await.expect("both incidents open after the 429s");
     // Every retry of an incident waited at least the second the ITSM asked for.
@@ -149,7 +149,7 @@ async fn too_many_requests_with_retry_after_is_waited_out() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_timeout_after_the_itsm_applied_the_request_duplicates_no_incident() {
-    let d = common::start(crate::repo(), 2, |cfg| {
+    let d = in_process::start(crate::repo(), 2, |cfg| {
         tweak(cfg);
         cfg.sink.timeout = HumanDuration(Duration::from_millis(300));
     })
@@ -162,7 +162,7 @@ async fn a_timeout_after_the_itsm_applied_the_request_duplicates_no_incident() {
     receiver.answer_late(Duration::from_secs(2));
     produce(producer, &storm.firing).await;
     let timed_out = || m.sink_errors.with_label_values(&["retryable"]).get() >= 3;
-    common::wait_until("three timed-out requests", minute, timed_out).await;
+    support::wait_until("three timed-out requests", minute, timed_out).await;
     receiver.heal();
     receiver.wait_for(minute, |log| opened_keys(log).len() == 2).await.expect("both incidents open");
     produce(producer, &storm.recovery).await;

@@ -5,8 +5,6 @@
 //! must not make a single sink call for it. The other instance rebuilds the
 //! incidents from the log and carries them to their resolve.
 
-use crate::daemon;
-
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
@@ -18,7 +16,9 @@ use triaged::incident::ActionKind;
 use triaged::topology::Snapshot;
 use triaged_testkit::itsm::{opened_keys, IncidentReceiver, Received};
 
-use daemon::{all_resolved, assert_settled, free_port, log_tails, produce, wait_rekeyed_to_end, write_config_with, Daemon, Extra, LogDir};
+use crate::support::process::{
+    all_resolved, assert_settled, free_port, log_tails, produce, wait_rekeyed_to_end, write_config_with, Daemon, Extra, LogDir,
+};
 
 const GROUP: &str = "triaged-stall";
 const PARTITIONS: i32 = 2;

@@ -109,12 +109,3 @@ pub struct Remains {
     _producer: FutureProducer,
     _cluster: MockCluster<'static, DefaultProducerContext>,
 }
-
-/// Polls `cond` every 20 ms; fails the test naming `what` after `within`.
-pub async fn wait_until(what: &str, within: std::time::Duration, mut cond: impl FnMut() -> bool) {
-    let deadline = std::time::Instant::now() + within;
-    while !cond() {
-        assert!(std::time::Instant::now() < deadline, "{what}: not within {within:?}");
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-    }
-}
