@@ -26,13 +26,14 @@ use crate::explain::DecisionLog;
 use crate::incident::rest::{Remote, RestSink};
 use crate::incident::{Action, Incident, SinkError};
 use crate::ingest::{Ingest, IngestError};
+use crate::kafka::DeadLetter;
 use crate::metrics::Metrics;
 use crate::ownership::{Claim, Ownership, Verdict};
 use crate::problems::{ProblemCandidate, ProblemTracker};
 use crate::rekey::{self, Rekeyer, Router};
 use crate::rules::{RuleError, RuleSet};
 use crate::server::{self, Phase, ServerState};
-use crate::source::kafka::{DeadLetter, KafkaSource, OffsetHandle, PartitionChange, SourceItem};
+use crate::source::{KafkaSource, OffsetHandle, PartitionChange, SourceItem};
 use crate::topology::Snapshot;
 
 /// Startup failures.
@@ -43,7 +44,7 @@ pub enum AppError {
     #[error("CMDB: {}", join(.0))]
     Cmdb(Vec<String>),
     #[error("kafka: {0}")]
-    Kafka(#[from] crate::source::kafka::SourceError),
+    Kafka(#[from] crate::source::SourceError),
     #[error("{0}")]
     Ingest(#[from] IngestError),
     #[error("sink: {0}")]
@@ -642,7 +643,7 @@ const DRAIN_WITHIN: Duration = Duration::from_secs(3);
 /// on a multi-threaded runtime, where the core task runs meanwhile; at
 /// shutdown (the consumer closes on a thread of its own) the core task has
 /// checkpointed already.
-fn drain_hook(tx: mpsc::UnboundedSender<Drain>) -> crate::source::kafka::RevokeHook {
+fn drain_hook(tx: mpsc::UnboundedSender<Drain>) -> crate::source::RevokeHook {
     Box::new(move |parts| {
         let multi = tokio::runtime::Handle::try_current().is_ok_and(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread);
         if !multi || parts.is_empty() {

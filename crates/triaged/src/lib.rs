@@ -13,6 +13,7 @@ pub mod event;
 pub mod explain;
 pub mod incident;
 pub mod ingest;
+pub mod kafka;
 pub mod metrics;
 pub mod offsets;
 pub mod ownership;
