@@ -20,8 +20,9 @@ use tokio::task::JoinHandle;
 use tokio::time::timeout;
 use tokio_util::sync::CancellationToken;
 use triaged::config::{Format, HumanDuration, KafkaConfig, TopicConfig};
+use triaged::kafka::DeadLetter;
 use triaged::metrics::Metrics;
-use triaged::source::kafka::{DeadLetter, KafkaSource, OffsetHandle, SourceError, SourceItem};
+use triaged::source::{KafkaSource, OffsetHandle, SourceError, SourceItem};
 
 use crate::support::wait_until;
 

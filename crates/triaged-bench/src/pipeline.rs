@@ -114,7 +114,7 @@ pub async fn preload(brokers: &str, messages: &[(String, Vec<u8>)], partition_of
 
 async fn produce_all(brokers: &str, messages: &[(String, Vec<u8>)], partition_of: &[i32]) -> Result<(), BenchError> {
     let producer = producer(brokers, 20)?;
-    triaged::source::kafka::produce_all(&producer, TOPIC, messages, Some(partition_of)).await.map_err(|e| kafka(format!("produce: {e}")))
+    triaged::kafka::produce_all(&producer, TOPIC, messages, Some(partition_of)).await.map_err(|e| kafka(format!("produce: {e}")))
 }
 
 fn delivered<C>(r: Result<rdkafka::producer::future_producer::OwnedDeliveryResult, C>) -> Result<(), BenchError> {
@@ -155,7 +155,7 @@ pub(crate) fn per_second(count: u64, seconds: f64) -> f64 {
 pub async fn raw_consume(cfg: &Config, group: &str, expected: u64, limit: Duration) -> Result<Throughput, BenchError> {
     let mut kcfg = cfg.kafka.clone();
     kcfg.group_id = group.into();
-    let consumer: StreamConsumer = triaged::source::kafka::consumer_config(&kcfg).create().map_err(kafka)?;
+    let consumer: StreamConsumer = triaged::kafka::consumer_config(&kcfg).create().map_err(kafka)?;
     consumer.subscribe(&[TOPIC]).map_err(kafka)?;
     let deadline = tokio::time::Instant::now() + limit;
     let mut first = None;
@@ -280,7 +280,7 @@ pub async fn raw_latency(cfg: &Config, messages: &[(String, Vec<u8>)], rate: u64
     let mut kcfg = cfg.kafka.clone();
     kcfg.group_id = "bench-raw-latency".into();
     kcfg.options.insert("fetch.wait.max.ms".into(), MOCK_FETCH_WAIT_MS.to_string());
-    let consumer: StreamConsumer = triaged::source::kafka::consumer_config(&kcfg).create().map_err(kafka)?;
+    let consumer: StreamConsumer = triaged::kafka::consumer_config(&kcfg).create().map_err(kafka)?;
     consumer.subscribe(&[TOPIC]).map_err(kafka)?;
     let histogram = prometheus::Histogram::with_opts(prometheus::HistogramOpts::new("raw", "raw").buckets(LAG_BUCKETS.to_vec()))
         .map_err(|e| BenchError::Setup(e.to_string()))?;

@@ -10,6 +10,7 @@ pub mod demo;
 pub mod duration;
 pub mod event;
 pub mod incident;
+pub mod kafka;
 pub mod metrics;
 pub mod offsets;
 pub mod problems;

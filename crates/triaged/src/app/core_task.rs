@@ -18,7 +18,7 @@ use crate::problems::{ProblemCandidate, ProblemTracker};
 use crate::scale::changelog::Changelog;
 use crate::scale::ownership::Ownership;
 use crate::server::explain::DecisionLog;
-use crate::source::kafka::{OffsetHandle, SourceItem};
+use crate::source::{OffsetHandle, SourceItem};
 
 use super::handover::{checkpoint, partitions_changed, Drain};
 use super::reconcile::Reconcile;

@@ -8,7 +8,7 @@ use tokio::sync::mpsc;
 use tracing::{debug, error, info, warn};
 
 use crate::scale::ownership::{Claim, Verdict};
-use crate::source::kafka::PartitionChange;
+use crate::source::PartitionChange;
 
 use super::core_task::CoreLoop;
 
@@ -64,7 +64,7 @@ pub(super) const DRAIN_WITHIN: Duration = Duration::from_secs(3);
 /// on a multi-threaded runtime, where the core task runs meanwhile; at
 /// shutdown (the consumer closes on a thread of its own) the core task has
 /// checkpointed already.
-pub(super) fn drain_hook(tx: mpsc::UnboundedSender<Drain>) -> crate::source::kafka::RevokeHook {
+pub(super) fn drain_hook(tx: mpsc::UnboundedSender<Drain>) -> crate::source::RevokeHook {
     Box::new(move |parts| {
         let multi = tokio::runtime::Handle::try_current().is_ok_and(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread);
         if !multi || parts.is_empty() {

@@ -38,6 +38,7 @@ use crate::cores::Cores;
 use crate::correlate::CoreConfig;
 use crate::incident::rest::RestSink;
 use crate::incident::{Action, Incident};
+use crate::kafka::DeadLetter;
 use crate::metrics::Metrics;
 use crate::problems::{ProblemCandidate, ProblemTracker};
 use crate::rules::RuleError;
@@ -47,7 +48,7 @@ use crate::scale::rekey::{self, Rekeyer, Router};
 use crate::server::explain::DecisionLog;
 use crate::server::ingest::{Ingest, IngestError};
 use crate::server::{self, Lifecycle, ServerState};
-use crate::source::kafka::{DeadLetter, KafkaSource, SourceItem};
+use crate::source::{KafkaSource, SourceItem};
 
 /// Startup failures.
 #[derive(Debug, thiserror::Error)]
@@ -57,7 +58,7 @@ pub enum AppError {
     #[error("CMDB: {}", join(.0))]
     Cmdb(Vec<String>),
     #[error("kafka: {0}")]
-    Kafka(#[from] crate::source::kafka::SourceError),
+    Kafka(#[from] crate::source::SourceError),
     #[error("{0}")]
     Ingest(#[from] IngestError),
     #[error("sink: {0}")]

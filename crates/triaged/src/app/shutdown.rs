@@ -13,7 +13,7 @@ use tracing::{error, info, warn};
 
 use crate::scale::ownership::Ownership;
 use crate::server::Lifecycle;
-use crate::source::kafka::OffsetHandle;
+use crate::source::OffsetHandle;
 
 use super::Summary;
 

@@ -9,9 +9,9 @@ use tracing::{error, info};
 
 use crate::incident::rest::RestSink;
 use crate::incident::{Action, SinkError};
+use crate::kafka::DeadLetter;
 use crate::metrics::Metrics;
 use crate::scale::ownership::Ownership;
-use crate::source::kafka::DeadLetter;
 
 /// Delivers the actions of one queue, in order.
 pub(super) struct SinkWorker {

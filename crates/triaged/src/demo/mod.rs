@@ -147,7 +147,7 @@ pub fn demo_config(root: &std::path::Path, brokers: &str, sink: &str, listen: &s
 }
 
 async fn produce(producer: &FutureProducer, messages: &[(String, Vec<u8>)]) -> Result<(), DemoError> {
-    crate::source::kafka::produce_all(producer, "events", messages, None).await.map_err(|e| DemoError::Kafka(format!("produce: {e}")))
+    crate::kafka::produce_all(producer, "events", messages, None).await.map_err(|e| DemoError::Kafka(format!("produce: {e}")))
 }
 
 fn print_action(r: &Received) {

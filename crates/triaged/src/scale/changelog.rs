@@ -20,7 +20,7 @@ use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::{ClientConfig, Message, Offset, TopicPartitionList};
 
 use crate::config::KafkaConfig;
-use crate::source::kafka::producer_config;
+use crate::kafka::producer_config;
 
 /// Changelog failures.
 #[derive(Debug, thiserror::Error)]

@@ -38,9 +38,10 @@ use tracing::{info, warn};
 use crate::config::{KafkaConfig, RekeyConfig, RekeyScope};
 use crate::correlate::{Core, CoreConfig};
 use crate::event::{Event, Origin};
+use crate::kafka::producer_config;
 use crate::metrics::Metrics;
 use crate::rules::RuleSet;
-use crate::source::kafka::{producer_config, OffsetHandle, SourceError, SourceItem};
+use crate::source::{OffsetHandle, SourceError, SourceItem};
 use crate::topology::{CiIdx, Snapshot};
 
 /// Header naming the input message a re-keyed event came from.

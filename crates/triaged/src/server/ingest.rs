@@ -14,9 +14,9 @@ use rdkafka::producer::{FutureProducer, FutureRecord};
 
 use crate::config::{Config, Format};
 use crate::incident::rest::{read_secret, Secret, SinkBuildError};
+use crate::kafka::producer_config;
 use crate::metrics::Metrics;
 use crate::source::decode::decode;
-use crate::source::kafka::producer_config;
 
 /// How long Kafka may take to acknowledge a request's alerts before 503.
 const PRODUCE_TIMEOUT: Duration = Duration::from_secs(10);

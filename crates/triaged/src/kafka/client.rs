@@ -1,0 +1,149 @@
+//! Kafka client configuration: the consumer's, a producer's beside it (the
+//! shared `kafka.options` minus the consumer-only ones), and the checks of
+//! the `kafka` settings.
+
+use rdkafka::config::ClientConfig;
+
+use crate::config::{KafkaConfig, OWNED_KAFKA_OPTIONS};
+use crate::source::SourceError;
+
+pub(crate) fn check_config(cfg: &KafkaConfig) -> Result<(), SourceError> {
+    let mut problems = Vec::new();
+    if cfg.brokers.trim().is_empty() {
+        problems.push("`brokers` is empty".to_string());
+    }
+    if cfg.group_id.trim().is_empty() {
+        problems.push("`group_id` is empty".to_string());
+    }
+    if cfg.topics.is_empty() {
+        problems.push("no input `topics`".to_string());
+    }
+    if cfg.topics.iter().any(|t| t.name.trim().is_empty()) {
+        problems.push("a topic name is empty".to_string());
+    }
+    if cfg.commit_interval.0.is_zero() {
+        problems.push("`commit_interval` must be greater than zero".to_string());
+    }
+    for key in cfg.options.keys() {
+        if OWNED_KAFKA_OPTIONS.contains(&key.as_str()) {
+            problems.push(format!("option `{key}` is set by triaged itself"));
+        }
+    }
+    if problems.is_empty() {
+        Ok(())
+    } else {
+        Err(SourceError::Config(problems.join("; ")))
+    }
+}
+
+/// The client configuration of a producer beside the consumer (dead letters,
+/// ingest): the brokers and the shared `kafka.options`, without the
+/// consumer-only ones a producer would warn about and ignore.
+pub(crate) fn producer_config(cfg: &KafkaConfig) -> ClientConfig {
+    let mut cc = ClientConfig::new();
+    for (k, v) in cfg.options.iter().filter(|(k, _)| !is_consumer_only(k)) {
+        cc.set(k, v);
+    }
+    cc.set("bootstrap.servers", &cfg.brokers);
+    cc
+}
+
+pub fn consumer_config(cfg: &KafkaConfig) -> ClientConfig {
+    let mut cc = ClientConfig::new();
+    for (k, v) in &cfg.options {
+        cc.set(k, v);
+    }
+    cc.set("bootstrap.servers", &cfg.brokers)
+        .set("group.id", &cfg.group_id)
+        .set("enable.auto.commit", "true")
+        .set("auto.commit.interval.ms", cfg.commit_interval.0.as_millis().max(1).to_string())
+        .set("enable.auto.offset.store", "false")
+        .set("auto.offset.reset", "earliest")
+        .set("enable.partition.eof", "false");
+    cc
+}
+
+/// librdkafka properties that only a consumer understands (column `C` of
+/// librdkafka's CONFIGURATION.md). The dead-letter producer shares the
+/// connection options (security, SASL, TLS, timeouts) but not these, which a
+/// producer would warn about and ignore.
+fn is_consumer_only(key: &str) -> bool {
+    const PREFIXES: &[&str] = &["group.", "fetch.", "queued.", "auto.commit.", "offset.store."];
+    const NAMES: &[&str] = &[
+        "session.timeout.ms",
+        "heartbeat.interval.ms",
+        "partition.assignment.strategy",
+        "max.poll.interval.ms",
+        "enable.auto.commit",
+        "enable.auto.offset.store",
+        "auto.offset.reset",
+        "isolation.level",
+        "check.crcs",
+        "enable.partition.eof",
+        "coordinator.query.interval.ms",
+        "consume.callback.max.messages",
+    ];
+    PREFIXES.iter().any(|p| key.starts_with(p)) || NAMES.contains(&key)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+    use crate::config::Format;
+
+    #[test]
+    fn dead_letter_producer_skips_consumer_only_options() {
+        for k in ["session.timeout.ms", "heartbeat.interval.ms", "group.instance.id", "fetch.min.bytes", "auto.offset.reset"] {
+            assert!(super::is_consumer_only(k), "{k}");
+        }
+        for k in ["security.protocol", "sasl.mechanism", "ssl.ca.location", "socket.timeout.ms", "message.timeout.ms", "client.id"] {
+            assert!(!super::is_consumer_only(k), "{k}");
+        }
+    }
+
+    #[test]
+    fn config_problems_are_collected() {
+        let cfg = KafkaConfig {
+            brokers: " ".into(),
+            group_id: String::new(),
+            topics: vec![],
+            dead_letter_topic: None,
+            channel_capacity: 1,
+            commit_interval: crate::config::HumanDuration(Duration::ZERO),
+            options: [("group.id".to_string(), "x".to_string())].into_iter().collect(),
+        };
+        let SourceError::Config(msg) = check_config(&cfg).unwrap_err() else { panic!("config error expected") };
+        for part in ["brokers", "group_id", "topics", "commit_interval", "group.id"] {
+            assert!(msg.contains(part), "{part} missing from {msg}");
+        }
+    }
+
+    #[test]
+    fn owned_consumer_settings_win() {
+        let cfg = KafkaConfig {
+            brokers: "b:9092".into(),
+            group_id: "g".into(),
+            topics: vec![crate::config::TopicConfig { name: "events".into(), format: Format::Auto }],
+            dead_letter_topic: None,
+            channel_capacity: 1,
+            commit_interval: crate::config::HumanDuration(Duration::from_millis(250)),
+            options: [("security.protocol".to_string(), "ssl".to_string())].into_iter().collect(),
+        };
+        let cc = consumer_config(&cfg);
+        let want = [
+            ("bootstrap.servers", "b:9092"),
+            ("group.id", "g"),
+            ("enable.auto.commit", "true"),
+            ("auto.commit.interval.ms", "250"),
+            ("enable.auto.offset.store", "false"),
+            ("auto.offset.reset", "earliest"),
+            ("enable.partition.eof", "false"),
+            ("security.protocol", "ssl"),
+        ];
+        for (k, v) in want {
+            assert_eq!(cc.get(k), Some(v), "{k}");
+        }
+    }
+}

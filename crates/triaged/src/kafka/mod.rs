@@ -1,0 +1,14 @@
+//! Kafka clients and their configuration, beside the consumer of
+//! [`crate::source`]: client configuration, producing with awaited
+//! deliveries, and the dead-letter producer.
+
+mod client;
+mod dead_letter;
+mod produce;
+
+pub use client::consumer_config;
+pub(crate) use client::{check_config, producer_config};
+pub use dead_letter::{
+    DeadLetter, HEADER_ERROR, HEADER_KIND, HEADER_ORIGIN_OFFSET, HEADER_ORIGIN_PARTITION, HEADER_ORIGIN_TOPIC, HEADER_TRUNCATED_FROM,
+};
+pub use produce::produce_all;
