@@ -20,15 +20,15 @@ use tracing::{debug, error, info, warn};
 
 use crate::changelog::Changelog;
 use crate::config::Config;
-use crate::cores::Cores;
-use crate::correlate::{CoreConfig, DecisionKind};
+use crate::core::partitions::Cores;
+use crate::core::problems::{ProblemCandidate, ProblemTracker};
+use crate::core::{CoreConfig, DecisionKind};
 use crate::explain::DecisionLog;
 use crate::incident::rest::{Remote, RestSink};
 use crate::incident::{Action, Incident, SinkError};
 use crate::ingest::{Ingest, IngestError};
 use crate::metrics::Metrics;
 use crate::ownership::{Claim, Ownership, Verdict};
-use crate::problems::{ProblemCandidate, ProblemTracker};
 use crate::rekey::{self, Rekeyer, Router};
 use crate::rules::{RuleError, RuleSet};
 use crate::server::{self, Phase, ServerState};

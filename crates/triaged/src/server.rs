@@ -16,11 +16,11 @@ use axum::{Json, Router};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
+use crate::core::problems::ProblemCandidate;
 use crate::explain::{DecisionLog, Explanation};
 use crate::incident::Incident;
 use crate::ingest::Ingest;
 use crate::metrics::Metrics;
-use crate::problems::ProblemCandidate;
 
 /// Lifecycle phase driving `/readyz`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

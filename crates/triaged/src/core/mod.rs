@@ -28,6 +28,9 @@
 //! member's first-seen time, so replaying the same events gives the same key.
 
 mod checkpoint;
+pub mod offset_book;
+pub mod partitions;
+pub mod problems;
 
 use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::sync::Arc;
@@ -38,10 +41,10 @@ use chrono::{DateTime, Utc};
 use crate::config::CorrelationConfig;
 use crate::event::{Event, Origin, Severity, Status};
 use crate::incident::{Action, ActionKind, CiRef, Incident, IncidentState, Member};
-use crate::offsets::{OffsetBook, PartId};
 use crate::rules::RuleSet;
 use crate::template::Template;
 use crate::topology::{CiIdx, Criticality, Snapshot};
+use offset_book::{OffsetBook, PartId};
 
 /// Core timers and defaults.
 #[derive(Debug, Clone)]
