@@ -15,7 +15,7 @@ use chrono::{DateTime, Duration, TimeZone, Utc};
 use proptest::prelude::*;
 
 use triaged::config::{CorrelationConfig, HumanDuration};
-use triaged::correlate::{Core, CoreConfig};
+use triaged::core::{Core, CoreConfig};
 use triaged::event::{CiHint, Event, Origin, Severity, Status};
 use triaged::incident::ActionKind;
 use triaged::rules::RuleSet;

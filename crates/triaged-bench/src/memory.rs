@@ -8,7 +8,7 @@ use std::time::Instant;
 use chrono::Utc;
 use serde::{Deserialize, Serialize};
 
-use triaged::correlate::{Core, CoreConfig};
+use triaged::core::{Core, CoreConfig};
 use triaged::rules::RuleSet;
 use triaged::topology::Snapshot;
 use triaged_testkit::cmdb::{synthetic, GenParams};

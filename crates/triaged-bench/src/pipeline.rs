@@ -13,7 +13,7 @@ use tokio_util::sync::CancellationToken;
 
 use triaged::app;
 use triaged::config::Config;
-use triaged::correlate::{Core, CoreConfig};
+use triaged::core::{Core, CoreConfig};
 use triaged::demo::itsm::IncidentReceiver;
 use triaged::metrics::LAG_BUCKETS;
 use triaged::rules::RuleSet;

@@ -4,16 +4,13 @@
 pub mod app;
 pub mod changes;
 pub mod config;
-pub mod cores;
-pub mod correlate;
+pub mod core;
 pub mod demo;
 pub mod duration;
 pub mod event;
 pub mod incident;
 pub mod kafka;
 pub mod metrics;
-pub mod offsets;
-pub mod problems;
 pub mod rules;
 pub mod scale;
 pub mod server;

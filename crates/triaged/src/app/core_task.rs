@@ -10,11 +10,11 @@ use chrono::Utc;
 use tokio::sync::{mpsc, watch};
 use tracing::{debug, error, info, warn};
 
-use crate::cores::Cores;
-use crate::correlate::DecisionKind;
+use crate::core::partitions::Cores;
+use crate::core::problems::{ProblemCandidate, ProblemTracker};
+use crate::core::DecisionKind;
 use crate::incident::{Action, Incident};
 use crate::metrics::Metrics;
-use crate::problems::{ProblemCandidate, ProblemTracker};
 use crate::scale::changelog::Changelog;
 use crate::scale::ownership::Ownership;
 use crate::server::explain::DecisionLog;

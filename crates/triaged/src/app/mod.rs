@@ -34,13 +34,13 @@ use self::shutdown::Stopping;
 use self::sink_worker::SinkWorker;
 
 use crate::config::Config;
-use crate::cores::Cores;
-use crate::correlate::CoreConfig;
+use crate::core::partitions::Cores;
+use crate::core::problems::{ProblemCandidate, ProblemTracker};
+use crate::core::CoreConfig;
 use crate::incident::rest::RestSink;
 use crate::incident::{Action, Incident};
 use crate::kafka::DeadLetter;
 use crate::metrics::Metrics;
-use crate::problems::{ProblemCandidate, ProblemTracker};
 use crate::rules::RuleError;
 use crate::scale::changelog::Changelog;
 use crate::scale::ownership::Ownership;

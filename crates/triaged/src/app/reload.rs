@@ -10,7 +10,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::error;
 
 use crate::config::Config;
-use crate::correlate::CoreConfig;
+use crate::core::CoreConfig;
 use crate::metrics::Metrics;
 use crate::rules::RuleSet;
 use crate::scale::rekey::Router;

@@ -36,7 +36,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use crate::config::{KafkaConfig, RekeyConfig, RekeyScope};
-use crate::correlate::{Core, CoreConfig};
+use crate::core::{Core, CoreConfig};
 use crate::event::{Event, Origin};
 use crate::kafka::producer_config;
 use crate::metrics::Metrics;

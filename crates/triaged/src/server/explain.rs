@@ -13,7 +13,7 @@ use chrono::{DateTime, Utc};
 use moka::sync::Cache;
 use serde::{Deserialize, Serialize};
 
-use crate::correlate::{Decision, DecisionKind};
+use crate::core::{Decision, DecisionKind};
 use crate::event::Event;
 use crate::incident::Incident;
 
@@ -170,7 +170,7 @@ fn render_incident(i: &Incident) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::correlate::{Decision, DecisionKind};
+    use crate::core::{Decision, DecisionKind};
     use crate::event::{CiHint, Event, Origin, Severity, Status};
 
     fn event(id: &str, offset: i64) -> Event {

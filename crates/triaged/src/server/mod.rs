@@ -19,9 +19,9 @@ use axum::{Json, Router};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
+use crate::core::problems::ProblemCandidate;
 use crate::incident::Incident;
 use crate::metrics::Metrics;
-use crate::problems::ProblemCandidate;
 use crate::server::explain::{DecisionLog, Explanation};
 use crate::server::ingest::Ingest;
 

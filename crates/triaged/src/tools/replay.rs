@@ -18,7 +18,7 @@ use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::{ClientConfig, Message, Offset, TopicPartitionList};
 
 use crate::config::{CorrelationConfig, Format};
-use crate::correlate::{Core, CoreConfig};
+use crate::core::{Core, CoreConfig};
 use crate::incident::Action;
 use crate::rules::RuleSet;
 use crate::source::decode::decode;

@@ -37,7 +37,7 @@ use chrono::{DateTime, TimeZone, Utc};
 use serde::Deserialize;
 
 use crate::config::{CorrelationConfig, HumanDuration};
-use crate::correlate::{Core, CoreConfig};
+use crate::core::{Core, CoreConfig};
 use crate::event::{CiHint, Event, Origin, Severity, Status};
 use crate::incident::Action;
 use crate::rules::RuleSet;

@@ -15,7 +15,8 @@ use std::sync::Arc;
 use chrono::{DateTime, Utc};
 use tracing::{debug, info};
 
-use crate::correlate::{Core, CoreConfig, CoreStats, Decision};
+use super::keys::fnv1a;
+use super::{Core, CoreConfig, CoreStats, Decision};
 use crate::event::{Event, Origin};
 use crate::incident::{Action, Incident};
 use crate::rules::RuleSet;
@@ -54,7 +55,7 @@ pub struct Checkpoint {
 }
 
 fn digest(records: &[(String, Vec<u8>)]) -> HashMap<String, u64> {
-    records.iter().map(|(k, v)| (k.clone(), crate::correlate::fnv1a(v))).collect()
+    records.iter().map(|(k, v)| (k.clone(), fnv1a(v))).collect()
 }
 
 /// One core, or one per assigned partition.
@@ -157,11 +158,8 @@ impl Cores {
             }
             let now = slot.core.checkpoint();
             let mut written = digest(&now);
-            let mut records: Vec<(String, Option<Vec<u8>>)> = now
-                .into_iter()
-                .filter(|(k, v)| slot.written.get(k) != Some(&crate::correlate::fnv1a(v)))
-                .map(|(k, v)| (k, Some(v)))
-                .collect();
+            let mut records: Vec<(String, Option<Vec<u8>>)> =
+                now.into_iter().filter(|(k, v)| slot.written.get(k) != Some(&fnv1a(v))).map(|(k, v)| (k, Some(v))).collect();
             let mut gone: Vec<&String> = slot.written.keys().filter(|k| *k != OFFSET_KEY && !written.contains_key(*k)).collect();
             gone.sort();
             records.extend(gone.into_iter().map(|k| (k.clone(), None)));
@@ -169,10 +167,10 @@ impl Cores {
             // The offset the state reflects, written after the state itself.
             if let Some((_, _, next)) = offsets.iter().find(|(t, p, _)| t == topic && p == partition) {
                 let v = next.to_string().into_bytes();
-                if slot.written.get(OFFSET_KEY) != Some(&crate::correlate::fnv1a(&v)) {
+                if slot.written.get(OFFSET_KEY) != Some(&fnv1a(&v)) {
                     records.push((OFFSET_KEY.to_owned(), Some(v.clone())));
                 }
-                written.insert(OFFSET_KEY.to_owned(), crate::correlate::fnv1a(&v));
+                written.insert(OFFSET_KEY.to_owned(), fnv1a(&v));
             } else if let Some(h) = slot.written.get(OFFSET_KEY) {
                 written.insert(OFFSET_KEY.to_owned(), *h);
             }

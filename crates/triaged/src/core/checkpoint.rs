@@ -248,7 +248,7 @@ mod tests {
 
     use super::*;
     use crate::config::CorrelationConfig;
-    use crate::correlate::CoreConfig;
+    use crate::core::CoreConfig;
     use crate::event::{Event, Status};
     use crate::incident::Action;
     use crate::rules::RuleSet;

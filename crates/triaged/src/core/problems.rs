@@ -9,7 +9,7 @@ use std::collections::{HashMap, VecDeque};
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 
-use crate::correlate::fnv1a;
+use super::keys::fnv1a;
 use crate::incident::{Action, ActionKind};
 
 /// A CI that keeps causing incidents.

@@ -1,0 +1,89 @@
+//! The keys events and incidents are known by: the CI an event binds to, its
+//! fingerprint (dedup key) and its `group` key, the text of a correlation
+//! scope, and the deterministic incident key. `decide` computes an event's keys
+//! once and hands them to each decision; `route` uses the same functions, so
+//! the repartition stage and the core always agree.
+
+use super::{Core, Inc, Scope};
+use crate::event::Event;
+use crate::rules::{Classification, Group};
+use crate::topology::CiIdx;
+
+/// Where one event correlates: the CI it binds to (and how), and its fingerprint.
+pub(super) struct Keys {
+    pub(super) ci: Option<CiIdx>,
+    pub(super) bind_reason: String,
+    pub(super) fingerprint: String,
+}
+
+impl Core {
+    /// The CI and the fingerprint of `ev`, classified as `class`.
+    pub(super) fn keys(&self, ev: &Event, class: &Classification) -> Keys {
+        let (ci, bind_reason) = self.bind(ev, class.bind.map(|(r, t)| (r, t.render(ev, None, &class.captures))));
+        let ci_id = ci.map(|i| self.cmdb.ci(i).id.clone());
+        let fingerprint = match class.dedup_key {
+            Some((_, t)) => t.render(ev, ci_id.as_deref(), &class.captures),
+            None => self.cfg.dedup_key.render(ev, ci_id.as_deref(), &class.captures),
+        };
+        Keys { ci, bind_reason, fingerprint }
+    }
+
+    /// The CI `ev` binds to, and how: a rule's binding, else the host or
+    /// service name, else the IP.
+    fn bind(&self, ev: &Event, rule_bind: Option<(&str, String)>) -> (Option<CiIdx>, String) {
+        if let Some((rule, name)) = rule_bind {
+            if let Some(i) = self.cmdb.lookup_name(&name).or_else(|| self.cmdb.lookup_ip(&name)) {
+                return (Some(i), format!("bound to CI {} by rule `{rule}` ({name})", self.cmdb.ci(i).id));
+            }
+        }
+        let hints = [("host", ev.ci.host.as_deref()), ("service", ev.ci.service.as_deref())];
+        for (what, hint) in hints {
+            if let Some(i) = hint.and_then(|h| self.cmdb.lookup_name(h)) {
+                return (Some(i), format!("bound to CI {} by {what} name", self.cmdb.ci(i).id));
+            }
+        }
+        if let Some(i) = ev.ci.ip.as_deref().and_then(|ip| self.cmdb.lookup_ip(ip)) {
+            return (Some(i), format!("bound to CI {} by IP", self.cmdb.ci(i).id));
+        }
+        (None, "not bound to a CI".into())
+    }
+
+    /// Deterministic incident key: a hash of the scope and the earliest
+    /// member's first-seen time, so replaying the same events gives the same key.
+    pub(super) fn key_for(&self, inc: &Inc) -> String {
+        let earliest = inc.members.iter().filter_map(|m| self.fps.get(m)).map(|f| f.episode_start).min().unwrap_or(inc.created);
+        let text = format!("{}|{}", inc.scope.text(), earliest.timestamp_millis());
+        format!("trg-{:016x}", fnv1a(text.as_bytes()))
+    }
+}
+
+/// The values of the `by` fields of group `g` in `ev` (empty when absent).
+pub(super) fn group_values<'e>(ev: &'e Event, g: &Group) -> Vec<&'e str> {
+    g.by.iter().map(|f| ev.field(f).unwrap_or("")).collect()
+}
+
+/// The group key of rule `rule`: its name and the field values.
+pub(super) fn group_key(rule: &str, values: &[&str]) -> String {
+    format!("{rule}:{}", values.join("|"))
+}
+
+impl Scope {
+    /// The scope as text: `topology:<ci>`, `group:<key>` or `fingerprint:<fp>`.
+    pub(super) fn text(&self) -> String {
+        match self {
+            Scope::Topology(ci) => format!("topology:{ci}"),
+            Scope::Group(g) => format!("group:{g}"),
+            Scope::Single(f) => format!("fingerprint:{f}"),
+        }
+    }
+}
+
+/// FNV-1a, 64 bit: stable across Rust releases, unlike `DefaultHasher`.
+pub(crate) fn fnv1a(bytes: &[u8]) -> u64 {
+    let mut h: u64 = 0xcbf29ce484222325;
+    for b in bytes {
+        h ^= u64::from(*b);
+        h = h.wrapping_mul(0x100000001b3);
+    }
+    h
+}

@@ -1,0 +1,521 @@
+//! The correlation core: plain synchronous code over state it owns, with the
+//! clock passed in, so it runs the same in the daemon, in tests and in replays.
+//! This module holds the core's state, its public API and `decide`, which
+//! takes each decision in turn by calling the module that makes it.
+//!
+//! Per event: rules classify it (drop, severity, binding, fingerprint,
+//! suppression, grouping, topology; keys in `keys.rs`), maintenance or a rule
+//! window suppresses it (`suppress.rs`), the fingerprint deduplicates repeats
+//! (`dedup.rs`), and a firing event joins or starts an incident:
+//! 1. a fingerprint that already belongs to a live incident rejoins it
+//!    (reopening it when it was resolved within the reopen window; `lifecycle.rs`);
+//! 2. with topology correlation and a bound CI: if an upstream CI (depends_on,
+//!    runs_on, connects_to, followed transitively) has a firing event within the
+//!    window, or cleared only after this event began (event time: one fault's
+//!    events read out of order across partitions), the event joins that CI's
+//!    incident; **the root cause is the deepest failing upstream CI** (in a
+//!    dependency cycle, the one that failed first). A new root that is upstream
+//!    of existing incidents absorbs them (`topology.rs`);
+//! 3. else a `group` rule's key (rule name + field values) within its window;
+//! 4. else the fingerprint alone (`group.rs`).
+//!
+//! New incidents wait `group_wait` before they are opened, so a storm becomes
+//! one incident. One whose members all clear sooner is dropped as a flap if,
+//! by the events' own times, the fault lasted less than `group_wait`;
+//! otherwise it still opens, then resolves (late bursts, replays). Open incidents are updated at most every `update_interval`,
+//! resolved after every member has stayed clear for `resolve_hold_down`, and
+//! reopened by a recurrence within `reopen_window`; after that they close and
+//! release their state (`lifecycle.rs`). Priority is ITIL impact x urgency
+//! (`priority.rs`), carried in the incident snapshot (`snapshot.rs`).
+//!
+//! **Incident keys are deterministic**: a hash of the scope and the earliest
+//! member's first-seen time, so replaying the same events gives the same key.
+//!
+//! Beside the core: its state as changelog records (`checkpoint.rs`), one core
+//! or one per assigned partition (`partitions.rs`), which Kafka offsets may be
+//! stored (`offset_book.rs`) and problem candidates (`problems.rs`).
+
+mod checkpoint;
+mod dedup;
+mod group;
+mod keys;
+mod lifecycle;
+pub mod offset_book;
+pub mod partitions;
+mod priority;
+pub mod problems;
+mod snapshot;
+mod suppress;
+mod topology;
+
+use std::collections::{BTreeSet, HashMap, VecDeque};
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+
+use crate::config::CorrelationConfig;
+use crate::event::{Event, Origin, Severity, Status};
+use crate::incident::{Action, ActionKind, Incident};
+use crate::rules::RuleSet;
+use crate::template::Template;
+use crate::topology::{CiIdx, Snapshot};
+use keys::Keys;
+use offset_book::{OffsetBook, PartId};
+
+/// Core timers and defaults.
+#[derive(Debug, Clone)]
+pub struct CoreConfig {
+    pub group_wait: chrono::Duration,
+    pub update_interval: chrono::Duration,
+    pub hold_down: chrono::Duration,
+    pub reopen_window: chrono::Duration,
+    pub topology_window: chrono::Duration,
+    pub max_depth: usize,
+    pub dedup_key: Template,
+    /// State changes within `flap_window` that make a fingerprint flapping (0: off).
+    pub flap_threshold: usize,
+    pub flap_window: chrono::Duration,
+}
+
+fn chrono_dur(d: Duration) -> chrono::Duration {
+    chrono::Duration::from_std(d).unwrap_or(chrono::Duration::MAX)
+}
+
+impl CoreConfig {
+    /// From the validated `[correlation]` section.
+    pub fn from_config(c: &CorrelationConfig) -> CoreConfig {
+        CoreConfig {
+            group_wait: chrono_dur(c.group_wait.0),
+            update_interval: chrono_dur(c.update_interval.0),
+            hold_down: chrono_dur(c.resolve_hold_down.0),
+            reopen_window: chrono_dur(c.reopen_window.0),
+            topology_window: chrono_dur(c.topology_window.0),
+            max_depth: c.max_upstream_depth,
+            dedup_key: Template::parse(&c.dedup_key).expect("validated dedup key template"),
+            flap_threshold: c.flap_threshold as usize,
+            flap_window: chrono_dur(c.flap_window.0),
+        }
+    }
+}
+
+/// What happened to one event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DecisionKind {
+    /// A rule dropped it.
+    Dropped,
+    /// Maintenance, a change or a rule window suppressed it.
+    Suppressed,
+    /// It started a new incident.
+    New,
+    /// It joined an existing incident (topology, group, recurrence).
+    Joined,
+    /// It repeated a firing fingerprint.
+    Deduplicated,
+    /// It cleared a firing fingerprint.
+    Cleared,
+    /// A resolve for a fingerprint with no live state.
+    ResolveUnknown,
+}
+
+impl DecisionKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DecisionKind::Dropped => "dropped",
+            DecisionKind::Suppressed => "suppressed",
+            DecisionKind::New => "new",
+            DecisionKind::Joined => "joined",
+            DecisionKind::Deduplicated => "deduplicated",
+            DecisionKind::Cleared => "cleared",
+            DecisionKind::ResolveUnknown => "resolve_unknown",
+        }
+    }
+}
+
+/// The decision for one event, with its reason.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Decision {
+    pub kind: DecisionKind,
+    pub fingerprint: Option<String>,
+    /// Internal incident id (keys are assigned when the incident opens).
+    pub incident: Option<u64>,
+    pub reason: String,
+}
+
+/// See [`Core::route`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Route {
+    pub ci: Option<CiIdx>,
+    pub group: Option<String>,
+    pub fingerprint: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+enum Scope {
+    Topology(String),
+    Group(String),
+    Single(String),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
+enum Phase {
+    Pending,
+    Open,
+    Resolving { since: DateTime<Utc> },
+    Resolved { at: DateTime<Utc> },
+}
+
+#[derive(Debug)]
+struct Fp {
+    source: String,
+    check: String,
+    summary: String,
+    severity: Severity,
+    firing: bool,
+    ci: Option<CiIdx>,
+    count: u64,
+    first_seen: DateTime<Utc>,
+    last_seen: DateTime<Utc>,
+    /// Start of the current firing episode (event time).
+    episode_start: DateTime<Utc>,
+    incident: Option<u64>,
+    /// Topology correlation enabled for this fingerprint.
+    topology: bool,
+    /// Offsets this fingerprint's live state holds, one per partition.
+    holds: Vec<(PartId, i64)>,
+    /// Times of its recent state changes (fire, clear), for flap detection.
+    changes: VecDeque<DateTime<Utc>>,
+    /// Flapping: too many state changes within the flap window; ends once the
+    /// fingerprint has been stable for a whole window (hysteresis).
+    flapping: bool,
+    /// Its incident has been told it flaps.
+    flap_noted: bool,
+}
+
+#[derive(Debug)]
+struct Inc {
+    key: Option<String>,
+    scope: Scope,
+    root: Option<CiIdx>,
+    members: BTreeSet<String>,
+    phase: Phase,
+    created: DateTime<Utc>,
+    last_activity: DateTime<Utc>,
+    opened_at: Option<DateTime<Utc>>,
+    last_sent: Option<DateTime<Utc>>,
+    dirty: bool,
+    notes: Vec<String>,
+    reasons: Vec<String>,
+    inflight: u32,
+    sent_priority: Option<u8>,
+    /// Absorbed by another incident; closes once its last action is acknowledged.
+    merged: bool,
+}
+
+/// Topology state of one CI: how many of its topology fingerprints fire, and
+/// when it last cleared by event time. A cleared CI still explains downstream
+/// events that began before it cleared (events of one fault arriving out of
+/// order across partitions, after a backlog or a replay) for as long as its
+/// incident lives and the topology window has not passed here.
+#[derive(Debug, Clone, Copy)]
+struct Active {
+    firing: u32,
+    /// Processing time of the last event that touched it.
+    seen: DateTime<Utc>,
+    /// Event time at which `firing` last dropped to zero.
+    cleared_at: Option<DateTime<Utc>>,
+    incident: u64,
+}
+
+/// Counters for summaries and tests.
+#[derive(Debug, Default, Clone, serde::Serialize)]
+pub struct CoreStats {
+    pub events: u64,
+    pub decisions: HashMap<&'static str, u64>,
+    pub actions: HashMap<&'static str, u64>,
+}
+
+/// The correlation core.
+pub struct Core {
+    cfg: CoreConfig,
+    rules: Arc<RuleSet>,
+    cmdb: Arc<Snapshot>,
+    fps: HashMap<String, Fp>,
+    incidents: HashMap<u64, Inc>,
+    by_scope: HashMap<Scope, u64>,
+    /// Topology-enabled fingerprints per CI, firing or recently cleared.
+    ci_active: HashMap<CiIdx, Active>,
+    next_incident: u64,
+    next_action: u64,
+    inflight: HashMap<u64, u64>,
+    outbox: Vec<Action>,
+    offsets: OffsetBook,
+    stats: CoreStats,
+}
+
+impl Core {
+    pub fn new(cfg: CoreConfig, rules: Arc<RuleSet>, cmdb: Arc<Snapshot>) -> Core {
+        Core {
+            cfg,
+            rules,
+            cmdb,
+            fps: HashMap::new(),
+            incidents: HashMap::new(),
+            by_scope: HashMap::new(),
+            ci_active: HashMap::new(),
+            next_incident: 1,
+            next_action: 1,
+            inflight: HashMap::new(),
+            outbox: Vec::new(),
+            offsets: OffsetBook::default(),
+            stats: CoreStats::default(),
+        }
+    }
+
+    pub fn rules(&self) -> &Arc<RuleSet> {
+        &self.rules
+    }
+
+    pub fn cmdb(&self) -> &Arc<Snapshot> {
+        &self.cmdb
+    }
+
+    /// Replaces the rule set; live fingerprints keep their keys.
+    pub fn set_rules(&mut self, rules: Arc<RuleSet>) {
+        self.rules = rules;
+    }
+
+    /// Replaces the CMDB snapshot, re-binding live state by CI id. State bound
+    /// to CIs that no longer exist becomes unbound.
+    pub fn set_cmdb(&mut self, cmdb: Arc<Snapshot>) {
+        let old = std::mem::replace(&mut self.cmdb, cmdb);
+        let remap = |idx: CiIdx, new: &Snapshot| new.by_id(&old.ci(idx).id);
+        for fp in self.fps.values_mut() {
+            fp.ci = fp.ci.and_then(|i| remap(i, &self.cmdb));
+        }
+        for inc in self.incidents.values_mut() {
+            inc.root = inc.root.and_then(|i| remap(i, &self.cmdb));
+        }
+        let active = std::mem::take(&mut self.ci_active);
+        for (idx, v) in active {
+            if let Some(n) = remap(idx, &self.cmdb) {
+                self.ci_active.insert(n, v);
+            }
+        }
+    }
+
+    pub fn stats(&self) -> &CoreStats {
+        &self.stats
+    }
+
+    /// Live fingerprints.
+    pub fn fingerprint_count(&self) -> usize {
+        self.fps.len()
+    }
+
+    /// Records a message that produced no event (undecodable, dead-lettered).
+    pub fn skip(&mut self, origin: &Origin) {
+        self.offsets.handled(origin);
+    }
+
+    /// One past the last message handled, per partition: what may be stored
+    /// once a checkpoint of the state is durable.
+    pub fn handled_offsets(&self) -> Vec<(String, i32, i64)> {
+        self.offsets.handled_next()
+    }
+
+    /// Safe next offsets to store that changed since the last call.
+    pub fn take_offsets(&mut self) -> Vec<(String, i32, i64)> {
+        self.offsets.take_changed()
+    }
+
+    /// Actions decided since the last call, in order.
+    pub fn take_actions(&mut self) -> Vec<Action> {
+        std::mem::take(&mut self.outbox)
+    }
+
+    /// Actions sent to the sink and not yet acknowledged.
+    pub fn inflight_actions(&self) -> usize {
+        self.inflight.len()
+    }
+
+    /// The sink finished action `id`: delivered, or dead-lettered after a
+    /// permanent failure. Either way its effect is settled.
+    pub fn ack(&mut self, id: u64) {
+        if let Some(inc_id) = self.inflight.remove(&id) {
+            if let Some(inc) = self.incidents.get_mut(&inc_id) {
+                inc.inflight = inc.inflight.saturating_sub(1);
+            }
+        }
+    }
+
+    /// Where `ev` correlates, for the repartition stage: the CI it binds to,
+    /// its `group` rule's scope, and its fingerprint. The rules see it as
+    /// firing, so that an alert and its resolve route alike.
+    pub fn route(&self, ev: &Event) -> Route {
+        let firing;
+        let ev = if ev.status == Status::Resolved {
+            firing = Event { status: Status::Firing, ..ev.clone() };
+            &firing
+        } else {
+            ev
+        };
+        let class = self.rules.classify(ev);
+        let Keys { ci, fingerprint, .. } = self.keys(ev, &class);
+        let group = class.group.map(|(rule, g)| keys::group_key(rule, &keys::group_values(ev, g)));
+        Route { ci, group, fingerprint }
+    }
+
+    /// Handles one event at time `now`.
+    pub fn handle(&mut self, ev: &Event, now: DateTime<Utc>) -> Decision {
+        self.stats.events += 1;
+        let part = ev.origin.as_ref().map(|o| (self.offsets.handled(o), o.offset));
+        let d = self.decide(ev, now, part);
+        *self.stats.decisions.entry(d.kind.as_str()).or_default() += 1;
+        d
+    }
+
+    /// One decision after another, each made by its own module; the first
+    /// that settles the event returns.
+    fn decide(&mut self, ev: &Event, now: DateTime<Utc>, part: Option<(PartId, i64)>) -> Decision {
+        let rules = Arc::clone(&self.rules);
+        let class = rules.classify(ev);
+        if let Some(rule) = class.drops(ev.status) {
+            return Decision {
+                kind: DecisionKind::Dropped,
+                fingerprint: None,
+                incident: None,
+                reason: format!("dropped by rule `{rule}`"),
+            };
+        }
+        let severity = class.severity.as_ref().map_or(ev.severity, |s| s.value);
+        let Keys { ci, bind_reason, fingerprint: key } = self.keys(ev, &class);
+
+        if ev.status == Status::Resolved {
+            return self.clear(&key, ev, now, part);
+        }
+
+        let live_incident = self.fps.get(&key).and_then(|f| f.incident).filter(|i| self.incidents.contains_key(i));
+        if live_incident.is_none() {
+            if let Some(d) = self.suppress(&class.suppress, ci, &key, now) {
+                return d;
+            }
+        }
+        if let Some(d) = self.dedup(&key, ev, severity, now, part) {
+            return d;
+        }
+
+        // A new firing episode.
+        let topology = class.topology.is_some() && ci.is_some();
+        self.start_episode(&key, ev, severity, ci, topology, part);
+        let reason = self.maintenance_note(bind_reason, ci, now);
+
+        // 1. Recurrence of a fingerprint whose incident is still live.
+        if let Some(inc_id) = live_incident {
+            return self.recur(key, inc_id, ci.filter(|_| topology), now, reason);
+        }
+        // 2. Topology.
+        if let (true, Some(ci)) = (topology, ci) {
+            let window = topology::window_of(class.topology, &self.cfg);
+            return self.correlate_topology(key, ci, window, ev, now, reason);
+        }
+        // 3. Group rule, 4. the fingerprint alone.
+        self.group(key, class.group, ev, ci, now, reason)
+    }
+
+    /// Advances timers: opens pending incidents, sends updates, resolves and
+    /// closes. Actions are collected with `take_actions`.
+    pub fn tick(&mut self, now: DateTime<Utc>) {
+        // Cleared CIs explain late downstream events only within the topology window.
+        let window = self.cfg.topology_window;
+        let incidents = &self.incidents;
+        self.ci_active.retain(|_, a| a.firing > 0 || (now - a.seen <= window && incidents.contains_key(&a.incident)));
+        let mut ids: Vec<u64> = self.incidents.keys().copied().collect();
+        ids.sort_unstable();
+        for id in ids {
+            let inc = &self.incidents[&id];
+            match inc.phase {
+                Phase::Pending if now - inc.created >= self.cfg.group_wait => {
+                    let key = self.key_for(inc);
+                    let inc = self.incidents.get_mut(&id).unwrap();
+                    inc.key = Some(key);
+                    inc.phase = Phase::Open;
+                    inc.opened_at = Some(now);
+                    self.emit(id, ActionKind::Open, now);
+                    if self.all_clear(id) {
+                        let inc = self.incidents.get_mut(&id).unwrap();
+                        inc.phase = Phase::Resolving { since: now };
+                        inc.notes.push("all members cleared before the incident opened; resolving after hold-down".into());
+                    }
+                }
+                Phase::Open => {
+                    // Membership, severity and state changes all mark the incident dirty.
+                    let due = inc.last_sent.is_none_or(|t| now - t >= self.cfg.update_interval);
+                    if due && inc.dirty {
+                        self.emit(id, ActionKind::Update, now);
+                    }
+                }
+                Phase::Resolving { since } => {
+                    let hold = self.hold_down_of(id, now);
+                    if now - since >= hold {
+                        let inc = self.incidents.get_mut(&id).unwrap();
+                        inc.phase = Phase::Resolved { at: now };
+                        inc.notes.push(format!("all member events clear for {}", crate::duration::format_span(hold)));
+                        self.emit(id, ActionKind::Resolve, now);
+                    }
+                }
+                Phase::Resolved { at } if inc.inflight == 0 && (inc.merged || now - at >= self.cfg.reopen_window) => {
+                    self.close(id);
+                }
+                _ => {}
+            }
+        }
+    }
+
+    /// Snapshots of incidents currently open at the sink (for gauges and `/incidents`).
+    pub fn open_incidents(&self) -> Vec<Incident> {
+        let mut ids: Vec<u64> = self
+            .incidents
+            .iter()
+            .filter(|(_, i)| matches!(i.phase, Phase::Open | Phase::Resolving { .. }) && i.key.is_some())
+            .map(|(id, _)| *id)
+            .collect();
+        ids.sort_unstable();
+        ids.into_iter().map(|id| self.snapshot(id)).collect()
+    }
+
+    /// Incidents waiting in group wait.
+    pub fn pending_incidents(&self) -> usize {
+        self.incidents.values().filter(|i| i.phase == Phase::Pending).count()
+    }
+
+    /// Keys of the incidents this state says are open at the ITSM.
+    pub fn open_keys(&self) -> Vec<String> {
+        let mut keys: Vec<String> = self
+            .incidents
+            .values()
+            .filter(|i| matches!(i.phase, Phase::Open | Phase::Resolving { .. }))
+            .filter_map(|i| i.key.clone())
+            .collect();
+        keys.sort();
+        keys
+    }
+
+    /// The ITSM has no record under `key` although this state says it is
+    /// open: opens it again, whole, with `why` as a work note. False when
+    /// no open incident has that key (any more).
+    pub fn open_again(&mut self, key: &str, why: &str, now: DateTime<Utc>) -> bool {
+        let found = self
+            .incidents
+            .iter()
+            .find(|(_, i)| i.key.as_deref() == Some(key) && matches!(i.phase, Phase::Open | Phase::Resolving { .. }))
+            .map(|(id, _)| *id);
+        let Some(id) = found else { return false };
+        let inc = self.incidents.get_mut(&id).expect("found above");
+        inc.notes.push(why.to_owned());
+        inc.reasons.push(why.to_owned());
+        self.emit(id, ActionKind::Open, now);
+        true
+    }
+}
