@@ -13,10 +13,10 @@ use wiremock::{Mock, MockServer, Request, ResponseTemplate};
 
 use triaged::config::{AuthConfig, CircuitConfig, HumanDuration, RetryConfig, SecretSource, SinkConfig, SinkProfile};
 use triaged::event::{Severity, Status};
-use triaged::incident::rest::{Remote, RestSink, SinkBuildError};
-use triaged::incident::retry::Backoff;
 use triaged::incident::{Action, ActionKind, CiRef, Incident, IncidentState, Member, SinkError};
 use triaged::metrics::Metrics;
+use triaged::sink::retry::Backoff;
+use triaged::sink::{Remote, RestSink, SinkBuildError};
 
 const KEY: &str = "trg-00112233445566ff";
 const SN_TABLE: &str = "/api/now/table/incident";

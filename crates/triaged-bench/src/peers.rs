@@ -67,7 +67,7 @@ use tokio::process::{Child, Command};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
-use triaged::incident::rest::error_chain;
+use triaged::sink::error_chain;
 use triaged_testkit::storm::{Alert, Storm};
 
 use crate::pipeline::per_second;

@@ -23,7 +23,6 @@ use crate::config::Config;
 use crate::cores::Cores;
 use crate::correlate::{CoreConfig, DecisionKind};
 use crate::explain::DecisionLog;
-use crate::incident::rest::{Remote, RestSink};
 use crate::incident::{Action, Incident, SinkError};
 use crate::ingest::{Ingest, IngestError};
 use crate::metrics::Metrics;
@@ -32,6 +31,7 @@ use crate::problems::{ProblemCandidate, ProblemTracker};
 use crate::rekey::{self, Rekeyer, Router};
 use crate::rules::{RuleError, RuleSet};
 use crate::server::{self, Phase, ServerState};
+use crate::sink::{Remote, RestSink};
 use crate::source::kafka::{DeadLetter, KafkaSource, OffsetHandle, PartitionChange, SourceItem};
 use crate::topology::Snapshot;
 

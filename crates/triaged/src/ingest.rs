@@ -13,8 +13,8 @@ use chrono::Utc;
 use rdkafka::producer::{FutureProducer, FutureRecord};
 
 use crate::config::{Config, Format};
-use crate::incident::rest::{read_secret, Secret, SinkBuildError};
 use crate::metrics::Metrics;
+use crate::sink::{read_secret, Secret, SinkBuildError};
 use crate::source::decode::decode;
 use crate::source::kafka::producer_config;
 

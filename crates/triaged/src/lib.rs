@@ -22,6 +22,7 @@ pub mod replay;
 pub mod rules;
 pub mod ruletest;
 pub mod server;
+pub mod sink;
 pub mod source;
 pub mod template;
 pub mod topology;

@@ -184,7 +184,7 @@ fn check(path: &Path) -> ExitCode {
         }
     }
     if sink_valid {
-        if let Err(e) = triaged::incident::rest::RestSink::new(&cfg.sink, triaged::metrics::Metrics::new()) {
+        if let Err(e) = triaged::sink::RestSink::new(&cfg.sink, triaged::metrics::Metrics::new()) {
             errors += 1;
             eprintln!("{}: sink: {e}", path.display());
         }
