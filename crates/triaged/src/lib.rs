@@ -14,6 +14,7 @@ pub mod metrics;
 pub mod rules;
 pub mod scale;
 pub mod server;
+pub mod sink;
 pub mod source;
 pub mod template;
 pub mod tools;

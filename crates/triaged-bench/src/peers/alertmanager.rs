@@ -18,7 +18,7 @@ use chrono::Utc;
 use tokio::process::Command;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
-use triaged::incident::rest::error_chain;
+use triaged::sink::error_chain;
 use triaged_testkit::storm::{Alert, Storm};
 
 use crate::pipeline::per_second;
@@ -115,7 +115,7 @@ impl Drop for Webhook {
 /// The Alertmanager configuration used by the benchmark, notifying `webhook`.
 pub fn alertmanager_config(webhook: &str) -> String {
     format!(
-        r#"# Written by triaged-bench (crates/triaged-bench/src/peers.rs).
+        r#"# Written by triaged-bench (crates/triaged-bench/src/peers/alertmanager.rs).
 route:
   receiver: bench
   group_by: ['site', 'alertname']

@@ -27,7 +27,7 @@ pub(super) const SEC_ACTIONS: &str = "sec-actions.log";
 /// (relative to SEC's working directory; no whitespace).
 pub fn sec_rules(actions: &str) -> String {
     format!(
-        r#"# Written by triaged-bench (crates/triaged-bench/src/peers.rs).
+        r#"# Written by triaged-bench (crates/triaged-bench/src/peers/sec.rs).
 # Dedup + open/resolve: one operation per alert stream (ci + alert). The first
 # FIRING line opens it, its repeats are consumed, its RESOLVED line resolves it.
 type=Pair

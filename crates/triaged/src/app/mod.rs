@@ -37,7 +37,6 @@ use crate::config::Config;
 use crate::core::partitions::Cores;
 use crate::core::problems::{ProblemCandidate, ProblemTracker};
 use crate::core::CoreConfig;
-use crate::incident::rest::RestSink;
 use crate::incident::{Action, Incident};
 use crate::kafka::DeadLetter;
 use crate::metrics::Metrics;
@@ -48,6 +47,7 @@ use crate::scale::rekey::{self, Rekeyer, Router};
 use crate::server::explain::DecisionLog;
 use crate::server::ingest::{Ingest, IngestError};
 use crate::server::{self, Lifecycle, ServerState};
+use crate::sink::RestSink;
 use crate::source::{KafkaSource, SourceItem};
 
 /// Startup failures.

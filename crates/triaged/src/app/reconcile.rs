@@ -8,8 +8,8 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tracing::warn;
 
-use crate::incident::rest::{Remote, RestSink};
 use crate::incident::SinkError;
+use crate::sink::{Remote, RestSink};
 
 use super::core_task::CoreLoop;
 

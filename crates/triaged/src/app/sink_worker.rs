@@ -7,11 +7,11 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info};
 
-use crate::incident::rest::RestSink;
 use crate::incident::{Action, SinkError};
 use crate::kafka::DeadLetter;
 use crate::metrics::Metrics;
 use crate::scale::ownership::Ownership;
+use crate::sink::RestSink;
 
 /// Delivers the actions of one queue, in order.
 pub(super) struct SinkWorker {

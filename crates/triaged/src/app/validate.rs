@@ -70,7 +70,7 @@ pub fn check(path: &Path) -> Report {
         }
     }
     if sink_valid {
-        if let Err(e) = crate::incident::rest::RestSink::new(&cfg.sink, crate::metrics::Metrics::new()) {
+        if let Err(e) = crate::sink::RestSink::new(&cfg.sink, crate::metrics::Metrics::new()) {
             r.error(format!("{}: sink: {e}", path.display()));
         }
     }

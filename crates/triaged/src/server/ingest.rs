@@ -13,9 +13,9 @@ use chrono::Utc;
 use rdkafka::producer::{FutureProducer, FutureRecord};
 
 use crate::config::{Config, Format};
-use crate::incident::rest::{read_secret, Secret, SinkBuildError};
 use crate::kafka::producer_config;
 use crate::metrics::Metrics;
+use crate::sink::{read_secret, Secret, SinkBuildError};
 use crate::source::decode::decode;
 
 /// How long Kafka may take to acknowledge a request's alerts before 503.

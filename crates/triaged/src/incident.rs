@@ -1,13 +1,9 @@
 //! Incidents as the core decides them and the sink delivers them.
 //!
 //! The core emits [`Action`]s carrying a full [`Incident`] snapshot; the sink
-//! (`rest.rs`, one of three API profiles, with `retry.rs`) applies them.
+//! (`sink/`, in one of three API profiles) applies them.
 //! **Every incident has a deterministic correlation key**: the sink uses it to
 //! make creation idempotent (look up before create, or an idempotent PUT).
-
-pub mod breaker;
-pub mod rest;
-pub mod retry;
 
 use std::time::Duration;
 

@@ -1,0 +1,314 @@
+//! The ITSM sink: applies [`Action`]s over HTTP in one of three API profiles
+//! (generic PUT, ServiceNow Table API, PagerDuty Events API v2).
+//!
+//! Creation is idempotent by the incident's correlation key: the generic
+//! profile PUTs by key, PagerDuty dedups by `dedup_key`, and for ServiceNow
+//! the sink looks the key up (`correlation_id`) before every create, so a
+//! create whose response was lost is found instead of duplicated.
+//!
+//! This module builds the sink and dispatches `deliver` / `look_up` to the
+//! profile (`profile/`); `http.rs` sends requests and classifies replies,
+//! `secret.rs` reads secrets, `retry.rs` and `breaker.rs` pace the retries.
+//! Secrets are read once at construction, kept out of `Debug`/`Display`, and
+//! scrubbed from any response excerpt that ends up in an error.
+
+pub mod breaker;
+mod http;
+mod profile;
+pub mod retry;
+mod secret;
+
+pub use http::error_chain;
+pub(crate) use secret::{read_secret, Secret};
+
+use std::fmt;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::scale::ownership::Ownership;
+use base64::Engine as _;
+use moka::sync::Cache;
+use reqwest::header::HeaderValue;
+use reqwest::Url;
+use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
+
+use crate::config::{AuthConfig, SinkConfig, SinkProfile};
+use crate::incident::{Action, SinkError};
+use crate::metrics::Metrics;
+use breaker::{Breaker, Outcome};
+use retry::Backoff;
+
+/// Bound of the ServiceNow key -> sys_id cache.
+const SYS_ID_CACHE_CAPACITY: u64 = 50_000;
+/// Entries unused this long leave the cache (they are looked up again).
+const SYS_ID_CACHE_IDLE: Duration = Duration::from_secs(7 * 86_400);
+
+/// Why the sink could not be built (at startup, before anything is consumed).
+/// Messages name the config field and the env var or file, never a secret.
+#[derive(Debug, thiserror::Error)]
+pub enum SinkBuildError {
+    #[error("{field}: environment variable `{var}` is not set")]
+    MissingEnv { field: &'static str, var: String },
+    #[error("{field}: environment variable `{var}` is not valid UTF-8")]
+    EnvNotUnicode { field: &'static str, var: String },
+    #[error("{field}: environment variable `{var}` is empty")]
+    EmptyEnv { field: &'static str, var: String },
+    #[error("{field}: cannot read secret file `{}`: {source}", path.display())]
+    ReadFile {
+        field: &'static str,
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{field}: secret file `{}` is empty", path.display())]
+    EmptyFile { field: &'static str, path: PathBuf },
+    #[error("{field}: set `env` or `file`")]
+    NoSecretSource { field: &'static str },
+    #[error("{field}: set either `env` or `file`, not both")]
+    BothSecretSources { field: &'static str },
+    #[error("{field}: the secret contains characters that are not allowed in an HTTP header")]
+    InvalidSecret { field: &'static str },
+    #[error("sink.routing_key: required by the pagerduty profile")]
+    MissingRoutingKey,
+    #[error("sink.endpoint: {0}")]
+    Endpoint(String),
+    #[error("sink: cannot build the HTTP client: {0}")]
+    Client(String),
+}
+
+/// What an ITSM holds under an incident key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Remote {
+    Open,
+    /// Resolved, closed or canceled there.
+    Closed,
+    /// No record.
+    Missing,
+    /// The profile cannot tell.
+    Unknown,
+}
+
+/// The ITSM sink. Cheap to clone (shared state behind an `Arc`); `Send + Sync`.
+#[derive(Clone)]
+pub struct RestSink {
+    inner: Arc<Inner>,
+    /// When state follows partitions: every attempt, retries included,
+    /// first checks that the action's partition is still assigned here.
+    ownership: Option<Arc<Ownership>>,
+}
+
+struct Inner {
+    profile: SinkProfile,
+    /// Endpoint with any trailing slash removed (path segments are appended).
+    base: Url,
+    client: reqwest::Client,
+    /// Precomputed `Authorization` value, marked sensitive.
+    auth: Option<HeaderValue>,
+    /// `none`, `bearer` or `basic` (for Debug).
+    auth_kind: &'static str,
+    routing_key: Option<Secret>,
+    /// Every secret string (and encoding of one) to scrub from error text.
+    scrub: Vec<Secret>,
+    backoff: Backoff,
+    /// Shared by every worker delivering through this sink.
+    breaker: Breaker,
+    metrics: Metrics,
+    /// ServiceNow: correlation key -> sys_id of incidents seen or created.
+    sys_ids: Cache<String, String>,
+}
+
+/// The endpoint for humans: no password, no trailing slash.
+fn display_url(url: &Url) -> String {
+    let mut u = url.clone();
+    let _ = u.set_password(None);
+    u.to_string().trim_end_matches('/').to_owned()
+}
+
+impl fmt::Debug for RestSink {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let i = &self.inner;
+        f.debug_struct("RestSink")
+            .field("profile", &i.profile.as_str())
+            .field("endpoint", &display_url(&i.base))
+            .field("auth", &i.auth_kind)
+            .field("routing_key", &i.routing_key)
+            .field("backoff", &i.backoff)
+            .finish_non_exhaustive()
+    }
+}
+
+impl fmt::Display for RestSink {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} sink at {}", self.inner.profile.as_str(), display_url(&self.inner.base))
+    }
+}
+
+impl RestSink {
+    /// Builds the sink: validates the endpoint, reads every secret now (so a
+    /// missing one fails at startup, naming the env var or file) and builds
+    /// the HTTP client with `cfg.timeout` per request.
+    pub fn new(cfg: &SinkConfig, metrics: Metrics) -> Result<RestSink, SinkBuildError> {
+        let trimmed = cfg.endpoint.trim().trim_end_matches('/');
+        let base = Url::parse(trimmed).map_err(|e| SinkBuildError::Endpoint(format!("`{trimmed}` is not a URL: {e}")))?;
+        if base.scheme() != "http" && base.scheme() != "https" {
+            return Err(SinkBuildError::Endpoint(format!("scheme `{}` is not http or https", base.scheme())));
+        }
+        if base.cannot_be_a_base() || base.host().is_none() {
+            return Err(SinkBuildError::Endpoint(format!("`{}` has no host", display_url(&base))));
+        }
+
+        let mut scrub = Vec::new();
+        let (auth, auth_kind) = match &cfg.auth {
+            AuthConfig::None => (None, "none"),
+            AuthConfig::Bearer { token } => {
+                let field = "sink.auth.token";
+                let token = read_secret(field, token)?;
+                let mut value =
+                    HeaderValue::from_str(&format!("Bearer {}", token.expose())).map_err(|_| SinkBuildError::InvalidSecret { field })?;
+                value.set_sensitive(true);
+                scrub.push(token);
+                (Some(value), "bearer")
+            }
+            AuthConfig::Basic { username, password } => {
+                let field = "sink.auth.password";
+                let password = read_secret(field, password)?;
+                let encoded = base64::engine::general_purpose::STANDARD.encode(format!("{username}:{}", password.expose()));
+                let mut value = HeaderValue::from_str(&format!("Basic {encoded}")).map_err(|_| SinkBuildError::InvalidSecret { field })?;
+                value.set_sensitive(true);
+                scrub.push(password);
+                scrub.push(Secret(encoded));
+                (Some(value), "basic")
+            }
+        };
+        let routing_key = match (cfg.profile, &cfg.routing_key) {
+            (SinkProfile::Pagerduty, None) => return Err(SinkBuildError::MissingRoutingKey),
+            (SinkProfile::Pagerduty, Some(src)) => {
+                let key = read_secret("sink.routing_key", src)?;
+                scrub.push(key.clone());
+                Some(key)
+            }
+            // Only the pagerduty profile uses a routing key (config validation says so).
+            _ => None,
+        };
+
+        let client = http::client(cfg.timeout.0)?;
+
+        let sys_ids = Cache::builder().max_capacity(SYS_ID_CACHE_CAPACITY).time_to_idle(SYS_ID_CACHE_IDLE).build();
+        Ok(RestSink {
+            ownership: None,
+            inner: Arc::new(Inner {
+                profile: cfg.profile,
+                base,
+                client,
+                auth,
+                auth_kind,
+                routing_key,
+                scrub,
+                backoff: Backoff::new(&cfg.retry),
+                breaker: Breaker::new(&cfg.circuit, metrics.clone()),
+                metrics,
+                sys_ids,
+            }),
+        })
+    }
+
+    /// `true` while the sink's circuit breaker is closed.
+    pub fn circuit_closed(&self) -> tokio::sync::watch::Receiver<bool> {
+        self.inner.breaker.closed()
+    }
+
+    /// The backoff policy `deliver` uses.
+    pub fn backoff(&self) -> &Backoff {
+        &self.inner.backoff
+    }
+
+    /// Whether this profile can look incidents up by key (PagerDuty's
+    /// Events API cannot).
+    pub fn can_look_up(&self) -> bool {
+        !matches!(self.inner.profile, SinkProfile::Pagerduty)
+    }
+
+    /// What the ITSM holds under incident `key`, with the sink's retries.
+    pub async fn look_up(&self, key: &str, shutdown: &CancellationToken) -> Result<Remote, SinkError> {
+        retry::retry(&self.inner.backoff, shutdown, || async move {
+            match self.inner.profile {
+                SinkProfile::Generic => self.generic_look_up(key).await,
+                SinkProfile::Servicenow => self.sn_state(key).await,
+                SinkProfile::Pagerduty => Ok(Remote::Unknown),
+            }
+        })
+        .await
+    }
+
+    /// One attempt at applying `action` (possibly several requests, e.g. a
+    /// ServiceNow lookup then a create). Failures are counted in
+    /// `sink_errors_total{class}`.
+    pub async fn apply(&self, action: &Action) -> Result<(), SinkError> {
+        let result = match self.inner.profile {
+            SinkProfile::Generic => self.generic(action).await,
+            SinkProfile::Servicenow => self.servicenow(action).await,
+            SinkProfile::Pagerduty => self.pagerduty(action).await,
+        };
+        if let Err(e) = &result {
+            self.inner.metrics.sink_errors.with_label_values(&[e.class()]).inc();
+        }
+        result
+    }
+
+    /// Applies `action`, retrying retryable failures with backoff for as
+    /// long as it takes, until success, a permanent error, or `shutdown`
+    /// (then [`SinkError::Cancelled`], also for an attempt in flight).
+    /// Checks the claim of every action against `ownership` before each attempt.
+    pub fn with_ownership(mut self, ownership: Arc<Ownership>) -> RestSink {
+        self.ownership = Some(ownership);
+        self
+    }
+
+    pub async fn deliver(&self, action: &Action, shutdown: &CancellationToken) -> Result<(), SinkError> {
+        let span = tracing::warn_span!(
+            "sink_deliver",
+            profile = self.inner.profile.as_str(),
+            action_id = action.id,
+            action = action.kind.as_str(),
+            key = %action.incident.key,
+        );
+        let breaker = &self.inner.breaker;
+        let gate = self.ownership.as_deref().zip(action.claim.as_ref());
+        let attempt = || async move {
+            let permit = breaker.admit().await;
+            // Checked after the breaker's wait, which can be long.
+            let owned = match gate {
+                None => Ok(()),
+                Some((o, claim)) => match o.wait(claim, shutdown).await {
+                    Some(true) => Ok(()),
+                    Some(false) => Err(SinkError::Disowned { topic: claim.topic.clone(), partition: claim.partition }),
+                    None => Err(SinkError::Cancelled),
+                },
+            };
+            let result = match owned {
+                Ok(()) => self.apply(action).await,
+                Err(e) => Err(e),
+            };
+            breaker.record(permit, Outcome::of(&result));
+            result
+        };
+        let result = retry::retry(&self.inner.backoff, shutdown, attempt).instrument(span).await;
+        if let Err(e @ SinkError::Cancelled) = &result {
+            self.inner.metrics.sink_errors.with_label_values(&[e.class()]).inc();
+        }
+        result
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rest_sink_is_send_sync_clone() {
+        fn assert_traits<T: Send + Sync + Clone + 'static>() {}
+        assert_traits::<RestSink>();
+    }
+}

@@ -1,0 +1,63 @@
+//! Secrets of the sink (tokens, passwords, routing keys): read once from an
+//! env var or a file, never shown by `Debug`.
+
+use std::fmt;
+
+use crate::config::SecretSource;
+
+use super::SinkBuildError;
+
+/// A secret value; `Debug` never shows it and there is no `Display`.
+#[derive(Clone)]
+pub(crate) struct Secret(pub(super) String);
+
+impl Secret {
+    pub(crate) fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("[redacted]")
+    }
+}
+
+/// Reads a secret from its env var or file, trailing newline(s) trimmed.
+pub(crate) fn read_secret(field: &'static str, src: &SecretSource) -> Result<Secret, SinkBuildError> {
+    let trim = |s: String| s.trim_end_matches(['\n', '\r']).to_owned();
+    match (&src.env, &src.file) {
+        (Some(_), Some(_)) => Err(SinkBuildError::BothSecretSources { field }),
+        (None, None) => Err(SinkBuildError::NoSecretSource { field }),
+        (Some(var), None) => {
+            let value = match std::env::var(var) {
+                Ok(v) => trim(v),
+                Err(std::env::VarError::NotPresent) => return Err(SinkBuildError::MissingEnv { field, var: var.clone() }),
+                Err(std::env::VarError::NotUnicode(_)) => return Err(SinkBuildError::EnvNotUnicode { field, var: var.clone() }),
+            };
+            if value.is_empty() {
+                return Err(SinkBuildError::EmptyEnv { field, var: var.clone() });
+            }
+            Ok(Secret(value))
+        }
+        (None, Some(path)) => {
+            let value = std::fs::read_to_string(path).map_err(|source| SinkBuildError::ReadFile { field, path: path.clone(), source })?;
+            let value = trim(value);
+            if value.is_empty() {
+                return Err(SinkBuildError::EmptyFile { field, path: path.clone() });
+            }
+            Ok(Secret(value))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn secrets_do_not_debug() {
+        let s = Secret("hunter2".into());
+        assert_eq!(format!("{s:?}"), "[redacted]");
+    }
+}
