@@ -22,7 +22,7 @@ mod handover;
 mod reconcile;
 mod reload;
 mod shutdown;
-mod sink_worker;
+
 pub mod validate;
 
 use self::core_task::{core_loop, CoreLoop};
@@ -31,7 +31,7 @@ use self::reconcile::{Reconcile, Reconciled};
 pub use self::reload::{load_cmdb, load_rules_and_cmdb, Reload};
 use self::reload::{reloader, RouterFeed};
 use self::shutdown::Stopping;
-use self::sink_worker::SinkWorker;
+use crate::sink::worker::SinkWorker;
 
 use crate::config::Config;
 use crate::core::partitions::Cores;

@@ -17,6 +17,7 @@ mod http;
 mod profile;
 pub mod retry;
 mod secret;
+pub(crate) mod worker;
 
 pub use http::error_chain;
 pub(crate) use secret::{read_secret, Secret};

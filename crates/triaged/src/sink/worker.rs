@@ -14,17 +14,17 @@ use crate::scale::ownership::Ownership;
 use crate::sink::RestSink;
 
 /// Delivers the actions of one queue, in order.
-pub(super) struct SinkWorker {
-    pub(super) id: usize,
-    pub(super) sink: Arc<RestSink>,
-    pub(super) dead_letter: Option<Arc<DeadLetter>>,
-    pub(super) ownership: Option<Arc<Ownership>>,
-    pub(super) acks: mpsc::UnboundedSender<u64>,
-    pub(super) metrics: Metrics,
+pub(crate) struct SinkWorker {
+    pub(crate) id: usize,
+    pub(crate) sink: Arc<RestSink>,
+    pub(crate) dead_letter: Option<Arc<DeadLetter>>,
+    pub(crate) ownership: Option<Arc<Ownership>>,
+    pub(crate) acks: mpsc::UnboundedSender<u64>,
+    pub(crate) metrics: Metrics,
 }
 
 impl SinkWorker {
-    pub(super) async fn run(self, mut rx: mpsc::Receiver<Action>, stop: CancellationToken) {
+    pub(crate) async fn run(self, mut rx: mpsc::Receiver<Action>, stop: CancellationToken) {
         let SinkWorker { id, sink, dead_letter, ownership, acks, metrics } = self;
         loop {
             let action = tokio::select! {
