@@ -4,7 +4,6 @@
 
 mod support;
 
-mod broker_faults;
 mod changelog;
 mod cli;
 mod core_fuzz;
