@@ -38,7 +38,7 @@
 mod checkpoint;
 mod dedup;
 mod group;
-mod keys;
+pub mod keys;
 mod lifecycle;
 pub mod offset_book;
 pub mod partitions;
@@ -61,6 +61,7 @@ use crate::rules::RuleSet;
 use crate::template::Template;
 use crate::topology::{CiIdx, Snapshot};
 use keys::Keys;
+pub use keys::Route;
 use offset_book::{OffsetBook, PartId};
 
 /// Core timers and defaults.
@@ -141,14 +142,6 @@ pub struct Decision {
     /// Internal incident id (keys are assigned when the incident opens).
     pub incident: Option<u64>,
     pub reason: String,
-}
-
-/// See [`Core::route`].
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Route {
-    pub ci: Option<CiIdx>,
-    pub group: Option<String>,
-    pub fingerprint: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
@@ -362,21 +355,9 @@ impl Core {
         }
     }
 
-    /// Where `ev` correlates, for the repartition stage: the CI it binds to,
-    /// its `group` rule's scope, and its fingerprint. The rules see it as
-    /// firing, so that an alert and its resolve route alike.
+    /// Where `ev` correlates, for the repartition stage: see [`keys::route`].
     pub fn route(&self, ev: &Event) -> Route {
-        let firing;
-        let ev = if ev.status == Status::Resolved {
-            firing = Event { status: Status::Firing, ..ev.clone() };
-            &firing
-        } else {
-            ev
-        };
-        let class = self.rules.classify(ev);
-        let Keys { ci, fingerprint, .. } = self.keys(ev, &class);
-        let group = class.group.map(|(rule, g)| keys::group_key(rule, &keys::group_values(ev, g)));
-        Route { ci, group, fingerprint }
+        keys::route(&self.rules, &self.cmdb, &self.cfg.dedup_key, ev)
     }
 
     /// Handles one event at time `now`.
@@ -402,7 +383,7 @@ impl Core {
             };
         }
         let severity = class.severity.as_ref().map_or(ev.severity, |s| s.value);
-        let Keys { ci, bind_reason, fingerprint: key } = self.keys(ev, &class);
+        let Keys { ci, bind_reason, fingerprint: key } = keys::keys(&self.cmdb, &self.cfg.dedup_key, ev, &class);
 
         if ev.status == Status::Resolved {
             return self.clear(&key, ev, now, part);
