@@ -8,112 +8,110 @@
 //! no action is in flight, so every action the state says was sent was
 //! acknowledged.
 
-use std::collections::{BTreeSet, HashMap, VecDeque};
+use std::collections::HashMap;
 
-use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-use super::{Active, Core, Fp, Inc, Phase, Scope};
-use crate::event::Severity;
-use crate::topology::Snapshot;
+use super::{Active, Core, Fp, Inc};
+use crate::topology::{CiIdx, Snapshot};
 
 /// Version of the record format; records of another version are skipped.
 const VERSION: u32 = 1;
 
+/// An incident's record: the incident, its members' fingerprints and the
+/// topology state of its CIs, CIs named by id.
 #[derive(Serialize, Deserialize)]
 struct IncRecord {
     v: u32,
-    key: Option<String>,
-    scope: Scope,
-    root: Option<String>,
-    members: BTreeSet<String>,
-    phase: Phase,
-    created: DateTime<Utc>,
-    last_activity: DateTime<Utc>,
-    opened_at: Option<DateTime<Utc>>,
-    last_sent: Option<DateTime<Utc>>,
-    dirty: bool,
-    notes: Vec<String>,
-    reasons: Vec<String>,
-    sent_priority: Option<u8>,
-    merged: bool,
+    #[serde(flatten)]
+    inc: Inc<String>,
     fingerprints: Vec<FpRecord>,
     active: Vec<ActiveRecord>,
 }
 
+/// A fingerprint and its key.
 #[derive(Serialize, Deserialize)]
 struct FpRecord {
     key: String,
-    source: String,
-    check: String,
-    summary: String,
-    severity: Severity,
-    firing: bool,
-    ci: Option<String>,
-    count: u64,
-    first_seen: DateTime<Utc>,
-    last_seen: DateTime<Utc>,
-    episode_start: DateTime<Utc>,
-    topology: bool,
-    changes: VecDeque<DateTime<Utc>>,
-    flapping: bool,
-    flap_noted: bool,
+    #[serde(flatten)]
+    fp: Fp<String>,
 }
 
+/// The topology state of one CI, named by id.
 #[derive(Serialize, Deserialize)]
 struct ActiveRecord {
     ci: String,
-    firing: u32,
-    seen: DateTime<Utc>,
-    cleared_at: Option<DateTime<Utc>>,
+    #[serde(flatten)]
+    active: Active,
 }
 
+/// A fingerprint of no incident.
 #[derive(Serialize, Deserialize)]
 struct OrphanRecord {
     v: u32,
     fingerprint: FpRecord,
 }
 
-fn fp_record(cmdb: &Snapshot, key: &str, f: &Fp) -> FpRecord {
-    FpRecord {
-        key: key.to_owned(),
-        source: f.source.clone(),
-        check: f.check.clone(),
-        summary: f.summary.clone(),
-        severity: f.severity,
-        firing: f.firing,
-        ci: f.ci.map(|c| cmdb.ci(c).id.clone()),
-        count: f.count,
-        first_seen: f.first_seen,
-        last_seen: f.last_seen,
-        episode_start: f.episode_start,
-        topology: f.topology,
-        changes: f.changes.clone(),
-        flapping: f.flapping,
-        flap_noted: f.flap_noted,
+impl<C> Fp<C> {
+    /// The same fingerprint with its CI named by `ci` (none when it gives none).
+    fn map_ci<D>(self, ci: impl FnOnce(C) -> Option<D>) -> Fp<D> {
+        Fp {
+            source: self.source,
+            check: self.check,
+            summary: self.summary,
+            severity: self.severity,
+            firing: self.firing,
+            ci: self.ci.and_then(ci),
+            count: self.count,
+            first_seen: self.first_seen,
+            last_seen: self.last_seen,
+            episode_start: self.episode_start,
+            incident: self.incident,
+            topology: self.topology,
+            holds: self.holds,
+            changes: self.changes,
+            flapping: self.flapping,
+            flap_noted: self.flap_noted,
+        }
     }
 }
 
+impl<C> Inc<C> {
+    /// The same incident with its root CI named by `ci` (none when it gives none).
+    fn map_ci<D>(self, ci: impl FnOnce(C) -> Option<D>) -> Inc<D> {
+        Inc {
+            key: self.key,
+            scope: self.scope,
+            root: self.root.and_then(ci),
+            members: self.members,
+            phase: self.phase,
+            created: self.created,
+            last_activity: self.last_activity,
+            opened_at: self.opened_at,
+            last_sent: self.last_sent,
+            dirty: self.dirty,
+            notes: self.notes,
+            reasons: self.reasons,
+            inflight: self.inflight,
+            sent_priority: self.sent_priority,
+            merged: self.merged,
+        }
+    }
+}
+
+/// The CI id of `idx`, for a record.
+fn ci_id(cmdb: &Snapshot, idx: CiIdx) -> Option<String> {
+    Some(cmdb.ci(idx).id.clone())
+}
+
+fn fp_record(cmdb: &Snapshot, key: &str, f: &Fp) -> FpRecord {
+    FpRecord { key: key.to_owned(), fp: f.clone().map_ci(|c| ci_id(cmdb, c)) }
+}
+
+/// The live fingerprint of a record, member of `incident`. CIs no longer in
+/// `cmdb` leave it unbound.
 fn fp_from(cmdb: &Snapshot, r: FpRecord, incident: Option<u64>) -> (String, Fp) {
-    let fp = Fp {
-        source: r.source,
-        check: r.check,
-        summary: r.summary,
-        severity: r.severity,
-        firing: r.firing,
-        ci: r.ci.as_deref().and_then(|id| cmdb.by_id(id)),
-        count: r.count,
-        first_seen: r.first_seen,
-        last_seen: r.last_seen,
-        episode_start: r.episode_start,
-        incident,
-        topology: r.topology,
-        // Offsets before the checkpoint are settled by the changelog.
-        holds: Vec::new(),
-        changes: r.changes,
-        flapping: r.flapping,
-        flap_noted: r.flap_noted,
-    };
+    let fp = Fp { incident, ..r.fp.map_ci(|id| cmdb.by_id(&id)) };
     (r.key, fp)
 }
 
@@ -130,12 +128,7 @@ impl Core {
         let mut out = Vec::with_capacity(self.incidents.len());
         let mut owned: HashMap<u64, Vec<ActiveRecord>> = HashMap::new();
         for (ci, a) in &self.ci_active {
-            owned.entry(a.incident).or_default().push(ActiveRecord {
-                ci: cmdb.ci(*ci).id.clone(),
-                firing: a.firing,
-                seen: a.seen,
-                cleared_at: a.cleared_at,
-            });
+            owned.entry(a.incident).or_default().push(ActiveRecord { ci: cmdb.ci(*ci).id.clone(), active: *a });
         }
         for (id, inc) in &self.incidents {
             let fingerprints = inc
@@ -145,25 +138,7 @@ impl Core {
                 .collect();
             let mut active = owned.remove(id).unwrap_or_default();
             active.sort_by(|a, b| a.ci.cmp(&b.ci));
-            let rec = IncRecord {
-                v: VERSION,
-                key: inc.key.clone(),
-                scope: inc.scope.clone(),
-                root: inc.root.map(|c| cmdb.ci(c).id.clone()),
-                members: inc.members.clone(),
-                phase: inc.phase,
-                created: inc.created,
-                last_activity: inc.last_activity,
-                opened_at: inc.opened_at,
-                last_sent: inc.last_sent,
-                dirty: inc.dirty,
-                notes: inc.notes.clone(),
-                reasons: inc.reasons.clone(),
-                sent_priority: inc.sent_priority,
-                merged: inc.merged,
-                fingerprints,
-                active,
-            };
+            let rec = IncRecord { v: VERSION, inc: inc.clone().map_ci(|c| ci_id(cmdb, c)), fingerprints, active };
             out.push((inc.scope.text(), serde_json::to_vec(&rec).expect("records serialize")));
         }
         for (key, f) in &self.fps {
@@ -201,7 +176,7 @@ impl Core {
             }
         }
         // Internal ids in creation order, which is the order timers run in.
-        incidents.sort_by(|a, b| a.created.cmp(&b.created).then_with(|| a.scope.text().cmp(&b.scope.text())));
+        incidents.sort_by(|a, b| a.inc.created.cmp(&b.inc.created).then_with(|| a.inc.scope.text().cmp(&b.inc.scope.text())));
         let restored = incidents.len();
         for r in incidents {
             let id = self.next_incident;
@@ -212,30 +187,11 @@ impl Core {
             }
             for a in r.active {
                 if let Some(ci) = self.cmdb.by_id(&a.ci) {
-                    self.ci_active.insert(ci, Active { firing: a.firing, seen: a.seen, cleared_at: a.cleared_at, incident: id });
+                    self.ci_active.insert(ci, Active { incident: id, ..a.active });
                 }
             }
-            self.by_scope.insert(r.scope.clone(), id);
-            self.incidents.insert(
-                id,
-                Inc {
-                    key: r.key,
-                    scope: r.scope,
-                    root: r.root.as_deref().and_then(|c| self.cmdb.by_id(c)),
-                    members: r.members,
-                    phase: r.phase,
-                    created: r.created,
-                    last_activity: r.last_activity,
-                    opened_at: r.opened_at,
-                    last_sent: r.last_sent,
-                    dirty: r.dirty,
-                    notes: r.notes,
-                    reasons: r.reasons,
-                    inflight: 0,
-                    sent_priority: r.sent_priority,
-                    merged: r.merged,
-                },
-            );
+            self.by_scope.insert(r.inc.scope.clone(), id);
+            self.incidents.insert(id, r.inc.map_ci(|c| self.cmdb.by_id(&c)));
         }
         (restored, bad)
     }
@@ -245,6 +201,8 @@ impl Core {
 mod tests {
     use std::path::{Path, PathBuf};
     use std::sync::Arc;
+
+    use chrono::{DateTime, Utc};
 
     use super::*;
     use crate::config::CorrelationConfig;

@@ -38,7 +38,7 @@
 mod checkpoint;
 mod dedup;
 mod group;
-mod keys;
+pub mod keys;
 mod lifecycle;
 pub mod offset_book;
 pub mod partitions;
@@ -61,6 +61,7 @@ use crate::rules::RuleSet;
 use crate::template::Template;
 use crate::topology::{CiIdx, Snapshot};
 use keys::Keys;
+pub use keys::Route;
 use offset_book::{OffsetBook, PartId};
 
 /// Core timers and defaults.
@@ -143,14 +144,6 @@ pub struct Decision {
     pub reason: String,
 }
 
-/// See [`Core::route`].
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Route {
-    pub ci: Option<CiIdx>,
-    pub group: Option<String>,
-    pub fingerprint: String,
-}
-
 #[derive(Debug, Clone, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 enum Scope {
     Topology(String),
@@ -166,23 +159,30 @@ enum Phase {
     Resolved { at: DateTime<Utc> },
 }
 
-#[derive(Debug)]
-struct Fp {
+/// Live state of one fingerprint. `C` names its CI: a [`CiIdx`] in the live
+/// state, the CI id in a changelog record (`checkpoint.rs`), which leaves out
+/// what only the running core knows (its incident, the offsets it holds).
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+struct Fp<C = CiIdx> {
     source: String,
     check: String,
     summary: String,
     severity: Severity,
     firing: bool,
-    ci: Option<CiIdx>,
+    ci: Option<C>,
     count: u64,
     first_seen: DateTime<Utc>,
     last_seen: DateTime<Utc>,
     /// Start of the current firing episode (event time).
     episode_start: DateTime<Utc>,
+    /// Set on restore from the record that holds the fingerprint.
+    #[serde(skip)]
     incident: Option<u64>,
     /// Topology correlation enabled for this fingerprint.
     topology: bool,
     /// Offsets this fingerprint's live state holds, one per partition.
+    /// Not checkpointed: offsets before a checkpoint are settled by the changelog.
+    #[serde(skip)]
     holds: Vec<(PartId, i64)>,
     /// Times of its recent state changes (fire, clear), for flap detection.
     changes: VecDeque<DateTime<Utc>>,
@@ -193,11 +193,12 @@ struct Fp {
     flap_noted: bool,
 }
 
-#[derive(Debug)]
-struct Inc {
+/// One incident. `C` names its root CI, as in [`Fp`].
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+struct Inc<C = CiIdx> {
     key: Option<String>,
     scope: Scope,
-    root: Option<CiIdx>,
+    root: Option<C>,
     members: BTreeSet<String>,
     phase: Phase,
     created: DateTime<Utc>,
@@ -207,6 +208,8 @@ struct Inc {
     dirty: bool,
     notes: Vec<String>,
     reasons: Vec<String>,
+    /// Not checkpointed: a checkpoint is taken with no action in flight.
+    #[serde(skip)]
     inflight: u32,
     sent_priority: Option<u8>,
     /// Absorbed by another incident; closes once its last action is acknowledged.
@@ -218,13 +221,15 @@ struct Inc {
 /// events that began before it cleared (events of one fault arriving out of
 /// order across partitions, after a backlog or a replay) for as long as its
 /// incident lives and the topology window has not passed here.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, serde::Serialize, serde::Deserialize)]
 struct Active {
     firing: u32,
     /// Processing time of the last event that touched it.
     seen: DateTime<Utc>,
     /// Event time at which `firing` last dropped to zero.
     cleared_at: Option<DateTime<Utc>>,
+    /// Set on restore from the record that holds it.
+    #[serde(skip)]
     incident: u64,
 }
 
@@ -350,21 +355,9 @@ impl Core {
         }
     }
 
-    /// Where `ev` correlates, for the repartition stage: the CI it binds to,
-    /// its `group` rule's scope, and its fingerprint. The rules see it as
-    /// firing, so that an alert and its resolve route alike.
+    /// Where `ev` correlates, for the repartition stage: see [`keys::route`].
     pub fn route(&self, ev: &Event) -> Route {
-        let firing;
-        let ev = if ev.status == Status::Resolved {
-            firing = Event { status: Status::Firing, ..ev.clone() };
-            &firing
-        } else {
-            ev
-        };
-        let class = self.rules.classify(ev);
-        let Keys { ci, fingerprint, .. } = self.keys(ev, &class);
-        let group = class.group.map(|(rule, g)| keys::group_key(rule, &keys::group_values(ev, g)));
-        Route { ci, group, fingerprint }
+        keys::route(&self.rules, &self.cmdb, &self.cfg.dedup_key, ev)
     }
 
     /// Handles one event at time `now`.
@@ -390,7 +383,7 @@ impl Core {
             };
         }
         let severity = class.severity.as_ref().map_or(ev.severity, |s| s.value);
-        let Keys { ci, bind_reason, fingerprint: key } = self.keys(ev, &class);
+        let Keys { ci, bind_reason, fingerprint: key } = keys::keys(&self.cmdb, &self.cfg.dedup_key, ev, &class);
 
         if ev.status == Status::Resolved {
             return self.clear(&key, ev, now, part);

@@ -36,12 +36,13 @@ use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use crate::config::{KafkaConfig, RekeyConfig, RekeyScope};
-use crate::core::{Core, CoreConfig};
+use crate::core::{keys, CoreConfig};
 use crate::event::{Event, Origin};
 use crate::kafka::producer_config;
 use crate::metrics::Metrics;
 use crate::rules::RuleSet;
 use crate::source::{OffsetHandle, SourceError, SourceItem};
+use crate::template::Template;
 use crate::topology::{CiIdx, Snapshot};
 
 /// Header naming the input message a re-keyed event came from.
@@ -50,24 +51,28 @@ pub const HEADER_ORIGIN: &str = "triaged-origin";
 /// Most input messages whose events are produced and not yet acknowledged.
 const MAX_IN_FLIGHT: usize = 8192;
 
-/// Computes the repartition key of events.
+/// Computes the repartition key of events, with what routing needs only:
+/// the rules, the CMDB and the default dedup key (see [`keys::route`]).
 pub struct Router {
-    core: Core,
+    rules: Arc<RuleSet>,
+    cmdb: Arc<Snapshot>,
+    dedup_key: Template,
     scope: RekeyScope,
     /// Component label of each CI (index into the snapshot's CIs).
     component: Vec<CiIdx>,
 }
 
 impl Router {
+    /// Of `cfg`, only the default dedup key is used.
     pub fn new(cfg: CoreConfig, rules: Arc<RuleSet>, cmdb: Arc<Snapshot>, scope: RekeyScope) -> Router {
         let component = components(&cmdb);
-        Router { core: Core::new(cfg, rules, cmdb), scope, component }
+        Router { rules, cmdb, dedup_key: cfg.dedup_key, scope, component }
     }
 
     /// The repartition key of `ev`.
     pub fn key(&self, ev: &Event) -> String {
-        let route = self.core.route(ev);
-        let cmdb = self.core.cmdb();
+        let route = keys::route(&self.rules, &self.cmdb, &self.dedup_key, ev);
+        let cmdb = &self.cmdb;
         match (route.ci, self.scope) {
             (Some(ci), RekeyScope::Site) if cmdb.ci(ci).site.is_some() => {
                 format!("site:{}", cmdb.ci(ci).site.as_deref().unwrap_or_default())
