@@ -21,7 +21,7 @@ use super::Summary;
 /// shutdown deadline is spent.
 const CLOSE_AT_LEAST: Duration = Duration::from_secs(1);
 /// What a close leaves of the deadline for the rest of the shutdown.
-const CLOSE_MARGIN: Duration = Duration::from_millis(300);
+const CLOSE_MARGIN: Duration = Duration::from_millis(100);
 
 /// How long a consumer may take to close: what is left of the deadline,
 /// less a margin, and at least `CLOSE_AT_LEAST`.
