@@ -8,8 +8,8 @@ use std::path::{Path, PathBuf};
 use proptest::prelude::*;
 
 use triaged::config::Config;
+use triaged::rules::template::Template;
 use triaged::rules::RuleSet;
-use triaged::template::Template;
 use triaged::topology::Snapshot;
 
 fn config() -> ProptestConfig {

@@ -2,7 +2,6 @@
 //! -> incidents in an ITSM tool. See README.md for the architecture.
 
 pub mod app;
-pub mod changes;
 pub mod config;
 pub mod core;
 pub mod demo;
@@ -16,6 +15,5 @@ pub mod scale;
 pub mod server;
 pub mod sink;
 pub mod source;
-pub mod template;
 pub mod tools;
 pub mod topology;

@@ -32,7 +32,7 @@ pub fn load_cmdb(cfg: &Config) -> Result<Snapshot, Vec<String>> {
     }
     let mut cmdb = Snapshot::load(&cfg.cmdb.path).map_err(strings)?;
     if let Some(ch) = &cfg.changes {
-        crate::changes::apply_calendar(&ch.path, &mut cmdb, cfg.correlation.max_upstream_depth).map_err(strings)?;
+        crate::topology::changes::apply_calendar(&ch.path, &mut cmdb, cfg.correlation.max_upstream_depth).map_err(strings)?;
     }
     Ok(cmdb)
 }

@@ -333,7 +333,7 @@ impl Config {
         if c.max_upstream_depth == 0 || c.max_upstream_depth > 64 {
             err("correlation.max_upstream_depth", "must be between 1 and 64".into());
         }
-        if let Err(e) = crate::template::Template::parse(&c.dedup_key) {
+        if let Err(e) = crate::rules::template::Template::parse(&c.dedup_key) {
             err("correlation.dedup_key", e);
         }
         if self.shutdown.deadline.0.is_zero() {

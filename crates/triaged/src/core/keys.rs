@@ -7,8 +7,8 @@
 
 use super::{Core, Inc, Scope};
 use crate::event::{Event, Status};
+use crate::rules::template::Template;
 use crate::rules::{Classification, Group, RuleSet};
-use crate::template::Template;
 use crate::topology::{CiIdx, Snapshot};
 
 /// Where one event correlates: the CI it binds to (and how), and its fingerprint.

@@ -27,6 +27,7 @@
 //! file and line.**
 
 mod parse;
+pub mod template;
 
 use self::parse::parse_file;
 
@@ -39,7 +40,7 @@ use chrono::{DateTime, Utc};
 use regex::Regex;
 
 use crate::event::{Event, Severity, Status};
-use crate::template::Template;
+use crate::rules::template::Template;
 
 /// A rule-file problem, located by file and line.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

@@ -11,7 +11,7 @@ use serde::Deserialize;
 
 use crate::config::HumanDuration;
 use crate::event::{Event, Severity};
-use crate::template::Template;
+use crate::rules::template::Template;
 
 use super::{Cond, Group, Rule, RuleError, RuleLoc, Suppress, Window};
 

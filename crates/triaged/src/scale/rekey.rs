@@ -40,9 +40,9 @@ use crate::core::{keys, CoreConfig};
 use crate::event::{Event, Origin};
 use crate::kafka::producer_config;
 use crate::metrics::Metrics;
+use crate::rules::template::Template;
 use crate::rules::RuleSet;
 use crate::source::{OffsetHandle, SourceError, SourceItem};
-use crate::template::Template;
 use crate::topology::{CiIdx, Snapshot};
 
 /// Header naming the input message a re-keyed event came from.

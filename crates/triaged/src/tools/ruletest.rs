@@ -210,7 +210,7 @@ pub fn run_file(path: &Path, defaults: &Defaults) -> Result<Outcome, RuleTestErr
         Some(rel) => {
             let p = path.parent().unwrap_or(Path::new(".")).join(rel);
             let mut snapshot = (*cmdb).clone();
-            crate::changes::apply_calendar(&p, &mut snapshot, defaults.correlation.max_upstream_depth)
+            crate::topology::changes::apply_calendar(&p, &mut snapshot, defaults.correlation.max_upstream_depth)
                 .map_err(|e| invalid(path, format!("changes: {}", e.iter().map(|e| e.to_string()).collect::<Vec<_>>().join("; "))))?;
             Arc::new(snapshot)
         }

@@ -33,6 +33,7 @@
 //! meshes) are allowed; every traversal keeps a visited set.
 
 mod build;
+pub mod changes;
 mod model;
 #[cfg(test)]
 mod tests;
