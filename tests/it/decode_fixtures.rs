@@ -6,7 +6,7 @@
 //! or `{"error": "..."}`, a substring the error message must contain.
 //!
 //! To (re)write every expected file from the decoder's current output, run
-//! `UPDATE_EXPECT=1 cargo test --test decode_fixtures` and review the diff
+//! `UPDATE_EXPECT=1 cargo test --test it decode_fixtures` and review the diff
 //! (error fixtures then hold the whole message).
 
 use std::fs;

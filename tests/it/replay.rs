@@ -44,7 +44,7 @@ fn the_recording_is_the_demo_storm() {
     if std::env::var_os("UPDATE_EXPECT").is_some() {
         std::fs::write(fixture(), &want).unwrap();
     }
-    assert_eq!(std::fs::read_to_string(fixture()).unwrap(), want, "regenerate with UPDATE_EXPECT=1 cargo test --test replay");
+    assert_eq!(std::fs::read_to_string(fixture()).unwrap(), want, "regenerate with UPDATE_EXPECT=1 cargo test --test it replay");
 }
 
 fn shipped() -> (Arc<RuleSet>, Arc<Snapshot>) {

@@ -7,7 +7,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 /// Where an event came from in Kafka. The core tracks these to know which
-/// offsets may be stored (see `offsets.rs`).
+/// offsets may be stored (see `core/offset_book.rs`).
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 pub struct Origin {
     pub topic: String,

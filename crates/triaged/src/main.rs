@@ -38,7 +38,7 @@ enum Cmd {
         config: PathBuf,
     },
     /// Run the rule tests in RULES_DIR/tests/*.yaml against the rules in RULES_DIR,
-    /// on a virtual clock (format: see src/ruletest.rs). Exit 1 when one fails.
+    /// on a virtual clock (format: see crates/triaged/src/tools/ruletest.rs). Exit 1 when one fails.
     Test {
         #[arg(default_value = "rules")]
         rules_dir: PathBuf,

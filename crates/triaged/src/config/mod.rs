@@ -82,7 +82,7 @@ pub struct Config {
     /// Alertmanager-compatible `POST /api/v2/alerts`; absent: not served.
     #[serde(default)]
     pub ingest: Option<IngestConfig>,
-    /// Re-key stage for running several instances (`src/rekey.rs`); absent:
+    /// Re-key stage for running several instances (`scale/rekey.rs`); absent:
     /// one instance correlates everything it reads.
     #[serde(default)]
     pub rekey: Option<RekeyConfig>,
@@ -123,7 +123,7 @@ fn default_listen() -> String {
     "127.0.0.1:9464".into()
 }
 
-/// `[changes]`: the change calendar file (`src/changes.rs` shows its format).
+/// `[changes]`: the change calendar file (`topology/changes.rs` shows its format).
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ChangesConfig {

@@ -1,6 +1,6 @@
 //! The changelog topic: a compacted topic holding the correlation state of
 //! every repartition partition, in the partition of the same number, one
-//! record per correlation key (see `correlate/checkpoint.rs`).
+//! record per correlation key (see `core/checkpoint.rs`).
 //!
 //! A partition's core is checkpointed while no action is in flight: the
 //! records that changed since the last checkpoint are produced (a closed
