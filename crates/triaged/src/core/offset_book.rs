@@ -16,7 +16,7 @@ use crate::event::Origin;
 pub type PartId = u32;
 
 #[derive(Debug, Default)]
-struct Part {
+struct PartitionHolds {
     topic: String,
     partition: i32,
     /// offset -> number of holders.
@@ -31,7 +31,7 @@ struct Part {
 #[derive(Debug, Default)]
 pub struct OffsetBook {
     ids: HashMap<(String, i32), PartId>,
-    parts: Vec<Part>,
+    parts: Vec<PartitionHolds>,
 }
 
 impl OffsetBook {
@@ -40,7 +40,7 @@ impl OffsetBook {
             return *id;
         }
         let id = self.parts.len() as PartId;
-        self.parts.push(Part { topic: topic.into(), partition, next: -1, reported: -1, ..Default::default() });
+        self.parts.push(PartitionHolds { topic: topic.into(), partition, next: -1, reported: -1, ..Default::default() });
         self.ids.insert((topic.to_string(), partition), id);
         id
     }

@@ -23,7 +23,7 @@ use crate::rules::RuleSet;
 use crate::scale::ownership::Claim;
 use crate::topology::Snapshot;
 
-type Part = (String, i32);
+type TopicPartition = (String, i32);
 
 struct Slot {
     core: Core,
@@ -64,9 +64,9 @@ pub struct Cores {
     rules: Arc<RuleSet>,
     cmdb: Arc<Snapshot>,
     per_partition: bool,
-    slots: HashMap<Option<Part>, Slot>,
+    slots: HashMap<Option<TopicPartition>, Slot>,
     /// Action ids handed out here -> the slot and the core's own id.
-    actions: HashMap<u64, (Option<Part>, u64)>,
+    actions: HashMap<u64, (Option<TopicPartition>, u64)>,
     next_action: u64,
     /// Counters of dropped cores.
     retired: CoreStats,
@@ -103,7 +103,7 @@ impl Cores {
         Core::new(self.cfg.clone(), Arc::clone(&self.rules), Arc::clone(&self.cmdb))
     }
 
-    fn slot_key(&self, origin: Option<&Origin>) -> Option<Part> {
+    fn slot_key(&self, origin: Option<&Origin>) -> Option<TopicPartition> {
         if self.per_partition {
             origin.map(|o| (o.topic.clone(), o.partition))
         } else {

@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use crate::event::Event;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
-enum Part {
+enum Piece {
     Lit(String),
     /// An event field path (see `Event::field`), `ci` (the bound CI id), or a
     /// regex capture name set by a rule.
@@ -17,7 +17,7 @@ enum Part {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Template {
     source: String,
-    parts: Vec<Part>,
+    parts: Vec<Piece>,
 }
 
 impl Template {
@@ -50,16 +50,16 @@ impl Template {
                         return Err(format!("template `{text}`: empty placeholder `{{}}`"));
                     }
                     if !lit.is_empty() {
-                        parts.push(Part::Lit(std::mem::take(&mut lit)));
+                        parts.push(Piece::Lit(std::mem::take(&mut lit)));
                     }
-                    parts.push(Part::Field(name));
+                    parts.push(Piece::Field(name));
                 }
                 '}' => return Err(format!("template `{text}`: unmatched `}}` (write `}}}}` for a literal brace)")),
                 c => lit.push(c),
             }
         }
         if !lit.is_empty() {
-            parts.push(Part::Lit(lit));
+            parts.push(Piece::Lit(lit));
         }
         Ok(Template { source: text.to_string(), parts })
     }
@@ -67,8 +67,8 @@ impl Template {
     /// The placeholders used, in order.
     pub fn fields(&self) -> impl Iterator<Item = &str> {
         self.parts.iter().filter_map(|p| match p {
-            Part::Field(f) => Some(f.as_str()),
-            Part::Lit(_) => None,
+            Piece::Field(f) => Some(f.as_str()),
+            Piece::Lit(_) => None,
         })
     }
 
@@ -82,9 +82,9 @@ impl Template {
         let mut out = String::with_capacity(64);
         for p in &self.parts {
             match p {
-                Part::Lit(s) => out.push_str(s),
-                Part::Field(f) if f == "ci" => out.push_str(ci.or(event.ci.host.as_deref()).or(event.ci.ip.as_deref()).unwrap_or("")),
-                Part::Field(f) => {
+                Piece::Lit(s) => out.push_str(s),
+                Piece::Field(f) if f == "ci" => out.push_str(ci.or(event.ci.host.as_deref()).or(event.ci.ip.as_deref()).unwrap_or("")),
+                Piece::Field(f) => {
                     if let Some(v) = captures.get(f) {
                         out.push_str(v)
                     } else if let Some(v) = event.field(f) {

@@ -45,7 +45,7 @@ pub enum Verdict {
 }
 
 #[derive(Default)]
-struct Inner {
+struct Assignments {
     owned: HashMap<(String, i32), u64>,
     /// After a stall, claims wait until then, or until the next assignment.
     suspect_until: Option<Instant>,
@@ -54,7 +54,7 @@ struct Inner {
 /// Shared by the consumer's rebalance callbacks (writers) and the sink
 /// workers (readers).
 pub struct Ownership {
-    inner: Mutex<Inner>,
+    inner: Mutex<Assignments>,
     next_epoch: AtomicU64,
     base: Instant,
     /// Milliseconds since `base` at the watch thread's last beat.
@@ -68,7 +68,7 @@ pub struct Ownership {
 
 const BEAT: Duration = Duration::from_millis(50);
 
-fn lock(m: &Mutex<Inner>) -> MutexGuard<'_, Inner> {
+fn lock(m: &Mutex<Assignments>) -> MutexGuard<'_, Assignments> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
@@ -77,7 +77,7 @@ impl Ownership {
     /// of a third of it makes claims wait for up to the whole of it.
     pub fn new(session_timeout: Duration) -> Arc<Ownership> {
         Arc::new(Ownership {
-            inner: Mutex::new(Inner::default()),
+            inner: Mutex::new(Assignments::default()),
             next_epoch: AtomicU64::new(1),
             base: Instant::now(),
             beat: AtomicU64::new(0),

@@ -94,13 +94,13 @@ pub enum Remote {
 /// The ITSM sink. Cheap to clone (shared state behind an `Arc`); `Send + Sync`.
 #[derive(Clone)]
 pub struct RestSink {
-    inner: Arc<Inner>,
+    inner: Arc<SinkInner>,
     /// When state follows partitions: every attempt, retries included,
     /// first checks that the action's partition is still assigned here.
     ownership: Option<Arc<Ownership>>,
 }
 
-struct Inner {
+struct SinkInner {
     profile: SinkProfile,
     /// Endpoint with any trailing slash removed (path segments are appended).
     base: Url,
@@ -199,7 +199,7 @@ impl RestSink {
         let sys_ids = Cache::builder().max_capacity(SYS_ID_CACHE_CAPACITY).time_to_idle(SYS_ID_CACHE_IDLE).build();
         Ok(RestSink {
             ownership: None,
-            inner: Arc::new(Inner {
+            inner: Arc::new(SinkInner {
                 profile: cfg.profile,
                 base,
                 client,

@@ -31,7 +31,7 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, info, warn};
 
-use super::context::{describe, Shared, SourceConsumer, SourceContext};
+use super::context::{describe, ConsumerShared, SourceConsumer, SourceContext};
 use super::lag::LagProbe;
 use super::runner::{Runner, Step};
 use super::tracker::PartitionTracker;
@@ -96,7 +96,7 @@ impl KafkaSource {
     /// `dead_letter_topic` is set.
     pub fn new(cfg: &KafkaConfig, metrics: Metrics) -> Result<KafkaSource, SourceError> {
         check_config(cfg)?;
-        let shared = Arc::new(Shared::default());
+        let shared = Arc::new(ConsumerShared::default());
         let consumer: SourceConsumer = consumer_config(cfg)
             .create_with_context(SourceContext { shared: shared.clone(), paused_partitions: metrics.paused_partitions.clone() })
             .map_err(|source| SourceError::Client { what: "consumer", source })?;

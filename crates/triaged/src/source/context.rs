@@ -18,11 +18,11 @@ use tracing::{debug, error, info, trace, warn};
 use super::consumer::{PartitionChange, RevokeHook};
 use crate::scale::ownership::Ownership;
 
-// Shared state between the consumer context (rebalance callbacks), the run
+// State shared between the consumer context (rebalance callbacks), the run
 // loop and the offset handle.
 
 #[derive(Default)]
-pub(super) struct Shared {
+pub(super) struct ConsumerShared {
     /// Assigned partitions -> highest NEXT offset stored (-1: none yet). Only
     /// assigned partitions have an entry, so stores for others are ignored.
     pub(super) stored: Mutex<HashMap<String, HashMap<i32, i64>>>,
@@ -52,7 +52,7 @@ pub(super) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
-impl Shared {
+impl ConsumerShared {
     /// Consumption of a newly assigned partition started at `offset`: a stored
     /// offset below it (stale, from an earlier assignment) would go backwards.
     pub(super) fn raise_floor(&self, topic: &str, partition: i32, offset: i64) {
@@ -63,7 +63,7 @@ impl Shared {
 }
 
 pub(super) struct SourceContext {
-    pub(super) shared: Arc<Shared>,
+    pub(super) shared: Arc<ConsumerShared>,
     pub(super) paused_partitions: IntGauge,
 }
 

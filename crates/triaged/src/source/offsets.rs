@@ -9,14 +9,14 @@ use rdkafka::error::RDKafkaErrorCode;
 use rdkafka::{Offset, TopicPartitionList};
 use tracing::{debug, warn};
 
-use super::context::{lock, Shared, SourceConsumer};
+use super::context::{lock, ConsumerShared, SourceConsumer};
 use super::SourceError;
 
 /// Stores and commits offsets of the source's consumer. Clone + Send + Sync.
 #[derive(Clone)]
 pub struct OffsetHandle {
     pub(super) consumer: Arc<SourceConsumer>,
-    pub(super) shared: Arc<Shared>,
+    pub(super) shared: Arc<ConsumerShared>,
 }
 
 impl OffsetHandle {

@@ -16,7 +16,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, trace, warn};
 
 use super::consumer::{seek, SourceItem};
-use super::context::{lock, Shared, SourceConsumer};
+use super::context::{lock, ConsumerShared, SourceConsumer};
 use super::tracker::{PartitionTracker, Position};
 use crate::config::Format;
 use crate::event::Origin;
@@ -43,7 +43,7 @@ pub(super) struct Runner {
     /// discovered at run time.
     pub(super) patterns: Vec<(regex::Regex, Format)>,
     pub(super) tracker: PartitionTracker,
-    pub(super) shared: Arc<Shared>,
+    pub(super) shared: Arc<ConsumerShared>,
     pub(super) metrics: Metrics,
     /// `events_decoded` per source system, most recent first.
     pub(super) decoded: Vec<(String, IntCounter)>,
