@@ -80,11 +80,6 @@ impl std::str::FromStr for Phase {
     }
 }
 
-/// Errors as one line.
-pub(crate) fn join<T: std::fmt::Display>(errs: &[T]) -> String {
-    errs.iter().map(|e| e.to_string()).collect::<Vec<_>>().join("; ")
-}
-
 /// Benchmark knobs (`triaged-bench --help`).
 #[derive(Debug, Clone)]
 pub struct BenchArgs {
@@ -192,7 +187,8 @@ pub async fn run(args: BenchArgs) -> Result<Results, BenchError> {
         }
     }
     if on(Phase::Core) {
-        let rules = Arc::new(triaged::rules::RuleSet::load_dir(&args.root.join("rules")).map_err(|e| BenchError::Setup(join(&e)))?);
+        let rules =
+            Arc::new(triaged::rules::RuleSet::load_dir(&args.root.join("rules")).map_err(|e| BenchError::Setup(triaged::app::join(&e)))?);
         let cmdb = Arc::new(storm.cmdb.clone());
         let (events, elapsed) = pipeline::core_pass(&rules, &cmdb, &messages);
         let t = Throughput::new(events, elapsed);

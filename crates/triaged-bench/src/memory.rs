@@ -7,14 +7,14 @@ use std::time::Instant;
 
 use chrono::Utc;
 use serde::{Deserialize, Serialize};
-
+use triaged::app::join;
 use triaged::core::{Core, CoreConfig};
 use triaged::rules::RuleSet;
 use triaged::topology::Snapshot;
 use triaged_testkit::cmdb::{synthetic, GenParams};
 use triaged_testkit::storm::estate;
 
-use crate::{join, BenchError};
+use crate::BenchError;
 
 /// One memory figure.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]

@@ -74,7 +74,7 @@ pub fn check_of(kind: &str) -> (&'static str, &'static str) {
 /// The synthetic estate of about `cis` CIs the benchmark runs over.
 pub fn estate(cis: usize) -> Result<Snapshot, String> {
     Snapshot::from_file_model(synthetic(&GenParams::scaled(cis)))
-        .map_err(|e| format!("synthetic CMDB of {cis} CIs: {}", e.iter().map(ToString::to_string).collect::<Vec<_>>().join("; ")))
+        .map_err(|e| format!("synthetic CMDB of {cis} CIs: {}", triaged::app::join(&e)))
 }
 
 const FAULT_KINDS: [&str; 6] = ["host", "hypervisor", "vm", "database", "application", "switch"];

@@ -71,7 +71,8 @@ pub enum AppError {
     Http { addr: String, source: std::io::Error },
 }
 
-pub(crate) fn join<T: std::fmt::Display>(errs: &[T]) -> String {
+/// Errors as one line, `; `-separated.
+pub fn join<T: std::fmt::Display>(errs: &[T]) -> String {
     errs.iter().map(|e| e.to_string()).collect::<Vec<_>>().join("; ")
 }
 

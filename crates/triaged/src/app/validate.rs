@@ -31,7 +31,7 @@ impl Report {
         self.lines.push(Line::Error(l.to_string()));
     }
 
-    fn errors<E: ToString>(&mut self, errs: &[E]) {
+    fn error_each<E: ToString>(&mut self, errs: &[E]) {
         errs.iter().for_each(|e| self.error(e.to_string()));
     }
 }
@@ -43,15 +43,15 @@ pub fn check(path: &Path) -> Report {
     let (cfg, config_errors) = match Config::load_checked(path) {
         Ok(c) => c,
         Err(errs) => {
-            r.errors(&errs);
+            r.error_each(&errs);
             r.lines.push(Line::Error(format!("{} error(s) in {}", errs.len(), path.display())));
             return r;
         }
     };
-    r.errors(&config_errors);
+    r.error_each(&config_errors);
     match crate::rules::RuleSet::load_dir(&cfg.rules.dir) {
         Ok(rules) => r.ok(format!("rules: {} rules in {} files OK", rules.len(), rules.files().len())),
-        Err(errs) => r.errors(&errs),
+        Err(errs) => r.error_each(&errs),
     }
     match super::load_cmdb(&cfg) {
         Ok(s) => match &cfg.changes {
@@ -60,7 +60,7 @@ pub fn check(path: &Path) -> Report {
             }
             None => r.ok(format!("cmdb: {} CIs from {} OK", s.len(), cfg.cmdb.path.display())),
         },
-        Err(errs) => r.errors(&errs),
+        Err(errs) => r.error_each(&errs),
     }
     // The sink's secrets and endpoint are only worth checking on a valid sink section.
     let sink_valid = !config_errors.iter().any(|e| e.location.starts_with("sink"));

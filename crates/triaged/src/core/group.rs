@@ -30,7 +30,7 @@ impl Core {
                     "; grouped by rule `{rule}` on {} = {:?} within {}",
                     g.by.join(","),
                     values,
-                    crate::duration::format_span(chrono_dur(g.window))
+                    crate::duration::format(g.window)
                 ));
                 (Scope::Group(group_key(rule, &values)), chrono_dur(g.window))
             }
