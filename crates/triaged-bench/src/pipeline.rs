@@ -32,7 +32,7 @@ pub struct Cluster {
 
 impl Cluster {
     pub fn start(partitions: i32) -> Result<Cluster, BenchError> {
-        let (brokers, stop) = triaged::demo::start_mock_cluster(&[(TOPIC, partitions), ("triaged-dead-letter", 1)])
+        let (brokers, stop) = triaged::demo::start_mock_cluster(&[(TOPIC, partitions), ("triaged-dead-letter", 1), ("triaged-state", 1)])
             .map_err(|e| BenchError::Kafka(e.to_string()))?;
         Ok(Cluster { brokers, _stop: stop })
     }

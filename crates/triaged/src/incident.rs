@@ -118,6 +118,10 @@ pub struct Action {
     /// state follows partitions (see `ownership.rs`). Not part of the payload.
     #[serde(skip)]
     pub claim: Option<crate::scale::ownership::Claim>,
+    /// Sent again after a restart because its acknowledgement was not
+    /// recorded; the sink may look the incident up first. Not in the payload.
+    #[serde(skip)]
+    pub resent: bool,
 }
 
 /// Why a sink call failed, and whether it may be retried.

@@ -74,6 +74,14 @@ pub struct Metrics {
     pub actions_disowned: IntCounter,
     /// Restored open incidents checked at the ITSM, by what it holds.
     pub reconciled: IntCounterVec,
+    /// Checkpoints of the correlation state, by outcome (written, failed).
+    pub state_checkpoints: IntCounterVec,
+    /// Actions decided and waiting for their checkpoint before they are sent.
+    pub state_actions_waiting: IntGauge,
+    /// The input offset a restart would read from, by topic and partition.
+    pub state_depended_offset: IntGaugeVec,
+    /// Age of the oldest message a restart would read again (0: none).
+    pub state_depended_age: GaugeVec,
 }
 
 /// Buckets of `triaged_event_lag_seconds`: fine below 10 ms, since the
@@ -138,6 +146,25 @@ impl Metrics {
         )
         .unwrap();
         reg.register(Box::new(actions_disowned.clone())).unwrap();
+        let state_checkpoints = counter(&reg, "state_checkpoints_total", "Checkpoints of the correlation state to the changelog, by outcome.", &["outcome"]);
+        for outcome in ["written", "failed"] {
+            state_checkpoints.with_label_values(&[outcome]);
+        }
+        let state_actions_waiting =
+            IntGauge::new("state_actions_waiting", "Actions decided and waiting for their checkpoint before they are sent.").unwrap();
+        reg.register(Box::new(state_actions_waiting.clone())).unwrap();
+        let state_depended_offset = IntGaugeVec::new(
+            Opts::new("state_depended_offset", "Input offset a restart would read from: the last checkpoint reflects everything below it."),
+            &["topic", "partition"],
+        )
+        .unwrap();
+        reg.register(Box::new(state_depended_offset.clone())).unwrap();
+        let state_depended_age = GaugeVec::new(
+            Opts::new("state_depended_age_seconds", "Age of the oldest message a restart would read again (0 when there is none)."),
+            &["topic", "partition"],
+        )
+        .unwrap();
+        reg.register(Box::new(state_depended_age.clone())).unwrap();
         let lag_buckets = LAG_BUCKETS.to_vec();
         let event_lag = Histogram::with_opts(
             HistogramOpts::new(
@@ -221,12 +248,16 @@ impl Metrics {
                 "Open incidents restored from the changelog and looked up at the ITSM, by what it holds (open, closed, missing: opened again, failed).",
                 &["outcome"],
             ),
+            state_checkpoints,
+            state_actions_waiting,
+            state_depended_offset,
+            state_depended_age,
         }
     }
 
     /// Exposed name of every metric (`triaged_…`), whether or not it has samples yet.
     pub fn names(&self) -> std::collections::BTreeSet<String> {
-        let all: [&dyn Collector; 32] = [
+        let all: [&dyn Collector; 36] = [
             &self.messages_received,
             &self.events_decoded,
             &self.events_failed,
@@ -259,6 +290,10 @@ impl Metrics {
             &self.correlation_partitions,
             &self.actions_disowned,
             &self.reconciled,
+            &self.state_checkpoints,
+            &self.state_actions_waiting,
+            &self.state_depended_offset,
+            &self.state_depended_age,
         ];
         all.iter().flat_map(|c| c.desc()).map(|d| format!("triaged_{}", d.fq_name)).collect()
     }

@@ -3,6 +3,7 @@
 //! dispatches their actions to the sink workers, applies acknowledgements,
 //! reloads and partition changes, and stores the offsets that became safe.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -20,7 +21,7 @@ use crate::scale::ownership::Ownership;
 use crate::server::explain::DecisionLog;
 use crate::source::{OffsetHandle, SourceItem};
 
-use super::handover::{checkpoint, partitions_changed, Drain};
+use super::handover::{checkpoint, partitions_changed, restore_single, Drain};
 use super::reconcile::Reconcile;
 use super::reconcile::{reconciled, Reconciled};
 use super::reload::Reload;
@@ -28,8 +29,11 @@ use super::Summary;
 
 pub(super) struct CoreLoop {
     pub(super) core: Cores,
-    /// Where partition cores checkpoint their state (`rekey.changelog_topic`).
-    pub(super) changelog: Option<Arc<Changelog>>,
+    /// Where the cores checkpoint their state (`state.changelog_topic`).
+    pub(super) changelog: Arc<Changelog>,
+    /// Per input partition, when the first message not yet in a checkpoint
+    /// was handled: what a restart would read again, and since when.
+    pub(super) replay_since: HashMap<(String, i32), Instant>,
     /// Partitions to checkpoint before their revoke completes.
     pub(super) drains: mpsc::UnboundedReceiver<Drain>,
     /// Looks restored open incidents up at the ITSM (profiles that can).
@@ -66,7 +70,14 @@ pub(super) async fn core_loop(mut l: CoreLoop) -> Summary {
     let mut last_event = Instant::now();
     let mut source_open = true;
     let mut acks_open = true;
+    // Actions wait for a checkpoint that could not be written: no more
+    // events are read until it is, and it is tried again at each tick.
+    let mut blocked = false;
+    if !l.core.has_partition_cores() && !restore_single(&mut l).await {
+        return failed(&l, "the changelog could not be read back; see the errors above");
+    }
     loop {
+        let mut ticked = false;
         // While the ITSM is unreachable, events stay in Kafka: the source
         // channel fills and the source pauses its partitions. At shutdown the
         // unread ones are left for the next start (their offsets are unstored).
@@ -76,7 +87,7 @@ pub(super) async fn core_loop(mut l: CoreLoop) -> Summary {
         }
         tokio::select! {
             Ok(()) = l.circuit.changed() => {}
-            item = l.items.recv(), if source_open && circuit_closed => match item {
+            item = l.items.recv(), if source_open && circuit_closed && !blocked => match item {
                 Some(item) => {
                     let mut batch = vec![item];
                     while batch.len() < 512 {
@@ -135,35 +146,23 @@ pub(super) async fn core_loop(mut l: CoreLoop) -> Summary {
                 }
             },
             _ = tick.tick() => {
+                ticked = true;
                 if source_open {
                     l.core.tick(Utc::now());
                 }
             }
             _ = gauges.tick() => publish_gauges(&mut l),
-            _ = checkpoints.tick(), if l.changelog.is_some() => checkpoint(&mut l, None).await,
+            _ = checkpoints.tick() => blocked = !checkpoint(&mut l, None).await,
             Some(r) = l.reconciled.recv() => reconciled(&mut l, r),
             Some((parts, done)) = l.drains.recv() => {
                 checkpoint(&mut l, Some(&parts)).await;
                 let _ = done.send(());
             }
         }
-        // Dispatch decided actions; a full worker queue blocks here, which stops
-        // reading the source channel, which pauses the Kafka partitions.
-        for action in l.core.take_actions() {
-            if let Some(p) = l.problems.observe(&action, Utc::now()) {
-                warn!(problem = %p.id, ci = %p.ci, incidents = ?p.incidents, "problem candidate: {}", p.reason);
-                l.metrics.problem_candidates.inc();
-            }
-            let w = worker_for(&action.incident.key, l.workers.len());
-            if l.workers[w].send(action).await.is_err() {
-                warn!("sink worker gone; action not delivered, its offsets stay unstored");
-            }
-        }
-        let changed = l.core.take_offsets();
-        if !changed.is_empty() {
-            if let Err(e) = l.offsets.store(&changed) {
-                warn!(error = %e, "storing offsets failed; they are retried with the next change");
-            }
+        // Every action decided is in a checkpoint before it is sent, so no
+        // restart sends again what the ITSM acknowledged.
+        if l.core.waiting_actions() > 0 && (!blocked || ticked) {
+            blocked = !checkpoint(&mut l, None).await;
         }
         if !source_open && (l.core.inflight_actions() == 0 || !acks_open) {
             break;
@@ -198,9 +197,26 @@ pub(super) fn failed(l: &CoreLoop, why: &str) -> Summary {
     Summary { clean_shutdown: false, failure: Some(why.to_string()), ..counted(l) }
 }
 
+/// Sends checkpointed actions to their sink workers; a full worker queue
+/// blocks here, which stops reading the source channel, which pauses the
+/// Kafka partitions.
+pub(super) async fn dispatch(l: &mut CoreLoop, actions: Vec<Action>) {
+    for action in actions {
+        if let Some(p) = l.problems.observe(&action, Utc::now()) {
+            warn!(problem = %p.id, ci = %p.ci, incidents = ?p.incidents, "problem candidate: {}", p.reason);
+            l.metrics.problem_candidates.inc();
+        }
+        let w = worker_for(&action.incident.key, l.workers.len());
+        if l.workers[w].send(action).await.is_err() {
+            warn!("sink worker gone; action not delivered, it stays owed in the state");
+        }
+    }
+}
+
 pub(super) fn handle_item(l: &mut CoreLoop, item: SourceItem, now: chrono::DateTime<Utc>) {
-    if item.origin().is_some() {
+    if let Some(o) = item.origin() {
         l.metrics.messages_handled.inc();
+        l.replay_since.entry((o.topic.clone(), o.partition)).or_insert_with(Instant::now);
     }
     match item {
         SourceItem::Skipped { origin, reason } => {
@@ -241,6 +257,10 @@ pub(super) fn publish_gauges(l: &mut CoreLoop) {
         }
     }
     l.metrics.fingerprints.set(l.core.fingerprint_count() as i64);
+    for (t, p) in l.core.read_partitions() {
+        let age = l.replay_since.get(&(t.clone(), p)).map_or(0.0, |since| since.elapsed().as_secs_f64());
+        l.metrics.state_depended_age.with_label_values(&[&t, &p.to_string()]).set(age);
+    }
     let _ = l.incidents.send(Arc::new(open));
     let _ = l.problems_tx.send(Arc::new(l.problems.current(Utc::now())));
 }

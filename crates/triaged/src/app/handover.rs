@@ -1,16 +1,18 @@
-//! State that follows partitions: assigned partitions are restored from the
-//! changelog, revoked ones are checkpointed before the revoke completes, and
-//! settled partitions are checkpointed periodically (then their offsets move).
+//! State and the changelog: the single core is restored at start, assigned
+//! partitions' cores when assigned, revoked ones are checkpointed before the
+//! revoke completes, and every core is checkpointed before its actions are
+//! sent and periodically (then its input offsets move).
 
 use std::time::{Duration, Instant};
 
 use tokio::sync::mpsc;
 use tracing::{debug, error, info, warn};
 
-use crate::scale::ownership::{Claim, Verdict};
+use crate::scale::changelog::Changelog;
+use crate::scale::ownership::Verdict;
 use crate::source::PartitionChange;
 
-use super::core_task::CoreLoop;
+use super::core_task::{dispatch, CoreLoop};
 
 /// Applies assignment changes; an assigned partition's state is read back
 /// from the changelog first. `false` when that failed for good.
@@ -18,39 +20,61 @@ pub(super) async fn partitions_changed(l: &mut CoreLoop, changes: Vec<PartitionC
     for c in changes {
         match c {
             PartitionChange::Revoked { topic, partition } => l.core.revoke(&topic, partition),
-            PartitionChange::Assigned { topic, partition, epoch } => match &l.changelog {
-                None => l.core.assign(&topic, partition, epoch),
-                Some(log) => {
-                    let started = Instant::now();
-                    let mut attempt = 0;
-                    let records = loop {
-                        match log.read(partition).await {
-                            Ok(r) => break r,
-                            Err(e) if attempt < RESTORE_ATTEMPTS => {
-                                attempt += 1;
-                                warn!(error = %e, attempt, "reading the changelog back failed; retrying");
-                                tokio::time::sleep(Duration::from_secs(1)).await;
-                            }
-                            Err(e) => {
-                                error!(error = %e, topic, partition, "the changelog cannot be read; correlating without its state would open incidents twice or lose them");
-                                return false;
-                            }
-                        }
-                    };
-                    let (incidents, bad) = l.core.assign_restored(&topic, partition, epoch, &records);
-                    for (key, why) in bad {
-                        error!(changelog = log.topic(), partition, %key, error = %why, "changelog record left out");
-                    }
-                    info!(topic, partition, incidents, records = records.len(), elapsed = ?started.elapsed(), "partition state restored from the changelog");
-                    if let Some(r) = &l.reconcile {
-                        r.start(&topic, partition, epoch, l.core.open_keys(&topic, partition, epoch));
-                    }
+            PartitionChange::Assigned { topic, partition, epoch } if l.core.has_partition_cores() => {
+                let log = l.changelog.clone();
+                let Some(records) = read_back(&log, partition).await else { return false };
+                let started = Instant::now();
+                let (incidents, bad) = l.core.assign_restored(&topic, partition, epoch, &records);
+                for (key, why) in bad {
+                    error!(changelog = log.topic(), partition, %key, error = %why, "changelog record left out");
                 }
-            },
+                info!(topic, partition, incidents, records = records.len(), elapsed = ?started.elapsed(), "partition state restored from the changelog");
+                if let Some(r) = &l.reconcile {
+                    r.start(&topic, partition, epoch, l.core.open_keys(&topic, partition, epoch));
+                }
+            }
+            PartitionChange::Assigned { .. } => {}
         }
     }
     l.metrics.correlation_partitions.set(l.core.partitions() as i64);
     true
+}
+
+/// Restores the single core (no `[rekey]`) from changelog partition 0,
+/// before any event is handled. `false` when the changelog cannot be read.
+pub(super) async fn restore_single(l: &mut CoreLoop) -> bool {
+    let log = l.changelog.clone();
+    let started = Instant::now();
+    let Some(records) = read_back(&log, 0).await else { return false };
+    let (incidents, bad) = l.core.restore_single(&records);
+    for (key, why) in bad {
+        error!(changelog = log.topic(), partition = 0, %key, error = %why, "changelog record left out");
+    }
+    info!(changelog = log.topic(), incidents, records = records.len(), elapsed = ?started.elapsed(), "correlation state restored from the changelog");
+    if let Some(r) = &l.reconcile {
+        r.start("", 0, 0, l.core.open_keys_single());
+    }
+    true
+}
+
+/// Changelog partition `partition` up to its high watermark, retried a few
+/// times; `None` when it cannot be read.
+async fn read_back(log: &Changelog, partition: i32) -> Option<Vec<(String, Vec<u8>)>> {
+    let mut attempt = 0;
+    loop {
+        match log.read(partition).await {
+            Ok(r) => return Some(r),
+            Err(e) if attempt < RESTORE_ATTEMPTS => {
+                attempt += 1;
+                warn!(error = %e, attempt, "reading the changelog back failed; retrying");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+            Err(e) => {
+                error!(error = %e, partition, "the changelog cannot be read; correlating without its state would open incidents twice or lose them");
+                return None;
+            }
+        }
+    }
 }
 
 /// A revoke waiting for its partitions' checkpoint.
@@ -83,38 +107,64 @@ pub(super) fn drain_hook(tx: mpsc::UnboundedSender<Drain>) -> crate::source::Rev
     })
 }
 
-/// Writes the checkpoints of settled partition cores (of `only` these
-/// partitions, when given) to the changelog and then stores their input
-/// offsets.
-pub(super) async fn checkpoint(l: &mut CoreLoop, only: Option<&[(String, i32)]>) {
-    let Some(log) = l.changelog.clone() else { return };
+/// Writes the checkpoint of every core with changes (of the cores of
+/// `only` these partitions, when given) to the changelog, then sends the
+/// actions it covers and stores its input offsets. `false` when a
+/// checkpoint with actions waiting was not written: they stay decided and
+/// unsent, and the next call tries again.
+pub(super) async fn checkpoint(l: &mut CoreLoop, only: Option<&[(String, i32)]>) -> bool {
+    let log = l.changelog.clone();
+    let mut all = true;
     for cp in l.core.checkpoints() {
-        if only.is_some_and(|parts| !parts.iter().any(|(t, p)| *t == cp.topic && *p == cp.partition)) {
-            continue;
+        if let Some(parts) = only {
+            let wanted = cp.claim.as_ref().is_some_and(|c| parts.iter().any(|(t, p)| *t == c.topic && *p == c.partition));
+            if !wanted {
+                continue;
+            }
         }
-        let claim = Claim { topic: cp.topic.clone(), partition: cp.partition, epoch: cp.epoch };
-        if l.ownership.as_ref().is_some_and(|o| o.check(&claim) != Verdict::Owned) {
-            continue;
+        // A partition no longer owned is not written: a late write would
+        // overwrite what its new owner restored. Its actions go to the sink
+        // workers, which refuse the actions of a lost claim.
+        if let (Some(claim), Some(o)) = (&cp.claim, &l.ownership) {
+            if o.check(claim) != Verdict::Owned {
+                let actions = l.core.disowned(cp);
+                dispatch(l, actions).await;
+                continue;
+            }
         }
         if !cp.records.is_empty() {
             match tokio::time::timeout(CHECKPOINT_WITHIN, log.write(cp.partition, &cp.records)).await {
-                Ok(Ok(())) => debug!(partition = cp.partition, records = cp.records.len(), "checkpoint written"),
+                Ok(Ok(())) => debug!(partition = cp.partition, records = cp.records.len(), actions = cp.actions, "checkpoint written"),
                 Ok(Err(e)) => {
-                    warn!(error = %e, "checkpoint not written; offsets stay where they are until the next one");
+                    warn!(error = %e, actions = cp.actions, "checkpoint not written; its actions wait and its offsets stay where they are");
+                    l.metrics.state_checkpoints.with_label_values(&["failed"]).inc();
+                    all &= cp.actions == 0;
                     continue;
                 }
                 Err(_) => {
-                    warn!(partition = cp.partition, within = ?CHECKPOINT_WITHIN, "checkpoint not acknowledged in time; tried again at the next one");
+                    warn!(partition = cp.partition, within = ?CHECKPOINT_WITHIN, actions = cp.actions, "checkpoint not acknowledged in time; tried again");
+                    l.metrics.state_checkpoints.with_label_values(&["failed"]).inc();
+                    all &= cp.actions == 0;
                     continue;
                 }
             }
+            l.metrics.state_checkpoints.with_label_values(&["written"]).inc();
         }
         let offsets = cp.offsets.clone();
-        l.core.checkpointed(cp);
-        if let Err(e) = l.offsets.store(&offsets) {
-            warn!(error = %e, "storing checkpointed offsets failed; they are retried with the next checkpoint");
+        let actions = l.core.checkpointed(cp);
+        dispatch(l, actions).await;
+        if !offsets.is_empty() {
+            for (t, p, next) in &offsets {
+                l.replay_since.remove(&(t.clone(), *p));
+                l.metrics.state_depended_offset.with_label_values(&[t, &p.to_string()]).set(*next);
+            }
+            if let Err(e) = l.offsets.store(&offsets) {
+                warn!(error = %e, "storing checkpointed offsets failed; they are retried with the next checkpoint");
+            }
         }
     }
+    l.metrics.state_actions_waiting.set(l.core.waiting_actions() as i64);
+    all
 }
 
 /// Attempts at reading a changelog partition back before the daemon gives up.

@@ -67,6 +67,8 @@ pub enum AppError {
     Changelog(#[from] crate::scale::changelog::ChangelogError),
     #[error("{0}")]
     RekeyTopic(#[from] crate::scale::rekey::TopicError),
+    #[error("{0}")]
+    ChangelogTopic(#[from] crate::scale::changelog::TopicError),
     #[error("HTTP server on {addr}: {source}")]
     Http { addr: String, source: std::io::Error },
 }
@@ -121,7 +123,7 @@ pub async fn start(cfg: Config, shutdown: CancellationToken) -> Result<Running, 
     // repartition topic; without, `source` reads the input topics.
     let (input, source) = match (&cfg.rekey, &ownership) {
         (Some(rk), Some(o)) => {
-            rekey::check_topics(&cfg.kafka, rk).await?;
+            rekey::check_topic(&cfg.kafka, rk).await?;
             let input = KafkaSource::new(&cfg.kafka, metrics.clone())?;
             let rekeyer = Rekeyer::new(&cfg.kafka, rk, metrics.clone())?;
             let source = KafkaSource::new(&rekey::correlating_consumer(&cfg.kafka, rk), metrics.clone())?;
@@ -131,17 +133,25 @@ pub async fn start(cfg: Config, shutdown: CancellationToken) -> Result<Running, 
         _ => (None, KafkaSource::new(&cfg.kafka, metrics.clone())?),
     };
     let offsets = source.offsets();
-    let changelog = match cfg.rekey.as_ref().and_then(|r| r.changelog_topic.as_deref()) {
-        Some(t) => Some(Arc::new(Changelog::new(&cfg.kafka, t)?)),
-        None => None,
-    };
+    let (kafka, state, rekey) = (cfg.kafka.clone(), cfg.state.clone(), cfg.rekey.clone());
+    let topic_checked = tokio::task::spawn_blocking(move || {
+        crate::scale::changelog::check_topic(&kafka, &state, rekey.as_ref(), Duration::from_secs(10))
+    })
+    .await;
+    match topic_checked {
+        Ok(Ok(true)) => {}
+        Ok(Ok(false)) => {
+            tracing::warn!(topic = %cfg.state.changelog_topic, "the broker did not describe the changelog topic; it was not checked")
+        }
+        Ok(Err(e)) => return Err(e.into()),
+        Err(e) => tracing::warn!(error = %e, "the changelog topic check did not finish"),
+    }
+    let changelog = Arc::new(Changelog::new(&cfg.kafka, &cfg.state.changelog_topic)?);
     // Revoked partitions are checkpointed before the revoke completes, so
     // their next owner starts from their state as it was handed over.
     let (drain_tx, drain_rx) = mpsc::unbounded_channel::<Drain>();
     let (reconciled_tx, reconciled_rx) = mpsc::unbounded_channel::<Reconciled>();
-    if changelog.is_some() {
-        source.on_revoke(drain_hook(drain_tx));
-    }
+    source.on_revoke(drain_hook(drain_tx));
 
     let (phase_tx, phase_rx) = watch::channel(Lifecycle::Starting);
     let (incidents_tx, incidents_rx) = watch::channel(Arc::new(Vec::<Incident>::new()));
@@ -239,6 +249,7 @@ pub async fn start(cfg: Config, shutdown: CancellationToken) -> Result<Running, 
     let core_task = tokio::spawn(core_loop(CoreLoop {
         core,
         changelog,
+        replay_since: Default::default(),
         drains: drain_rx,
         reconcile: sink.can_look_up().then(|| Reconcile { sink: sink.clone(), tx: reconciled_tx, stop: sink_stop.clone() }),
         reconciled: reconciled_rx,

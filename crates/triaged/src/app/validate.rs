@@ -6,6 +6,9 @@ use std::path::Path;
 
 use crate::config::Config;
 
+/// How long `check` waits for the brokers to describe the changelog topic.
+const TOPIC_CHECK_WITHIN: std::time::Duration = std::time::Duration::from_secs(3);
+
 /// One line of the report, in order.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Line {
@@ -72,6 +75,18 @@ pub fn check(path: &Path) -> Report {
     if sink_valid {
         if let Err(e) = crate::sink::RestSink::new(&cfg.sink, crate::metrics::Metrics::new()) {
             r.error(format!("{}: sink: {e}", path.display()));
+        }
+    }
+    // The changelog topic is the one broker-side thing `run` refuses to start without.
+    if config_errors.is_empty() {
+        let topic = &cfg.state.changelog_topic;
+        match crate::scale::changelog::check_topic(&cfg.kafka, &cfg.state, cfg.rekey.as_ref(), TOPIC_CHECK_WITHIN) {
+            Ok(true) => r.ok(format!("changelog: topic `{topic}` OK")),
+            Ok(false) => r.ok(format!(
+                "changelog: topic `{topic}` not checked: the brokers did not answer within {}",
+                crate::duration::format(TOPIC_CHECK_WITHIN)
+            )),
+            Err(e) => r.error(format!("{}: {e}", path.display())),
         }
     }
     if r.errors > 0 {

@@ -14,7 +14,7 @@ mod sink;
 
 pub use self::correlation::{CorrelationConfig, ProblemsConfig};
 pub use self::kafka::{Format, KafkaConfig, TopicConfig, OWNED_KAFKA_OPTIONS};
-pub use self::rekey::{IngestConfig, RekeyConfig, RekeyScope};
+pub use self::rekey::{IngestConfig, RekeyConfig, RekeyScope, StateConfig};
 pub use self::sink::{AuthConfig, CircuitConfig, RetryConfig, SecretSource, SinkConfig, SinkProfile};
 
 /// A configuration problem, located by file and field (or line for syntax errors).
@@ -86,6 +86,9 @@ pub struct Config {
     /// one instance correlates everything it reads.
     #[serde(default)]
     pub rekey: Option<RekeyConfig>,
+    /// Where the correlation state is checkpointed (`scale/changelog.rs`).
+    #[serde(default)]
+    pub state: StateConfig,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -274,19 +277,21 @@ impl Config {
             } else if Some(&r.topic) == self.kafka.dead_letter_topic.as_ref() {
                 err("rekey.topic", format!("`{}` is also the dead-letter topic", r.topic));
             }
-            if let Some(c) = &r.changelog_topic {
-                if c.trim().is_empty() {
-                    err("rekey.changelog_topic", "must not be empty".into());
-                } else if c == &r.topic
-                    || self.kafka.topics.iter().any(|t| &t.name == c)
-                    || Some(c) == self.kafka.dead_letter_topic.as_ref()
-                {
-                    err("rekey.changelog_topic", format!("`{c}` is also an input, repartition or dead-letter topic"));
-                }
+            if r.changelog_topic.is_some() {
+                err("rekey.changelog_topic", "moved to `[state] changelog_topic`, which every mode uses".into());
             }
             if r.group_id(&self.kafka.group_id) == self.kafka.group_id {
                 err("rekey.group_id", "must differ from kafka.group_id (the input consumer's group)".into());
             }
+        }
+        let c = &self.state.changelog_topic;
+        if c.trim().is_empty() {
+            err("state.changelog_topic", "must not be empty".into());
+        } else if self.rekey.as_ref().is_some_and(|r| &r.topic == c)
+            || self.kafka.topics.iter().any(|t| &t.name == c)
+            || Some(c) == self.kafka.dead_letter_topic.as_ref()
+        {
+            err("state.changelog_topic", format!("`{c}` is also an input, repartition or dead-letter topic"));
         }
         for key in self.kafka.options.keys() {
             if OWNED_KAFKA_OPTIONS.contains(&key.as_str()) {
@@ -410,14 +415,18 @@ endpoint = "http://127.0.0.1:8080"
 
     #[test]
     fn rekey_topics_and_groups_are_checked() {
-        let ok = format!("{MINIMAL}[rekey]\ntopic = \"rk\"\nchangelog_topic = \"cl\"\n");
+        let ok = format!("{MINIMAL}[rekey]\ntopic = \"rk\"\n[state]\nchangelog_topic = \"cl\"\n");
         let cfg = Config::parse(Path::new("t.toml"), &ok).unwrap();
         let rk = cfg.rekey.unwrap();
         assert_eq!((rk.group_id("triaged"), rk.scope), ("triaged.correlate".to_string(), RekeyScope::Component));
-        let bad = format!("{MINIMAL}[rekey]\ntopic = \"events\"\ngroup_id = \"triaged\"\nchangelog_topic = \"events\"\nscope = \"site\"\n");
+        assert_eq!(cfg.state.changelog_topic, "cl");
+        let bad = format!("{MINIMAL}[rekey]\ntopic = \"events\"\ngroup_id = \"triaged\"\nchangelog_topic = \"x\"\nscope = \"site\"\n[state]\nchangelog_topic = \"events\"\n");
         let errs = Config::parse(Path::new("t.toml"), &bad).unwrap_err();
         let locs: Vec<_> = errs.iter().map(|e| e.location.as_str()).collect();
-        assert_eq!(locs, ["rekey.topic", "rekey.changelog_topic", "rekey.group_id"], "{errs:?}");
+        assert_eq!(locs, ["rekey.topic", "rekey.changelog_topic", "rekey.group_id", "state.changelog_topic"], "{errs:?}");
+        assert!(errs[1].message.contains("[state] changelog_topic"), "{}", errs[1]);
+        let default = Config::parse(Path::new("t.toml"), MINIMAL).unwrap();
+        assert_eq!(default.state.changelog_topic, "triaged-state", "every mode has a changelog");
         let scope = format!("{MINIMAL}[rekey]\ntopic = \"rk\"\nscope = \"rack\"\n");
         let errs = Config::parse(Path::new("t.toml"), &scope).unwrap_err();
         assert!(errs[0].message.contains("rack"), "{}", errs[0]);

@@ -1,4 +1,5 @@
-//! `[rekey]` (scale-out: the repartition and changelog topics) and `[ingest]`
+//! `[rekey]` (scale-out: the repartition topic), `[state]` (the changelog
+//! topic) and `[ingest]`
 //! (the Alertmanager-compatible endpoint and the topic it writes to).
 
 use serde::Deserialize;
@@ -22,9 +23,7 @@ pub struct RekeyConfig {
     /// dependencies are correlated apart).
     #[serde(default)]
     pub scope: RekeyScope,
-    /// Compacted topic with the correlation state of each repartition
-    /// partition (same partition count). Unset: a partition's state is
-    /// rebuilt by reading it again from the oldest live incident's first event.
+    /// Moved to `state.changelog_topic`; read only to say so.
     #[serde(default)]
     pub changelog_topic: Option<String>,
 }
@@ -41,6 +40,28 @@ pub enum RekeyScope {
     #[default]
     Component,
     Site,
+}
+
+/// `[state]`: where the correlation state is kept, in every mode.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StateConfig {
+    /// Compacted topic holding the correlation state (`cleanup.policy=compact`).
+    /// It must exist. Without `[rekey]` the state is one unit in partition 0;
+    /// with `[rekey]` it needs as many partitions as `rekey.topic`, partition
+    /// n holding the state of repartition partition n.
+    #[serde(default = "default_changelog_topic")]
+    pub changelog_topic: String,
+}
+
+impl Default for StateConfig {
+    fn default() -> StateConfig {
+        StateConfig { changelog_topic: default_changelog_topic() }
+    }
+}
+
+fn default_changelog_topic() -> String {
+    "triaged-state".into()
 }
 
 /// `POST /api/v2/alerts` on the HTTP listener, so Prometheus can send alerts

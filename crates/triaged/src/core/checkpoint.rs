@@ -1,18 +1,25 @@
 //! The core's live state as changelog records, and back.
 //!
-//! One record per incident, keyed by its correlation scope (`topology:sw-1`,
+//! One record per incident, keyed by its ITSM key once it has one
+//! (`incident:trg-…`) and by its correlation scope before (`topology:sw-1`,
 //! `group:…`, `fingerprint:…`), holding the incident, its members'
 //! fingerprints and the topology state of its CIs; fingerprints that belong
 //! to no incident get a record of their own. CIs are named by id, so a record
-//! survives a CMDB reload or another instance's CMDB order. Taken only while
-//! no action is in flight, so every action the state says was sent was
-//! acknowledged.
+//! survives a CMDB reload or another instance's CMDB order.
+//!
+//! A checkpoint can be taken at any time: an incident records the latest
+//! action decided and not yet acknowledged (`pending`) and the last one the
+//! ITSM acknowledged, and a restored incident sends its pending action again.
+//! What changed is tracked as it changes ([`Changes`]), so a checkpoint costs
+//! what changed, not the size of the state.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
 use serde::{Deserialize, Serialize};
 
+use super::keys::fnv1a;
 use super::{Active, Core, Fp, Inc};
+use crate::incident::ActionKind;
 use crate::topology::{CiIdx, Snapshot};
 
 /// Version of the record format; records of another version are skipped.
@@ -95,6 +102,9 @@ impl<C> Inc<C> {
             inflight: self.inflight,
             sent_priority: self.sent_priority,
             merged: self.merged,
+            pending: self.pending,
+            acked: self.acked,
+            last_action: self.last_action,
         }
     }
 }
@@ -115,40 +125,193 @@ fn fp_from(cmdb: &Snapshot, r: FpRecord, incident: Option<u64>) -> (String, Fp) 
     (r.key, fp)
 }
 
+/// What changed since the last checkpoint, and what the changelog holds.
+#[derive(Debug, Default)]
+pub(super) struct Changes {
+    incidents: HashSet<u64>,
+    fingerprints: HashSet<String>,
+    /// Every record may have changed (a CMDB swap re-binds all).
+    everything: bool,
+    /// The record key each incident was last written under.
+    written_as: HashMap<u64, String>,
+    /// Digest of each record the changelog holds for this core.
+    written: HashMap<String, u64>,
+}
+
+impl Changes {
+    pub(super) fn incident(&mut self, id: u64) {
+        self.incidents.insert(id);
+    }
+
+    pub(super) fn fingerprint(&mut self, key: &str) {
+        if !self.fingerprints.contains(key) {
+            self.fingerprints.insert(key.to_owned());
+        }
+    }
+
+    pub(super) fn everything(&mut self) {
+        self.everything = true;
+    }
+}
+
+/// The records that changed since the last checkpoint; `None` deletes the
+/// key (tombstone). Hand it back with [`Core::delta_written`] once durable.
+#[derive(Debug, Default)]
+pub struct Delta {
+    pub records: Vec<(String, Option<Vec<u8>>)>,
+    written_as: Vec<(u64, Option<String>)>,
+}
+
+impl Delta {
+    pub fn is_empty(&self) -> bool {
+        self.records.is_empty()
+    }
+}
+
+/// An action a restored incident still owes the ITSM.
+const RESENT_NOTE: &str = "sent again after a restart: the ITSM's answer to it was not recorded";
+
 impl Core {
-    /// Whether no action is waiting or in flight: the state is then a
-    /// consistent checkpoint.
-    pub fn is_settled(&self) -> bool {
-        self.outbox.is_empty() && self.inflight.is_empty()
+    /// The record key of incident `inc`.
+    fn record_key(inc: &Inc) -> String {
+        match &inc.key {
+            Some(k) => format!("incident:{k}"),
+            None => inc.scope.text(),
+        }
+    }
+
+    /// Topology state records per incident.
+    fn active_records(&self) -> HashMap<u64, Vec<ActiveRecord>> {
+        let mut owned: HashMap<u64, Vec<ActiveRecord>> = HashMap::new();
+        for (ci, a) in &self.ci_active {
+            owned.entry(a.incident).or_default().push(ActiveRecord { ci: self.cmdb.ci(*ci).id.clone(), active: *a });
+        }
+        owned
+    }
+
+    fn incident_record(&self, id: u64, inc: &Inc, owned: &mut HashMap<u64, Vec<ActiveRecord>>) -> (String, Vec<u8>) {
+        let cmdb = &self.cmdb;
+        let fingerprints = inc
+            .members
+            .iter()
+            .filter_map(|m| self.fps.get(m).filter(|f| f.incident == Some(id)).map(|f| fp_record(cmdb, m, f)))
+            .collect();
+        let mut active = owned.remove(&id).unwrap_or_default();
+        active.sort_by(|a, b| a.ci.cmp(&b.ci));
+        let rec = IncRecord { v: VERSION, inc: inc.clone().map_ci(|c| ci_id(cmdb, c)), fingerprints, active };
+        (Core::record_key(inc), serde_json::to_vec(&rec).expect("records serialize"))
+    }
+
+    fn is_orphan(&self, f: &Fp) -> bool {
+        f.incident.is_none_or(|i| !self.incidents.contains_key(&i))
     }
 
     /// Every live incident (and fingerprint of none) as a changelog record.
     pub fn checkpoint(&self) -> Vec<(String, Vec<u8>)> {
-        let cmdb = &self.cmdb;
+        let mut owned = self.active_records();
         let mut out = Vec::with_capacity(self.incidents.len());
-        let mut owned: HashMap<u64, Vec<ActiveRecord>> = HashMap::new();
-        for (ci, a) in &self.ci_active {
-            owned.entry(a.incident).or_default().push(ActiveRecord { ci: cmdb.ci(*ci).id.clone(), active: *a });
-        }
         for (id, inc) in &self.incidents {
-            let fingerprints = inc
-                .members
-                .iter()
-                .filter_map(|m| self.fps.get(m).filter(|f| f.incident == Some(*id)).map(|f| fp_record(cmdb, m, f)))
-                .collect();
-            let mut active = owned.remove(id).unwrap_or_default();
-            active.sort_by(|a, b| a.ci.cmp(&b.ci));
-            let rec = IncRecord { v: VERSION, inc: inc.clone().map_ci(|c| ci_id(cmdb, c)), fingerprints, active };
-            out.push((inc.scope.text(), serde_json::to_vec(&rec).expect("records serialize")));
+            out.push(self.incident_record(*id, inc, &mut owned));
         }
         for (key, f) in &self.fps {
-            if f.incident.is_none_or(|i| !self.incidents.contains_key(&i)) {
-                let rec = OrphanRecord { v: VERSION, fingerprint: fp_record(cmdb, key, f) };
+            if self.is_orphan(f) {
+                let rec = OrphanRecord { v: VERSION, fingerprint: fp_record(&self.cmdb, key, f) };
                 out.push((format!("orphan:{key}"), serde_json::to_vec(&rec).expect("records serialize")));
             }
         }
         out.sort_by(|a, b| a.0.cmp(&b.0));
         out
+    }
+
+    /// The records that changed since the last [`Core::delta_written`]:
+    /// only what was touched is serialized.
+    pub fn delta(&self) -> Delta {
+        let ch = &self.changes;
+        let mut out: BTreeMap<String, Option<Vec<u8>>> = BTreeMap::new();
+        let mut written_as = Vec::new();
+        if ch.everything {
+            let now = self.checkpoint();
+            for k in ch.written.keys() {
+                out.insert(k.clone(), None);
+            }
+            out.extend(now.into_iter().map(|(k, v)| (k, Some(v))));
+            written_as.extend(self.incidents.iter().map(|(id, inc)| (*id, Some(Core::record_key(inc)))));
+            written_as.extend(ch.written_as.keys().filter(|id| !self.incidents.contains_key(id)).map(|id| (*id, None)));
+        } else {
+            let mut ids: BTreeSet<u64> = ch.incidents.iter().copied().collect();
+            for k in &ch.fingerprints {
+                if let Some(i) = self.fps.get(k).and_then(|f| f.incident).filter(|i| self.incidents.contains_key(i)) {
+                    ids.insert(i);
+                }
+            }
+            // Tombstones first: a key given up by one incident may be taken by another.
+            for id in &ids {
+                let key = self.incidents.get(id).map(Core::record_key);
+                if let Some(old) = ch.written_as.get(id).filter(|old| Some(*old) != key.as_ref()) {
+                    out.insert(old.clone(), None);
+                }
+                written_as.push((*id, key));
+            }
+            let mut owned = if ids.is_empty() { HashMap::new() } else { self.active_records() };
+            for id in &ids {
+                if let Some(inc) = self.incidents.get(id) {
+                    let (k, v) = self.incident_record(*id, inc, &mut owned);
+                    out.insert(k, Some(v));
+                }
+            }
+            for k in &ch.fingerprints {
+                let key = format!("orphan:{k}");
+                match self.fps.get(k).filter(|f| self.is_orphan(f)) {
+                    Some(f) => {
+                        let rec = OrphanRecord { v: VERSION, fingerprint: fp_record(&self.cmdb, k, f) };
+                        out.insert(key, Some(serde_json::to_vec(&rec).expect("records serialize")));
+                    }
+                    None => {
+                        out.entry(key).or_insert(None);
+                    }
+                }
+            }
+        }
+        // What the changelog already holds is not written again.
+        let records = out
+            .into_iter()
+            .filter(|(k, v)| match v {
+                Some(v) => ch.written.get(k) != Some(&fnv1a(v)),
+                None => ch.written.contains_key(k),
+            })
+            .collect();
+        Delta { records, written_as }
+    }
+
+    /// `d` (from [`Core::delta`], with nothing changed since) is durable.
+    pub fn delta_written(&mut self, d: Delta) {
+        let ch = &mut self.changes;
+        for (k, v) in d.records {
+            match v {
+                Some(v) => ch.written.insert(k, fnv1a(&v)),
+                None => ch.written.remove(&k),
+            };
+        }
+        for (id, key) in d.written_as {
+            match key {
+                Some(k) => ch.written_as.insert(id, k),
+                None => ch.written_as.remove(&id),
+            };
+        }
+        ch.incidents.clear();
+        ch.fingerprints.clear();
+        ch.everything = false;
+    }
+
+    /// Whether anything changed since the last checkpoint.
+    pub fn has_changes(&self) -> bool {
+        let ch = &self.changes;
+        ch.everything || !ch.incidents.is_empty() || !ch.fingerprints.is_empty()
+    }
+
+    /// Actions decided and not yet taken.
+    pub fn waiting_actions(&self) -> usize {
+        self.outbox.len()
     }
 
     /// Loads checkpoint records into an empty core. Returns how many
@@ -190,10 +353,35 @@ impl Core {
                     self.ci_active.insert(ci, Active { incident: id, ..a.active });
                 }
             }
-            self.by_scope.insert(r.inc.scope.clone(), id);
-            self.incidents.insert(id, r.inc.map_ci(|c| self.cmdb.by_id(&c)));
+            if !r.inc.merged {
+                self.by_scope.insert(r.inc.scope.clone(), id);
+            }
+            let inc = r.inc.map_ci(|c| self.cmdb.by_id(&c));
+            self.changes.written_as.insert(id, Core::record_key(&inc));
+            let owed = inc.pending;
+            let at = inc.last_sent.unwrap_or(inc.created);
+            self.incidents.insert(id, inc);
+            if let Some(kind) = owed {
+                self.owe(id, kind, at);
+            }
         }
+        self.changes.written = records.iter().filter(|(k, _)| !k.starts_with("meta:")).map(|(k, v)| (k.clone(), fnv1a(v))).collect();
+        self.changes.incidents.clear();
+        self.changes.fingerprints.clear();
         (restored, bad)
+    }
+
+    /// A restored incident still owes the ITSM its latest action: it is sent
+    /// again, once, with the incident as it is now (re-sent actions are
+    /// idempotent by key; profiles that can look up skip what the ITSM has).
+    fn owe(&mut self, id: u64, kind: ActionKind, at: chrono::DateTime<chrono::Utc>) {
+        self.incidents.get_mut(&id).expect("restored").notes.push(RESENT_NOTE.into());
+        self.emit(id, kind, at);
+        if let Some(a) = self.outbox.last_mut() {
+            a.resent = true;
+        }
+        // Restoring alone changes nothing in the changelog.
+        self.changes.incidents.remove(&id);
     }
 }
 
@@ -255,10 +443,9 @@ cis:
         let opened = settle(&mut a, t0 + s(40));
         assert_eq!(opened.len(), 2, "the switch storm and the database");
         a.handle(&ev("web-2", Status::Resolved, t0 + s(50)), t0 + s(50));
-        assert!(a.is_settled());
         let records = a.checkpoint();
         assert_eq!(records.len(), 2);
-        assert!(records.iter().any(|(k, _)| k == "topology:sw-1"), "{:?}", records.iter().map(|r| &r.0).collect::<Vec<_>>());
+        assert!(records.iter().all(|(k, _)| k.starts_with("incident:trg-")), "{:?}", records.iter().map(|r| &r.0).collect::<Vec<_>>());
 
         let mut b = core();
         let (restored, bad) = b.restore(&records);

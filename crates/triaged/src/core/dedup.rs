@@ -123,6 +123,7 @@ impl Core {
 
     /// Forgets a cleared fingerprint and releases its offsets.
     pub(super) fn release_fp(&mut self, key: &str) {
+        self.changes.fingerprint(key);
         if let Some(fp) = self.fps.remove(key) {
             for (p, off) in fp.holds {
                 self.offsets.release(p, off);

@@ -54,6 +54,9 @@ impl Core {
                 inflight: 0,
                 sent_priority: None,
                 merged: false,
+                pending: None,
+                acked: None,
+                last_action: 0,
             },
         );
         self.join(fp, id, now, reason);
@@ -72,6 +75,8 @@ impl Core {
             }
             None => (false, None),
         };
+        self.changes.incident(id);
+        self.changes.fingerprint(fp);
         let inc = self.incidents.get_mut(&id).expect("live incident");
         if let (Some(n), Phase::Open | Phase::Resolving { .. }) = (announce, inc.phase) {
             inc.phase = Phase::Open;
@@ -117,6 +122,8 @@ impl Core {
             (std::mem::take(&mut f.members), f.created, f.opened_at.is_some(), std::mem::take(&mut f.reasons))
         };
         self.by_scope.retain(|_, v| *v != from);
+        self.changes.incident(from);
+        self.changes.incident(into);
         for m in &members {
             if let Some(fp) = self.fps.get_mut(m) {
                 fp.incident = Some(into);
@@ -217,6 +224,7 @@ impl Core {
             ),
             Phase::Pending if all_clear => {
                 let members: Vec<String> = inc.members.iter().cloned().collect();
+                self.changes.incident(inc_id);
                 self.by_scope.retain(|_, v| *v != inc_id);
                 self.incidents.remove(&inc_id);
                 for m in members {
@@ -265,6 +273,7 @@ impl Core {
     pub(super) fn close(&mut self, id: u64) {
         let Some(inc) = self.incidents.remove(&id) else { return };
         self.by_scope.retain(|_, v| *v != id);
+        self.changes.incident(id);
         for m in inc.members {
             let clear = self.fps.get(&m).is_some_and(|f| !f.firing && f.incident == Some(id));
             if clear {
@@ -287,8 +296,11 @@ impl Core {
         inc.last_sent = Some(now);
         inc.sent_priority = Some(incident.priority);
         inc.inflight += 1;
-        self.inflight.insert(action_id, id);
+        inc.pending = Some(kind);
+        inc.last_action = action_id;
+        self.inflight.insert(action_id, (id, kind));
+        self.changes.incident(id);
         *self.stats.actions.entry(kind.as_str()).or_default() += 1;
-        self.outbox.push(Action { id: action_id, kind, incident, notes, claim: None });
+        self.outbox.push(Action { id: action_id, kind, incident, notes, claim: None, resent: false });
     }
 }

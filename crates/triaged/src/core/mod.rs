@@ -214,6 +214,17 @@ struct Inc<C = CiIdx> {
     sent_priority: Option<u8>,
     /// Absorbed by another incident; closes once its last action is acknowledged.
     merged: bool,
+    /// The latest action decided and not yet acknowledged by the ITSM. A
+    /// restored incident sends it again (it is the incident's current state),
+    /// and nothing older: what the ITSM acknowledged is never sent twice.
+    #[serde(default)]
+    pending: Option<ActionKind>,
+    /// The last action the ITSM acknowledged.
+    #[serde(default)]
+    acked: Option<ActionKind>,
+    /// Core id of the latest action decided (not checkpointed).
+    #[serde(skip)]
+    last_action: u64,
 }
 
 /// Topology state of one CI: how many of its topology fingerprints fire, and
@@ -253,10 +264,13 @@ pub struct Core {
     ci_active: HashMap<CiIdx, Active>,
     next_incident: u64,
     next_action: u64,
-    inflight: HashMap<u64, u64>,
+    /// Actions in flight: id -> (incident, kind).
+    inflight: HashMap<u64, (u64, ActionKind)>,
     outbox: Vec<Action>,
     offsets: OffsetBook,
     stats: CoreStats,
+    /// What changed since the last checkpoint (`checkpoint.rs`).
+    changes: checkpoint::Changes,
 }
 
 impl Core {
@@ -275,6 +289,7 @@ impl Core {
             outbox: Vec::new(),
             offsets: OffsetBook::default(),
             stats: CoreStats::default(),
+            changes: checkpoint::Changes::default(),
         }
     }
 
@@ -308,6 +323,7 @@ impl Core {
                 self.ci_active.insert(n, v);
             }
         }
+        self.changes.everything();
     }
 
     pub fn stats(&self) -> &CoreStats {
@@ -348,9 +364,14 @@ impl Core {
     /// The sink finished action `id`: delivered, or dead-lettered after a
     /// permanent failure. Either way its effect is settled.
     pub fn ack(&mut self, id: u64) {
-        if let Some(inc_id) = self.inflight.remove(&id) {
+        if let Some((inc_id, kind)) = self.inflight.remove(&id) {
             if let Some(inc) = self.incidents.get_mut(&inc_id) {
                 inc.inflight = inc.inflight.saturating_sub(1);
+                inc.acked = Some(kind);
+                if inc.last_action == id {
+                    inc.pending = None;
+                }
+                self.changes.incident(inc_id);
             }
         }
     }
@@ -365,6 +386,12 @@ impl Core {
         self.stats.events += 1;
         let part = ev.origin.as_ref().map(|o| (self.offsets.handled(o), o.offset));
         let d = self.decide(ev, now, part);
+        if let Some(fp) = &d.fingerprint {
+            self.changes.fingerprint(fp);
+        }
+        if let Some(id) = d.incident {
+            self.changes.incident(id);
+        }
         *self.stats.decisions.entry(d.kind.as_str()).or_default() += 1;
         d
     }
@@ -422,8 +449,14 @@ impl Core {
     pub fn tick(&mut self, now: DateTime<Utc>) {
         // Cleared CIs explain late downstream events only within the topology window.
         let window = self.cfg.topology_window;
-        let incidents = &self.incidents;
-        self.ci_active.retain(|_, a| a.firing > 0 || (now - a.seen <= window && incidents.contains_key(&a.incident)));
+        let (incidents, changes) = (&self.incidents, &mut self.changes);
+        self.ci_active.retain(|_, a| {
+            let keep = a.firing > 0 || (now - a.seen <= window && incidents.contains_key(&a.incident));
+            if !keep {
+                changes.incident(a.incident);
+            }
+            keep
+        });
         let mut ids: Vec<u64> = self.incidents.keys().copied().collect();
         ids.sort_unstable();
         for id in ids {

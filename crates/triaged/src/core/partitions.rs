@@ -1,13 +1,18 @@
-//! The correlation cores of one instance.
+//! The correlation cores of one instance, and their checkpoints.
 //!
 //! Events read straight from the input topics go through a single core, which
-//! correlates across all partitions. Events read from a repartition topic
-//! (`[rekey]`) were keyed by correlation scope, so related events share a
-//! partition; then every partition gets a core of its own, created when the
-//! partition is assigned and dropped, with everything it held, when it is
-//! revoked. State follows partitions: the new owner replays the partition
-//! from its committed offset and rebuilds the same incidents under the same
-//! keys, and actions of the dropped core are not sent (see `ownership.rs`).
+//! correlates across all partitions; its state is changelog partition 0.
+//! Events read from a repartition topic (`[rekey]`) were keyed by correlation
+//! scope, so related events share a partition; then every partition gets a
+//! core of its own, created when the partition is assigned (restored from
+//! the changelog partition of the same number) and dropped, with everything
+//! it held, when it is revoked. Actions of a dropped core are not sent (see
+//! `ownership.rs`).
+//!
+//! A checkpoint holds the records that changed and, last, the next input
+//! offset of every partition the core read (`meta:next-offset:<topic>:<n>`):
+//! what is below it is in the state, so a restored core skips it even when
+//! the committed offset lags.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -15,7 +20,7 @@ use std::sync::Arc;
 use chrono::{DateTime, Utc};
 use tracing::{debug, info};
 
-use super::keys::fnv1a;
+use super::checkpoint::Delta;
 use super::{Core, CoreConfig, CoreStats, Decision};
 use crate::event::{Event, Origin};
 use crate::incident::{Action, Incident};
@@ -28,34 +33,53 @@ type TopicPartition = (String, i32);
 struct Slot {
     core: Core,
     claim: Option<Claim>,
-    /// Changelog records written for this core: key -> hash of the value.
-    written: HashMap<String, u64>,
-    /// Messages below this offset are already in the restored state: the
-    /// committed offset can lag the checkpoint (a commit refused during a
-    /// rebalance, a crash before the next commit), and applying them again
-    /// would, say, reopen an incident with an alert that cleared since.
-    reflected_below: i64,
+    /// Next input offsets the changelog says this core's state reflects.
+    /// Messages below are already in the restored state: the committed
+    /// offset can lag the checkpoint (a commit refused during a rebalance, a
+    /// crash before the next commit), and applying them again would, say,
+    /// reopen an incident with an alert that cleared since.
+    reflected: HashMap<TopicPartition, i64>,
 }
 
-/// Changelog key of the input offset a checkpoint reflects.
-const OFFSET_KEY: &str = "meta:next-offset";
+impl Slot {
+    fn new(core: Core, claim: Option<Claim>) -> Slot {
+        Slot { core, claim, reflected: HashMap::new() }
+    }
+}
 
-/// The changes of one partition's state since its last checkpoint.
+/// Prefix of the changelog keys of the input offsets a checkpoint reflects.
+const OFFSET_PREFIX: &str = "meta:next-offset";
+
+fn offset_key(topic: &str, partition: i32) -> String {
+    format!("{OFFSET_PREFIX}:{topic}:{partition}")
+}
+
+/// The input partition of an offset key; `None` for the one-partition form
+/// (`meta:next-offset`) of earlier versions, which names the core's own.
+fn offset_key_partition(key: &str) -> Option<Option<TopicPartition>> {
+    let rest = key.strip_prefix(OFFSET_PREFIX)?;
+    if rest.is_empty() {
+        return Some(None);
+    }
+    let (topic, partition) = rest.strip_prefix(':')?.rsplit_once(':')?;
+    Some(Some((topic.to_owned(), partition.parse().ok()?)))
+}
+
+/// The changes of one core's state since its last checkpoint.
 #[derive(Debug)]
 pub struct Checkpoint {
-    pub topic: String,
+    /// The changelog partition it goes to.
     pub partition: i32,
-    /// Assignment epoch of the core it was taken from.
-    pub epoch: u64,
-    /// Changed records; `None` deletes the key (tombstone).
+    /// The claim of the core it was taken from (with `[rekey]`).
+    pub claim: Option<Claim>,
+    /// Changed records, then the input offsets; `None` deletes the key.
     pub records: Vec<(String, Option<Vec<u8>>)>,
-    written: HashMap<String, u64>,
+    delta: Delta,
+    slot: Option<TopicPartition>,
     /// Input offsets settled once the records are durable.
     pub offsets: Vec<(String, i32, i64)>,
-}
-
-fn digest(records: &[(String, Vec<u8>)]) -> HashMap<String, u64> {
-    records.iter().map(|(k, v)| (k.clone(), fnv1a(v))).collect()
+    /// Actions waiting for this checkpoint before they may be sent.
+    pub actions: usize,
 }
 
 /// One core, or one per assigned partition.
@@ -77,7 +101,7 @@ impl Cores {
     pub fn single(cfg: CoreConfig, rules: Arc<RuleSet>, cmdb: Arc<Snapshot>) -> Cores {
         let mut c = Cores::new(cfg, rules, cmdb, false);
         let core = c.new_core();
-        c.slots.insert(None, Slot { core, claim: None, written: HashMap::new(), reflected_below: -1 });
+        c.slots.insert(None, Slot::new(core, None));
         c
     }
 
@@ -121,8 +145,7 @@ impl Cores {
         let core = self.new_core();
         let claim = Claim { topic: topic.to_owned(), partition, epoch };
         info!(topic, partition, epoch, "correlation state for the partition starts");
-        self.slots
-            .insert(Some((topic.to_owned(), partition)), Slot { core, claim: Some(claim), written: HashMap::new(), reflected_below: -1 });
+        self.slots.insert(Some((topic.to_owned(), partition)), Slot::new(core, Some(claim)));
     }
 
     /// Like [`Cores::assign`], with the state of a changelog read back.
@@ -135,46 +158,57 @@ impl Cores {
         records: &[(String, Vec<u8>)],
     ) -> (usize, Vec<(String, String)>) {
         self.assign(topic, partition, epoch);
-        let Some(slot) = self.slots.get_mut(&Some((topic.to_owned(), partition))) else { return (0, Vec::new()) };
-        let (meta, state): (Vec<_>, Vec<_>) = records.iter().cloned().partition(|(k, _)| k == OFFSET_KEY);
+        self.restore_slot(Some((topic.to_owned(), partition)), records)
+    }
+
+    /// Restores the single core from its changelog records (at start).
+    pub fn restore_single(&mut self, records: &[(String, Vec<u8>)]) -> (usize, Vec<(String, String)>) {
+        self.restore_slot(None, records)
+    }
+
+    fn restore_slot(&mut self, key: Option<TopicPartition>, records: &[(String, Vec<u8>)]) -> (usize, Vec<(String, String)>) {
+        let Some(slot) = self.slots.get_mut(&key) else { return (0, Vec::new()) };
+        let (meta, state): (Vec<_>, Vec<_>) = records.iter().cloned().partition(|(k, _)| k.starts_with("meta:"));
         let (restored, mut bad) = slot.core.restore(&state);
         for (k, v) in meta {
-            match std::str::from_utf8(&v).ok().and_then(|t| t.trim().parse::<i64>().ok()) {
-                Some(next) => slot.reflected_below = next,
-                None => bad.push((k, "not an offset".into())),
+            let next = std::str::from_utf8(&v).ok().and_then(|t| t.trim().parse::<i64>().ok());
+            match (offset_key_partition(&k), next) {
+                (Some(Some(tp)), Some(next)) => {
+                    slot.reflected.insert(tp, next);
+                }
+                (Some(None), Some(next)) if key.is_some() => {
+                    slot.reflected.insert(key.clone().expect("checked"), next);
+                }
+                _ => bad.push((k, "not an input offset record".into())),
             }
         }
-        slot.written = digest(records);
         (restored, bad)
     }
 
-    /// Checkpoints of every partition core with nothing in flight.
+    /// Checkpoints of every core with changes, actions waiting, or input
+    /// offsets that moved.
     pub fn checkpoints(&self) -> Vec<Checkpoint> {
         let mut out = Vec::new();
         for (key, slot) in &self.slots {
-            let (Some((topic, partition)), Some(claim)) = (key, &slot.claim) else { continue };
-            if !slot.core.is_settled() {
+            let partition = match key {
+                Some((_, p)) => *p,
+                None => 0,
+            };
+            let delta = slot.core.delta();
+            let mut records = delta.records.clone();
+            let offsets: Vec<(String, i32, i64)> = slot
+                .core
+                .handled_offsets()
+                .into_iter()
+                .filter(|(t, p, next)| slot.reflected.get(&(t.clone(), *p)) != Some(next))
+                .collect();
+            // The offsets the state reflects, written after the state itself.
+            records.extend(offsets.iter().map(|(t, p, next)| (offset_key(t, *p), Some(next.to_string().into_bytes()))));
+            let actions = slot.core.waiting_actions();
+            if records.is_empty() && actions == 0 {
                 continue;
             }
-            let now = slot.core.checkpoint();
-            let mut written = digest(&now);
-            let mut records: Vec<(String, Option<Vec<u8>>)> =
-                now.into_iter().filter(|(k, v)| slot.written.get(k) != Some(&fnv1a(v))).map(|(k, v)| (k, Some(v))).collect();
-            let mut gone: Vec<&String> = slot.written.keys().filter(|k| *k != OFFSET_KEY && !written.contains_key(*k)).collect();
-            gone.sort();
-            records.extend(gone.into_iter().map(|k| (k.clone(), None)));
-            let offsets = slot.core.handled_offsets();
-            // The offset the state reflects, written after the state itself.
-            if let Some((_, _, next)) = offsets.iter().find(|(t, p, _)| t == topic && p == partition) {
-                let v = next.to_string().into_bytes();
-                if slot.written.get(OFFSET_KEY) != Some(&fnv1a(&v)) {
-                    records.push((OFFSET_KEY.to_owned(), Some(v.clone())));
-                }
-                written.insert(OFFSET_KEY.to_owned(), fnv1a(&v));
-            } else if let Some(h) = slot.written.get(OFFSET_KEY) {
-                written.insert(OFFSET_KEY.to_owned(), *h);
-            }
-            out.push(Checkpoint { topic: topic.clone(), partition: *partition, epoch: claim.epoch, records, written, offsets });
+            out.push(Checkpoint { partition, claim: slot.claim.clone(), records, delta, slot: key.clone(), offsets, actions });
         }
         out.sort_by_key(|c| c.partition);
         out
@@ -186,24 +220,52 @@ impl Cores {
         self.slot_at(topic, partition, epoch).map(|s| s.core.open_keys()).unwrap_or_default()
     }
 
-    /// See [`Core::open_again`]; only while the partition's core is the
-    /// one of `epoch`.
+    /// See [`Core::open_again`]; with a core per partition, only while the
+    /// partition's core is the one of `epoch`.
     pub fn open_again(&mut self, topic: &str, partition: i32, epoch: u64, key: &str, why: &str, now: DateTime<Utc>) -> bool {
-        let slot = self.slots.get_mut(&Some((topic.to_owned(), partition))).filter(|s| s.claim.as_ref().is_some_and(|c| c.epoch == epoch));
+        let slot = if self.per_partition {
+            self.slots.get_mut(&Some((topic.to_owned(), partition))).filter(|s| s.claim.as_ref().is_some_and(|c| c.epoch == epoch))
+        } else {
+            self.slots.get_mut(&None)
+        };
         slot.is_some_and(|s| s.core.open_again(key, why, now))
+    }
+
+    /// Keys of the incidents the single core says are open at the ITSM.
+    pub fn open_keys_single(&self) -> Vec<String> {
+        self.slots.get(&None).map(|s| s.core.open_keys()).unwrap_or_default()
+    }
+
+    /// Whether every partition has a core of its own (`[rekey]`).
+    pub fn has_partition_cores(&self) -> bool {
+        self.per_partition
+    }
+
+    /// Input partitions the cores have read from.
+    pub fn read_partitions(&self) -> Vec<(String, i32)> {
+        self.slots.values().flat_map(|s| s.core.handled_offsets()).map(|(t, p, _)| (t, p)).collect()
+    }
+
+    /// `cp` will not be written: its core's partition is owned elsewhere.
+    /// Returns its actions, which the sink workers refuse.
+    pub fn disowned(&mut self, cp: Checkpoint) -> Vec<Action> {
+        self.take_slot_actions(cp.slot)
     }
 
     fn slot_at(&self, topic: &str, partition: i32, epoch: u64) -> Option<&Slot> {
         self.slots.get(&Some((topic.to_owned(), partition))).filter(|s| s.claim.as_ref().is_some_and(|c| c.epoch == epoch))
     }
 
-    /// `cp` is durable in the changelog.
-    pub fn checkpointed(&mut self, cp: Checkpoint) {
-        if let Some(slot) = self.slots.get_mut(&Some((cp.topic, cp.partition))) {
-            if slot.claim.as_ref().is_some_and(|c| c.epoch == cp.epoch) {
-                slot.written = cp.written;
-            }
+    /// `cp` is durable in the changelog: its actions may be sent, its
+    /// offsets stored. Returns the actions.
+    pub fn checkpointed(&mut self, cp: Checkpoint) -> Vec<Action> {
+        let same = |s: &Slot| s.claim.as_ref().map(|c| c.epoch) == cp.claim.as_ref().map(|c| c.epoch);
+        let Some(slot) = self.slots.get_mut(&cp.slot).filter(|s| same(s)) else { return Vec::new() };
+        slot.core.delta_written(cp.delta);
+        for (t, p, next) in cp.offsets {
+            slot.reflected.insert((t, p), next);
         }
+        self.take_slot_actions(cp.slot)
     }
 
     /// A partition was revoked: its core and everything it held go.
@@ -231,7 +293,7 @@ impl Cores {
         let key = self.slot_key(ev.origin.as_ref());
         match self.slots.get_mut(&key) {
             Some(slot) => match &ev.origin {
-                Some(o) if o.offset < slot.reflected_below => {
+                Some(o) if slot.reflected.get(&(o.topic.clone(), o.partition)).is_some_and(|r| o.offset < *r) => {
                     slot.core.skip(o);
                     None
                 }
@@ -258,21 +320,32 @@ impl Cores {
         }
     }
 
-    /// Actions decided since the last call, each with an id unique across
-    /// cores and the claim of its core.
-    pub fn take_actions(&mut self) -> Vec<Action> {
+    /// Actions of the core of slot `key` decided since the last call, each
+    /// with an id unique across cores and the claim of its core.
+    fn take_slot_actions(&mut self, key: Option<TopicPartition>) -> Vec<Action> {
+        let Some(slot) = self.slots.get_mut(&key) else { return Vec::new() };
         let mut out = Vec::new();
-        for (key, slot) in &mut self.slots {
-            for mut a in slot.core.take_actions() {
-                let id = self.next_action;
-                self.next_action += 1;
-                self.actions.insert(id, (key.clone(), a.id));
-                a.id = id;
-                a.claim = slot.claim.clone();
-                out.push(a);
-            }
+        for mut a in slot.core.take_actions() {
+            let id = self.next_action;
+            self.next_action += 1;
+            self.actions.insert(id, (key.clone(), a.id));
+            a.id = id;
+            a.claim = slot.claim.clone();
+            out.push(a);
         }
         out
+    }
+
+    /// Actions decided since the last call, whether checkpointed or not
+    /// (tests and tools that keep no changelog).
+    pub fn take_actions(&mut self) -> Vec<Action> {
+        let keys: Vec<Option<TopicPartition>> = self.slots.keys().cloned().collect();
+        keys.into_iter().flat_map(|k| self.take_slot_actions(k)).collect()
+    }
+
+    /// Actions decided and waiting for a checkpoint.
+    pub fn waiting_actions(&self) -> usize {
+        self.slots.values().map(|s| s.core.waiting_actions()).sum()
     }
 
     /// The sink settled action `id`. Acknowledgements of a dropped core's
@@ -283,10 +356,6 @@ impl Cores {
                 slot.core.ack(local);
             }
         }
-    }
-
-    pub fn take_offsets(&mut self) -> Vec<(String, i32, i64)> {
-        self.slots.values_mut().flat_map(|s| s.core.take_offsets()).collect()
     }
 
     pub fn inflight_actions(&self) -> usize {
@@ -410,10 +479,10 @@ mod tests {
         assert_eq!(cp.offsets, vec![("r".to_string(), 0, 2)]);
         // The state (two pending incidents), then the offset it reflects.
         assert_eq!(cp.records.len(), 3);
-        assert_eq!(cp.records.last().map(|(k, v)| (k.as_str(), v.as_deref())), Some((OFFSET_KEY, Some(&b"2"[..]))));
+        assert_eq!(cp.records.last().map(|(k, v)| (k.as_str(), v.as_deref())), Some(("meta:next-offset:r:0", Some(&b"2"[..]))));
         let records: Vec<(String, Vec<u8>)> = cp.records.iter().map(|(k, v)| (k.clone(), v.clone().unwrap())).collect();
         c.checkpointed(cps.into_iter().next().unwrap());
-        assert!(c.checkpoints()[0].records.is_empty(), "nothing changed since");
+        assert!(c.checkpoints().is_empty(), "nothing changed since");
 
         // Another instance restores it; the log is read again from offset 0.
         let mut other = cores(true);
@@ -424,7 +493,43 @@ mod tests {
         assert!(other.handle(&event("c", 0, 2, t), t).is_some());
         assert_eq!(other.fingerprint_count(), 3);
         assert_eq!(other.stats().events, 1);
-        assert_eq!(other.take_offsets(), vec![("r".to_string(), 0, 2)], "skipped messages still move the offset");
+        let next = other.checkpoints();
+        assert_eq!(next[0].offsets, vec![("r".to_string(), 0, 3)], "skipped messages still move the offset");
+        assert_eq!(next[0].records.len(), 2, "only the new incident and the offset are written: {:?}", next[0].records);
+    }
+
+    #[test]
+    fn actions_are_taken_only_with_the_checkpoint_that_records_them() {
+        let t = Utc::now();
+        let mut c = cores(false);
+        c.handle(&event("a", 0, 0, t), t).unwrap();
+        c.tick(t + chrono::Duration::minutes(5));
+        assert_eq!(c.waiting_actions(), 1);
+        let cp = c.checkpoints().pop().unwrap();
+        assert_eq!((cp.partition, cp.actions), (0, 1), "the single core's state is changelog partition 0");
+        let pending = cp.records.iter().find(|(k, _)| k.starts_with("incident:")).and_then(|(_, v)| v.clone()).unwrap();
+        let text = String::from_utf8(pending).unwrap();
+        assert!(text.contains(r#""pending":"open""#), "{text}");
+        let actions = c.checkpointed(cp);
+        assert_eq!(actions.len(), 1);
+        assert_eq!(c.waiting_actions(), 0);
+
+        // Restored before the acknowledgement: the open is owed and sent again.
+        let records: Vec<(String, Vec<u8>)> = vec![("incident:x".into(), text.clone().into_bytes())];
+        let mut other = cores(false);
+        other.restore_single(&records);
+        let again = other.take_actions();
+        assert_eq!(again.len(), 1);
+        assert!(again[0].resent && again[0].kind == crate::incident::ActionKind::Open);
+
+        // Acknowledged, checkpointed, restored: nothing is owed.
+        c.ack(actions[0].id);
+        let cp = c.checkpoints().pop().unwrap();
+        let acked = cp.records.iter().find(|(k, _)| k.starts_with("incident:")).and_then(|(_, v)| v.clone()).unwrap();
+        c.checkpointed(cp);
+        let mut third = cores(false);
+        third.restore_single(&[("incident:x".into(), acked)]);
+        assert!(third.take_actions().is_empty(), "what the ITSM acknowledged is not sent again");
     }
 
     #[test]

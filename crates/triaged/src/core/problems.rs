@@ -131,6 +131,7 @@ mod tests {
             },
             notes: vec![],
             claim: None,
+            resent: false,
         }
     }
 

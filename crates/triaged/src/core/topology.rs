@@ -116,6 +116,7 @@ impl Core {
             return None;
         }
         let scope = Scope::Topology(ci_id.clone());
+        self.changes.incident(inc_id);
         let inc = self.incidents.get_mut(&inc_id).expect("live incident");
         inc.root = Some(ci);
         inc.scope = scope.clone();
@@ -131,16 +132,21 @@ impl Core {
     /// Marks CI `ci` firing in incident `inc`.
     pub(super) fn mark_ci_active(&mut self, ci: CiIdx, now: DateTime<Utc>, inc: u64) {
         let e = self.ci_active.entry(ci).or_insert(Active { firing: 0, seen: now, cleared_at: None, incident: inc });
+        if e.incident != inc {
+            self.changes.incident(e.incident);
+        }
         e.firing += 1;
         e.seen = now;
         e.cleared_at = None;
         e.incident = inc;
+        self.changes.incident(inc);
     }
 
     /// An event touched a topology fingerprint on `ci`: its CI stays active.
     pub(super) fn ci_seen(&mut self, ci: Option<CiIdx>, now: DateTime<Utc>) {
         if let Some(a) = ci.and_then(|c| self.ci_active.get_mut(&c)) {
             a.seen = now;
+            self.changes.incident(a.incident);
         }
     }
 
@@ -148,6 +154,7 @@ impl Core {
     pub(super) fn ci_cleared(&mut self, ci: Option<CiIdx>, now: DateTime<Utc>, at: DateTime<Utc>) {
         if let Some(c) = ci {
             if let Some(a) = self.ci_active.get_mut(&c) {
+                self.changes.incident(a.incident);
                 a.firing = a.firing.saturating_sub(1);
                 a.seen = now;
                 if a.firing == 0 {
@@ -190,6 +197,7 @@ impl Core {
         if survivor != id {
             losers.push(id);
             let new_scope = Scope::Topology(root_id.clone());
+            self.changes.incident(survivor);
             let s = self.incidents.get_mut(&survivor).unwrap();
             s.scope = new_scope.clone();
             s.root = Some(root);

@@ -141,6 +141,7 @@ pub fn demo_config(root: &std::path::Path, brokers: &str, sink: &str, listen: &s
         shutdown: ShutdownConfig { deadline: d("10s") },
         ingest: None,
         rekey: None,
+        state: Default::default(),
         problems: Default::default(),
         changes: None,
     }
@@ -203,7 +204,7 @@ pub async fn run(args: DemoArgs) -> Result<DemoReport, DemoError> {
     })?;
     let storm = storm(&cmdb, args.repeats, Utc::now())
         .ok_or_else(|| DemoError::Cmdb { path: cmdb_path.clone(), message: "needs a core switch and a database on another site".into() })?;
-    let (brokers, cluster_guard) = start_mock_cluster(&[("events", 4), ("triaged-dead-letter", 1)])?;
+    let (brokers, cluster_guard) = start_mock_cluster(&[("events", 4), ("triaged-dead-letter", 1), ("triaged-state", 1)])?;
 
     let receiver = IncidentReceiver::start().await.map_err(DemoError::Receiver)?;
     let producer: FutureProducer = ClientConfig::new()

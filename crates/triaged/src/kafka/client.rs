@@ -2,7 +2,11 @@
 //! shared `kafka.options` minus the consumer-only ones), and the checks of
 //! the `kafka` settings.
 
+use std::time::Duration;
+
 use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::types::RDKafkaRespErr;
 
 use crate::config::{KafkaConfig, OWNED_KAFKA_OPTIONS};
 use crate::source::SourceError;
@@ -145,5 +149,27 @@ mod tests {
         for (k, v) in want {
             assert_eq!(cc.get(k), Some(v), "{k}");
         }
+    }
+}
+
+/// What the broker says about a topic.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Described {
+    Partitions(usize),
+    Missing,
+    /// The broker did not answer in time, or answered with another error.
+    Unknown,
+}
+
+/// Describes `topic` with a metadata request (blocking, up to `within`).
+pub fn describe_topic(cc: &ClientConfig, topic: &str, within: Duration) -> Described {
+    let Ok(consumer) = cc.create::<BaseConsumer>() else { return Described::Unknown };
+    match consumer.fetch_metadata(Some(topic), within) {
+        Err(_) => Described::Unknown,
+        Ok(m) => match m.topics().first() {
+            Some(mt) if mt.error() == Some(RDKafkaRespErr::RD_KAFKA_RESP_ERR_UNKNOWN_TOPIC_OR_PART) => Described::Missing,
+            Some(mt) if mt.error().is_none() && !mt.partitions().is_empty() => Described::Partitions(mt.partitions().len()),
+            _ => Described::Unknown,
+        },
     }
 }

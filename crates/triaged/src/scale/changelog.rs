@@ -1,15 +1,17 @@
-//! The changelog topic: a compacted topic holding the correlation state of
-//! every repartition partition, in the partition of the same number, one
-//! record per correlation key (see `core/checkpoint.rs`).
+//! The changelog topic (`state.changelog_topic`): a compacted topic holding
+//! the correlation state, one record per correlation key (see
+//! `core/checkpoint.rs`). Without `[rekey]` the one core's state is in
+//! partition 0; with `[rekey]` each repartition partition's state is in the
+//! changelog partition of the same number.
 //!
-//! A partition's core is checkpointed while no action is in flight: the
-//! records that changed since the last checkpoint are produced (a closed
-//! incident's key gets a tombstone), and once the broker acknowledged them
-//! the partition's input offset moves to the last message handled, however
-//! old its live incidents are. A core starting on a partition first reads
-//! the partition's changelog up to its high watermark, so processing resumes
-//! with the state the previous owner checkpointed, and only the messages
-//! after that are read again.
+//! Every action is in a checkpoint before it is sent, and every checkpoint
+//! ends with the input offsets it reflects: the records that changed are
+//! produced (a closed incident's key gets a tombstone), and once the broker
+//! acknowledged them the actions go out and the input offsets move to the
+//! last message handled, however old the live incidents are. A core first
+//! reads its changelog partition up to the high watermark, so processing
+//! resumes with the state last checkpointed, and only the messages after
+//! that are read again.
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
@@ -19,8 +21,8 @@ use rdkafka::error::KafkaError;
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::{ClientConfig, Message, Offset, TopicPartitionList};
 
-use crate::config::KafkaConfig;
-use crate::kafka::producer_config;
+use crate::config::{KafkaConfig, RekeyConfig, StateConfig};
+use crate::kafka::{describe_topic, producer_config, Described};
 
 /// Changelog failures.
 #[derive(Debug, thiserror::Error)]
@@ -31,6 +33,42 @@ pub enum ChangelogError {
     Io { topic: String, partition: i32, source: KafkaError },
     #[error("changelog `{topic}` partition {partition}: not read to its high watermark {high} within {within:?} (at {at})")]
     Incomplete { topic: String, partition: i32, high: i64, at: i64, within: Duration },
+}
+
+/// A changelog topic that cannot work.
+#[derive(Debug, thiserror::Error)]
+pub enum TopicError {
+    #[error("state.changelog_topic: topic `{topic}` does not exist; create it, compacted, with {partitions} partition(s): kafka-topics.sh --bootstrap-server {brokers} --create --topic {topic} --partitions {partitions} --config cleanup.policy=compact")]
+    Missing { topic: String, partitions: usize, brokers: String },
+    #[error("state.changelog_topic: `{changelog}` has {changelog_partitions} partitions and rekey.topic `{repartition}` {repartition_partitions}: they must be equal, partition n of one holding the state of partition n of the other")]
+    PartitionCount { changelog: String, changelog_partitions: usize, repartition: String, repartition_partitions: usize },
+}
+
+/// The changelog topic is fit for the config: it exists, and with `[rekey]`
+/// has as many partitions as the repartition topic. `Ok(false)`: the broker
+/// did not describe the topics within `within`, so they were not checked.
+/// Blocking.
+pub fn check_topic(kafka: &KafkaConfig, state: &StateConfig, rekey: Option<&RekeyConfig>, within: Duration) -> Result<bool, TopicError> {
+    let cc = producer_config(kafka);
+    let repartition = rekey.map(|r| (r.topic.as_str(), describe_topic(&cc, &r.topic, within)));
+    let topic = state.changelog_topic.clone();
+    match (describe_topic(&cc, &topic, within), repartition) {
+        (Described::Missing, r) => {
+            let partitions = match r {
+                Some((_, Described::Partitions(n))) => n,
+                _ => 1,
+            };
+            Err(TopicError::Missing { topic, partitions, brokers: kafka.brokers.clone() })
+        }
+        (Described::Partitions(c), Some((rt, Described::Partitions(r)))) if c != r => Err(TopicError::PartitionCount {
+            changelog: topic,
+            changelog_partitions: c,
+            repartition: rt.to_owned(),
+            repartition_partitions: r,
+        }),
+        (Described::Partitions(_), None | Some((_, Described::Partitions(_)))) => Ok(true),
+        _ => Ok(false),
+    }
 }
 
 /// Writes and reads one changelog topic.

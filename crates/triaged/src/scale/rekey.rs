@@ -26,11 +26,9 @@ use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::Duration;
 
-use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord};
-use rdkafka::types::RDKafkaRespErr;
 use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
@@ -117,60 +115,20 @@ fn components(cmdb: &Snapshot) -> Vec<CiIdx> {
     (0..n as CiIdx).map(|i| find(&mut parent, i)).collect()
 }
 
-/// Topics of the re-key stage that cannot work.
+/// The repartition topic does not exist.
 #[derive(Debug, thiserror::Error)]
-pub enum TopicError {
-    #[error("{field}: topic `{topic}` does not exist; create it (the daemon does not)")]
-    Missing { field: &'static str, topic: String },
-    #[error("rekey.changelog_topic: `{changelog}` has {changelog_partitions} partitions and rekey.topic `{repartition}` {repartition_partitions}: they must be equal, partition n of one holding the state of partition n of the other")]
-    PartitionCount { changelog: String, changelog_partitions: usize, repartition: String, repartition_partitions: usize },
-}
+#[error("rekey.topic: topic `{0}` does not exist; create it (the daemon does not)")]
+pub struct TopicError(pub String);
 
-enum Described {
-    Partitions(usize),
-    Missing,
-    Unknown,
-}
-
-/// Checks at start that the repartition topic (and the changelog, with as
-/// many partitions) exist. Topics the broker does not describe within 10 s
-/// are not checked; that is logged.
-pub async fn check_topics(kafka: &KafkaConfig, rekey: &RekeyConfig) -> Result<(), TopicError> {
-    let (cc, rekey) = (producer_config(kafka), rekey.clone());
-    let checked = tokio::task::spawn_blocking(move || {
-        let Ok(consumer) = cc.create::<BaseConsumer>() else { return Ok(()) };
-        let describe = |t: &str| match consumer.fetch_metadata(Some(t), Duration::from_secs(10)) {
-            Err(_) => Described::Unknown,
-            Ok(m) => match m.topics().first() {
-                Some(mt) if mt.error() == Some(RDKafkaRespErr::RD_KAFKA_RESP_ERR_UNKNOWN_TOPIC_OR_PART) => Described::Missing,
-                Some(mt) if mt.error().is_none() && !mt.partitions().is_empty() => Described::Partitions(mt.partitions().len()),
-                _ => Described::Unknown,
-            },
-        };
-        let repartition = describe(&rekey.topic);
-        if matches!(repartition, Described::Missing) {
-            return Err(TopicError::Missing { field: "rekey.topic", topic: rekey.topic.clone() });
-        }
-        let Some(changelog) = &rekey.changelog_topic else {
-            return Ok(());
-        };
-        match (describe(changelog), repartition) {
-            (Described::Missing, _) => Err(TopicError::Missing { field: "rekey.changelog_topic", topic: changelog.clone() }),
-            (Described::Partitions(c), Described::Partitions(r)) if c != r => Err(TopicError::PartitionCount {
-                changelog: changelog.clone(),
-                changelog_partitions: c,
-                repartition: rekey.topic.clone(),
-                repartition_partitions: r,
-            }),
-            (Described::Partitions(_), Described::Partitions(_)) => Ok(()),
-            _ => {
-                warn!(repartition = %rekey.topic, %changelog, "the broker did not describe the re-key topics; they were not checked");
-                Ok(())
-            }
-        }
-    })
-    .await;
-    checked.unwrap_or(Ok(()))
+/// Checks at start that the repartition topic exists. A topic the broker
+/// does not describe within 10 s is not checked.
+pub async fn check_topic(kafka: &KafkaConfig, rekey: &RekeyConfig) -> Result<(), TopicError> {
+    let (cc, topic) = (producer_config(kafka), rekey.topic.clone());
+    let described = tokio::task::spawn_blocking(move || crate::kafka::describe_topic(&cc, &topic, Duration::from_secs(10))).await;
+    match described {
+        Ok(crate::kafka::Described::Missing) => Err(TopicError(rekey.topic.clone())),
+        _ => Ok(()),
+    }
 }
 
 /// The configuration of the correlating consumer: the repartition topic,

@@ -7,11 +7,25 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info};
 
-use crate::incident::{Action, SinkError};
+use crate::incident::{Action, ActionKind, SinkError};
 use crate::kafka::DeadLetter;
 use crate::metrics::Metrics;
 use crate::scale::ownership::Ownership;
-use crate::sink::RestSink;
+use crate::sink::{Remote, RestSink};
+
+/// An action sent again after a restart (its acknowledgement was not
+/// recorded) that the ITSM already reflects, looked up where the profile
+/// can: a resolve of a record already resolved, an open of one already open.
+async fn already_there(sink: &RestSink, action: &Action, stop: &CancellationToken) -> bool {
+    if !action.resent || !sink.can_look_up() {
+        return false;
+    }
+    match sink.look_up(&action.incident.key, stop).await {
+        Ok(Remote::Closed) => action.kind == ActionKind::Resolve,
+        Ok(Remote::Open) => matches!(action.kind, ActionKind::Open | ActionKind::Reopen),
+        _ => false,
+    }
+}
 
 /// Delivers the actions of one queue, in order.
 pub(crate) struct SinkWorker {
@@ -31,6 +45,11 @@ impl SinkWorker {
                 a = rx.recv() => match a { Some(a) => a, None => break },
                 _ = stop.cancelled() => break,
             };
+            if already_there(&sink, &action, &stop).await {
+                info!(worker = id, action = action.kind.as_str(), key = %action.incident.key, "owed after a restart, but the ITSM already has it; not sent again");
+                let _ = acks.send(action.id);
+                continue;
+            }
             let delivered = match ownership.as_deref().zip(action.claim.as_ref()) {
                 None => sink.deliver(&action, &stop).await,
                 // The sink checks the claim before every attempt; a request in
