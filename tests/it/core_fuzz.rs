@@ -7,6 +7,10 @@
 //! resolved and every timer has run out, it holds nothing: no fingerprint, no
 //! action in flight, and every partition's safe offset is one past its last
 //! message. A held offset left behind would stop commits for good.
+//!
+//! After every step, the changelog built from the core's incremental
+//! checkpoints (`Core::delta`) holds exactly the records of a full one: a
+//! change that was not tracked would be lost at the next restart.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, OnceLock};
@@ -131,13 +135,29 @@ fn run(ops: &[Op]) -> Result<usize, TestCaseError> {
         next[partition as usize] += 1;
         Origin { topic: "events".into(), partition, offset }
     };
-    let mut settle = |core: &mut Core, inflight: &mut Vec<u64>| {
+    let mut changelog: BTreeMap<String, Vec<u8>> = BTreeMap::new();
+    let mut settle = |core: &mut Core, inflight: &mut Vec<u64>| -> Result<(), TestCaseError> {
+        let delta = core.delta();
+        for (k, v) in &delta.records {
+            match v {
+                Some(v) => changelog.insert(k.clone(), v.clone()),
+                None => changelog.remove(k),
+            };
+        }
+        core.delta_written(delta);
+        let full: BTreeMap<String, Vec<u8>> = core.checkpoint().into_iter().collect();
+        if full != changelog {
+            let keys = |m: &BTreeMap<String, Vec<u8>>| m.keys().cloned().collect::<Vec<_>>();
+            let differ: Vec<&String> = full.keys().filter(|k| changelog.get(*k) != full.get(*k)).collect();
+            prop_assert!(false, "incremental checkpoints diverged: full {:?}, incremental {:?}, differing {:?}", keys(&full), keys(&changelog), differ);
+        }
         let actions = core.take_actions();
         opened += actions.iter().filter(|a| a.kind == ActionKind::Open).count();
         inflight.extend(actions.iter().map(|a| a.id));
         for (_, partition, offset) in core.take_offsets() {
             safe.insert(partition, offset);
         }
+        Ok(())
     };
     for op in ops {
         match *op {
@@ -158,7 +178,7 @@ fn run(ops: &[Op]) -> Result<usize, TestCaseError> {
                 }
             }
         }
-        settle(&mut core, &mut inflight);
+        settle(&mut core, &mut inflight)?;
     }
     // Every alert raised resolves, on the partition it was raised on.
     for &(ci, check, kind, partition) in &raised {
@@ -166,18 +186,18 @@ fn run(ops: &[Op]) -> Result<usize, TestCaseError> {
         let mut ev = event(w, ci, check, kind, false, now);
         ev.origin = Some(origin(partition));
         core.handle(&ev, now);
-        settle(&mut core, &mut inflight);
+        settle(&mut core, &mut inflight)?;
     }
     // Two hours of ticks, the ITSM acknowledging as it goes: longer than any
     // window (group wait, hold-down, flap window, reopen window, topology).
     for _ in 0..240 {
         now += Duration::seconds(30);
         core.tick(now);
-        settle(&mut core, &mut inflight);
+        settle(&mut core, &mut inflight)?;
         for id in inflight.drain(..) {
             core.ack(id);
         }
-        settle(&mut core, &mut inflight);
+        settle(&mut core, &mut inflight)?;
     }
     prop_assert_eq!(core.fingerprint_count(), 0, "fingerprints left");
     prop_assert_eq!(core.inflight_actions(), 0, "actions left in flight");
