@@ -23,7 +23,7 @@ use crate::support::process::{
 const GROUP: &str = "triaged-changelog";
 const PARTITIONS: i32 = 4;
 const REKEYED: &str = "triaged-rekeyed";
-const CHANGELOG: &str = "triaged-changelog";
+const CHANGELOG: &str = "triaged-state";
 const REKEYED_PARTITIONS: i32 = 2;
 const MINUTE: Duration = Duration::from_secs(60);
 
@@ -70,7 +70,7 @@ async fn a_successor_resumes_from_the_changelog_without_reopening() {
     let receiver = IncidentReceiver::start().await.unwrap();
     let port = free_port();
     let extra = Extra {
-        sections: format!("[rekey]\ntopic = \"{REKEYED}\"\nscope = \"site\"\nchangelog_topic = \"{CHANGELOG}\"\n"),
+        sections: format!("[rekey]\ntopic = \"{REKEYED}\"\nscope = \"site\"\n"),
         ..Extra::default()
     };
     let config = write_config_with(logs, &brokers, GROUP, 3000, &receiver.url(), port, &extra);
@@ -128,6 +128,11 @@ async fn a_successor_resumes_from_the_changelog_without_reopening() {
 /// `triaged run` on a cluster with `topics` (name, partitions): its exit
 /// status and standard error.
 fn run_with_topics(topics: &[(&str, i32)]) -> (std::process::ExitStatus, String) {
+    run_with(topics, &format!("[rekey]\ntopic = \"{REKEYED}\"\n"), "run")
+}
+
+/// `triaged <command>` (run or check) with `sections` appended to the config.
+fn run_with(topics: &[(&str, i32)], sections: &str, command: &str) -> (std::process::ExitStatus, String) {
     let log_dir = LogDir::new();
     let cluster = MockCluster::new(1).unwrap();
     for (t, n) in topics {
@@ -136,12 +141,12 @@ fn run_with_topics(topics: &[(&str, i32)]) -> (std::process::ExitStatus, String)
     let extra = Extra {
         // Its own file: with TRIAGED_E2E_LOGS the tests share one directory.
         file: Some("refused.toml".into()),
-        sections: format!("[rekey]\ntopic = \"{REKEYED}\"\nchangelog_topic = \"{CHANGELOG}\"\n"),
+        sections: sections.to_owned(),
         ..Extra::default()
     };
     let config = write_config_with(log_dir.path(), &cluster.bootstrap_servers(), GROUP, 3000, "http://127.0.0.1:9", free_port(), &extra);
     let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_triaged"))
-        .args(["run", "--config", config.to_str().unwrap()])
+        .args([command, "--config", config.to_str().unwrap()])
         .stdin(std::process::Stdio::null())
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::piped())
@@ -168,10 +173,29 @@ fn run_with_topics(topics: &[(&str, i32)]) -> (std::process::ExitStatus, String)
 fn missing_or_mismatched_topics_are_refused_at_start() {
     let (status, stderr) = run_with_topics(&[("events", 1), (REKEYED, 2), (CHANGELOG, 3)]);
     assert!(!status.success());
-    assert!(stderr.contains("rekey.changelog_topic: `triaged-changelog` has 3 partitions and rekey.topic `triaged-rekeyed` 2"), "{stderr}");
+    assert!(stderr.contains("state.changelog_topic: `triaged-state` has 3 partitions and rekey.topic `triaged-rekeyed` 2"), "{stderr}");
     let (status, stderr) = run_with_topics(&[("events", 1), (CHANGELOG, 2)]);
     assert!(!status.success());
     assert!(stderr.contains("rekey.topic: topic `triaged-rekeyed` does not exist"), "{stderr}");
+    let (status, stderr) = run_with_topics(&[("events", 1), (REKEYED, 2)]);
+    assert!(!status.success());
+    assert!(
+        stderr.contains("state.changelog_topic: topic `triaged-state` does not exist; create it, compacted, with 2 partition(s): kafka-topics.sh --bootstrap-server"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("--create --topic triaged-state --partitions 2 --config cleanup.policy=compact"), "{stderr}");
+}
+
+#[test]
+fn without_rekey_a_missing_changelog_is_named_by_check_and_run() {
+    for command in ["check", "run"] {
+        let (status, stderr) = run_with(&[("events", 1), ("triaged-dead-letter", 1)], "", command);
+        assert!(!status.success(), "{command} succeeded");
+        assert!(
+            stderr.contains("state.changelog_topic: topic `triaged-state` does not exist; create it, compacted, with 1 partition(s)"),
+            "{command}: {stderr}"
+        );
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -191,7 +215,7 @@ async fn a_revoked_partition_hands_its_state_over() {
             // No periodic checkpoint within the test: only the revoke's can
             // hand the state over.
             commit_interval: Some("10m"),
-            sections: format!("[rekey]\ntopic = \"{REKEYED}\"\nscope = \"site\"\nchangelog_topic = \"{CHANGELOG}\"\n"),
+            sections: format!("[rekey]\ntopic = \"{REKEYED}\"\nscope = \"site\"\n"),
             ..Extra::default()
         };
         write_config_with(logs, &brokers, GROUP, 3000, &receiver.url(), port, &extra)

@@ -82,6 +82,7 @@ async fn storm_with_crashes_yields_exact_incidents_once() {
     let broker = Broker::start(logs);
     broker.create_topic("events", PARTITIONS);
     broker.create_topic("triaged-dead-letter", 1);
+    broker.create_topic("triaged-state", 1);
     let receiver = IncidentReceiver::start().await.unwrap();
     let metrics_port = free_port();
     let config = write_config(logs, &broker.bootstrap(), GROUP, 6000, &receiver.url(), metrics_port);

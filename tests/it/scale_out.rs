@@ -23,7 +23,7 @@ const GROUP: &str = "triaged-scale";
 const PARTITIONS: i32 = 4;
 const REKEYED: &str = "triaged-rekeyed";
 const REKEYED_PARTITIONS: i32 = 4;
-const CHANGELOG: &str = "triaged-changelog";
+const CHANGELOG: &str = "triaged-state";
 const MINUTE: Duration = Duration::from_secs(60);
 
 /// One instance's config: its own metrics port and sink path (`/{via}`).
@@ -33,7 +33,7 @@ fn config(logs: &Path, brokers: &str, sink: &str, via: &str, port: u16) -> PathB
         // The demo CMDB is one component (business services depend on
         // applications of every site); by site, the two faults land apart.
         // State moves between instances through the changelog.
-        sections: format!("[rekey]\ntopic = \"{REKEYED}\"\nscope = \"site\"\nchangelog_topic = \"{CHANGELOG}\"\n"),
+        sections: format!("[rekey]\ntopic = \"{REKEYED}\"\nscope = \"site\"\n"),
         ..Extra::default()
     };
     write_config_with(logs, brokers, GROUP, 3000, &format!("{sink}/{via}"), port, &extra)

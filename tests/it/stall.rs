@@ -39,6 +39,7 @@ async fn a_resumed_instance_makes_no_call_for_the_partition_it_lost() {
     // One partition: whoever owns it does all the correlation.
     cluster.create_topic(REKEYED, 1, 1).unwrap();
     cluster.create_topic("triaged-dead-letter", 1, 1).unwrap();
+    cluster.create_topic("triaged-state", 1, 1).unwrap();
     let brokers = cluster.bootstrap_servers();
     let receiver = IncidentReceiver::start().await.unwrap();
     let cmdb = Snapshot::load(&crate::repo().join("config/cmdb.yaml")).unwrap();

@@ -33,6 +33,7 @@ pub async fn start(root: &Path, partitions: i32, tweak: impl FnOnce(&mut Config)
     let cluster = MockCluster::new(1).unwrap();
     cluster.create_topic("events", partitions, 1).unwrap();
     cluster.create_topic("triaged-dead-letter", 1, 1).unwrap();
+    cluster.create_topic("triaged-state", 1, 1).unwrap();
     let brokers = cluster.bootstrap_servers();
     let receiver = IncidentReceiver::start().await.unwrap();
     let mut cfg = triaged::demo::demo_config(root, &brokers, &receiver.url(), "127.0.0.1:0");
