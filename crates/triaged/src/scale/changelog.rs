@@ -78,6 +78,10 @@ pub struct Changelog {
     reader: ClientConfig,
 }
 
+/// How long the partition must stay quiet past its high watermark before a
+/// read back ends.
+const QUIET: Duration = Duration::from_millis(300);
+
 /// How long reading a partition back may take.
 const RESTORE_WITHIN: Duration = Duration::from_secs(60);
 
@@ -141,11 +145,17 @@ fn read_partition(reader: &ClientConfig, topic: &str, partition: i32) -> Result<
         consumer.assign(&tpl).map_err(io)?;
         let started = Instant::now();
         let mut at = low;
-        while at < high {
+        // Up to the high watermark, then on until the partition is quiet: a
+        // broker may report the watermark short of its last record (Tansu
+        // 0.6.0 does after a batched produce), and a record left unread, a
+        // tombstone say, would bring back an incident that is gone.
+        loop {
             if started.elapsed() > RESTORE_WITHIN {
                 return Err(ChangelogError::Incomplete { topic: topic.to_owned(), partition, high, at, within: RESTORE_WITHIN });
             }
-            match consumer.poll(Duration::from_millis(200)) {
+            let wait = if at < high { Duration::from_millis(200) } else { QUIET };
+            match consumer.poll(wait) {
+                None if at >= high => break,
                 None => {}
                 Some(Err(e)) => return Err(io(e)),
                 Some(Ok(m)) => {
