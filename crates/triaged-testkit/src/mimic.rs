@@ -82,11 +82,6 @@ pub enum Meaning {
 }
 
 impl Meaning {
-    /// Whether the request asks for an open incident: open, create, trigger or reopen.
-    pub fn opens(self) -> bool {
-        matches!(self, Meaning::Open | Meaning::Create | Meaning::Trigger | Meaning::Reopen)
-    }
-
     pub fn as_str(self) -> &'static str {
         match self {
             Meaning::Lookup => "lookup",
@@ -686,9 +681,9 @@ impl Mimic {
     }
 
     /// Holds the next request `matches` accepts (one request; arming again
-    /// replaces the predicate): it is logged as [`Outcome::Held`] and
-    /// neither applied nor answered until [`release`](Mimic::release) or
-    /// [`abandon`](Mimic::abandon).
+    /// replaces the predicate; while one is held, others pass): it is
+    /// logged as [`Outcome::Held`] and neither applied nor answered until
+    /// [`release`](Mimic::release) or [`abandon`](Mimic::abandon).
     pub fn hold(&self, matches: impl Fn(&Exchange) -> bool + Send + Sync + 'static) {
         self.shared.lock().hold = Some(Box::new(matches));
     }
@@ -771,16 +766,6 @@ impl Mimic {
             inner.log.iter().filter(|x| x.succeeded() && x.meaning != Meaning::Lookup && x.key.as_deref() == Some(key)).collect();
         done.sort_by_key(|x| x.answered_at);
         done.iter().map(|x| x.meaning).collect()
-    }
-
-    /// How many incidents the ITSM opened for `key`: generic `open`s
-    /// answered, ServiceNow records created, PagerDuty incidents (pages).
-    pub fn opened(&self, key: &str) -> usize {
-        match self.itsm() {
-            Itsm::Generic => self.actions(key).iter().filter(|m| **m == Meaning::Open).count(),
-            Itsm::ServiceNow => self.created(key),
-            Itsm::PagerDuty => self.pages_for(key),
-        }
     }
 
     /// ServiceNow: records created with `correlation_id` `key`.
