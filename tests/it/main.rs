@@ -19,6 +19,7 @@ mod kill_storm;
 mod problems;
 mod reload;
 mod replay;
+mod restart_matrix;
 mod scale_out;
 mod scenarios;
 mod sink;

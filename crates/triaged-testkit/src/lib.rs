@@ -3,6 +3,8 @@
 //!
 //! - [`itsm`]: the demo's in-process ITSM, able to play an ITSM in trouble
 //!   (error answers with `Retry-After`, late answers, lost records);
+//! - [`mimic`]: the generic endpoint, ServiceNow or PagerDuty as each keeps
+//!   its records, logging every request, able to hold one unanswered;
 //! - [`cmdb`]: synthetic estates of any size, and the shipped example CMDB;
 //! - [`storm`]: a deterministic alert storm over an estate, rendered for
 //!   triaged, Alertmanager and SEC alike;
@@ -10,5 +12,6 @@
 
 pub mod cmdb;
 pub mod itsm;
+pub mod mimic;
 pub mod rss;
 pub mod storm;

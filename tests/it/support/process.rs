@@ -29,10 +29,17 @@ pub struct Daemon {
 
 impl Daemon {
     pub fn start(config: &Path, log_dir: &Path, n: u32, metrics_port: u16) -> Daemon {
+        Daemon::start_with_env(config, log_dir, n, metrics_port, &[])
+    }
+
+    /// [`Daemon::start`] with `env` set for the process only (secrets the
+    /// config names by environment variable).
+    pub fn start_with_env(config: &Path, log_dir: &Path, n: u32, metrics_port: u16, env: &[(&str, &str)]) -> Daemon {
         let log = std::fs::File::create(log_dir.join(format!("triaged-{n}.log"))).unwrap();
         let child = Command::new(env!("CARGO_BIN_EXE_triaged"))
             .args(["run", "--config", config.to_str().unwrap()])
             .env("TRIAGED_LOG", "info,triaged::source=debug")
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(log.try_clone().unwrap())
             .stderr(log)
@@ -82,13 +89,24 @@ impl Daemon {
         }
     }
 
-    /// Sum of the samples of metric `name`, or `None` while the daemon does not answer.
+    /// Sum of the samples of metric `name`, or `None` while the daemon does
+    /// not answer. `name{label="value",...}` sums only the samples carrying
+    /// those labels.
     pub async fn metric(&self, name: &str) -> Option<f64> {
         let url = format!("http://127.0.0.1:{}/metrics", self.metrics_port);
         let text = reqwest::get(&url).await.ok()?.text().await.ok()?;
+        let (name, wanted) = match name.split_once('{') {
+            Some((name, labels)) => (name, labels.trim_end_matches('}').split(',').filter(|l| !l.is_empty()).collect()),
+            None => (name, Vec::new()),
+        };
         Some(
             text.lines()
                 .filter(|l| !l.starts_with('#') && l.split([' ', '{']).next() == Some(name))
+                .filter(|l| {
+                    let labels: Vec<&str> =
+                        l.split_once('{').and_then(|(_, r)| r.split_once('}')).map_or("", |(ls, _)| ls).split(',').collect();
+                    wanted.iter().all(|w| labels.contains(w))
+                })
                 .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
                 .sum(),
         )
@@ -183,9 +201,21 @@ pub fn strip_ansi(line: &str) -> String {
 }
 
 /// The daemon's config for the kill tests: short group wait, hold-down and
-/// reopen window, so incidents open, resolve and close within seconds.
+/// reopen window, so incidents open, resolve and close within seconds; the
+/// state changelog on `triaged-state`, a topic each test creates.
 pub fn write_config(dir: &Path, brokers: &str, group: &str, session_timeout_ms: u32, sink: &str, metrics_port: u16) -> PathBuf {
     write_config_with(dir, brokers, group, session_timeout_ms, sink, metrics_port, &Extra::default())
+}
+
+/// A `[sink]` other than the generic profile; the endpoint stays
+/// [`write_config_with`]'s `sink`.
+pub struct Sink {
+    /// `generic`, `servicenow` or `pagerduty`.
+    pub profile: &'static str,
+    /// `routing_key = { env = "..." }` (the pagerduty profile).
+    pub routing_key_env: Option<&'static str>,
+    /// `auth`, as a TOML inline table: `{ kind = "bearer", token = { env = "..." } }`.
+    pub auth: Option<String>,
 }
 
 /// What some tests change in [`write_config`]'s file.
@@ -199,6 +229,10 @@ pub struct Extra {
     pub group_wait: Option<&'static str>,
     /// `kafka.commit_interval`, also the checkpoint interval (default 200ms).
     pub commit_interval: Option<&'static str>,
+    /// `correlation.resolve_hold_down` (default 2s).
+    pub resolve_hold_down: Option<&'static str>,
+    /// The `[sink]` profile and its secrets (default: generic, no auth).
+    pub sink: Option<Sink>,
     /// Whole sections appended (`[rekey]` ...).
     pub sections: String,
 }
@@ -216,6 +250,15 @@ pub fn write_config_with(
     let options: String = extra.options.iter().map(|(k, v)| format!("\"{k}\" = \"{v}\"\n")).collect();
     let group_wait = extra.group_wait.unwrap_or("2s");
     let commit_interval = extra.commit_interval.unwrap_or("200ms");
+    let hold_down = extra.resolve_hold_down.unwrap_or("2s");
+    let (profile, sink_secrets) = match &extra.sink {
+        None => ("generic", String::new()),
+        Some(s) => (
+            s.profile,
+            s.routing_key_env.map(|v| format!("routing_key = {{ env = \"{v}\" }}\n")).unwrap_or_default()
+                + &s.auth.as_ref().map(|a| format!("auth = {a}\n")).unwrap_or_default(),
+        ),
+    };
     let text = format!(
         r#"
 [kafka]
@@ -232,10 +275,10 @@ path = "{cmdb}"
 [rules]
 dir = "{rules}"
 [sink]
-profile = "generic"
+profile = "{profile}"
 endpoint = "{sink}"
 timeout = "5s"
-[sink.retry]
+{sink_secrets}[sink.retry]
 initial_backoff = "50ms"
 max_backoff = "1s"
 [http]
@@ -243,10 +286,12 @@ listen = "127.0.0.1:{metrics_port}"
 [correlation]
 group_wait = "{group_wait}"
 update_interval = "1s"
-resolve_hold_down = "2s"
+resolve_hold_down = "{hold_down}"
 reopen_window = "2s"
 [shutdown]
 deadline = "5s"
+[state]
+changelog_topic = "triaged-state"
 {sections}
 "#,
         sections = extra.sections,
