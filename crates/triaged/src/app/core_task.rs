@@ -73,6 +73,9 @@ pub(super) async fn core_loop(mut l: CoreLoop) -> Summary {
     // Actions wait for a checkpoint that could not be written: no more
     // events are read until it is, and it is tried again at each tick.
     let mut blocked = false;
+    // Acknowledgements not yet in a checkpoint: recorded at the next tick,
+    // so a restart soon after re-sends as little as possible.
+    let mut unrecorded_acks = false;
     if !l.core.has_partition_cores() && !restore_single(&mut l).await {
         return failed(&l, "the changelog could not be read back; see the errors above");
     }
@@ -127,6 +130,7 @@ pub(super) async fn core_loop(mut l: CoreLoop) -> Summary {
                     while let Ok(id) = l.acks.try_recv() {
                         l.core.ack(id);
                     }
+                    unrecorded_acks = true;
                 }
                 None => acks_open = false,
             },
@@ -161,8 +165,9 @@ pub(super) async fn core_loop(mut l: CoreLoop) -> Summary {
         }
         // Every action decided is in a checkpoint before it is sent, so no
         // restart sends again what the ITSM acknowledged.
-        if l.core.waiting_actions() > 0 && (!blocked || ticked) {
+        if (l.core.waiting_actions() > 0 && (!blocked || ticked)) || (unrecorded_acks && ticked) {
             blocked = !checkpoint(&mut l, None).await;
+            unrecorded_acks &= blocked;
         }
         if !source_open && (l.core.inflight_actions() == 0 || !acks_open) {
             break;

@@ -516,12 +516,14 @@ impl Core {
         self.incidents.values().filter(|i| i.phase == Phase::Pending).count()
     }
 
-    /// Keys of the incidents this state says are open at the ITSM.
+    /// Keys of the incidents this state says are open at the ITSM, to look
+    /// up after a restore. Those that owe an action are left out: the action
+    /// is sent again, and looks the incident up itself where it can.
     pub fn open_keys(&self) -> Vec<String> {
         let mut keys: Vec<String> = self
             .incidents
             .values()
-            .filter(|i| matches!(i.phase, Phase::Open | Phase::Resolving { .. }))
+            .filter(|i| matches!(i.phase, Phase::Open | Phase::Resolving { .. }) && i.pending.is_none())
             .filter_map(|i| i.key.clone())
             .collect();
         keys.sort();
