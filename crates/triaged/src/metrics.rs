@@ -82,6 +82,8 @@ pub struct Metrics {
     pub state_depended_offset: IntGaugeVec,
     /// Age of the oldest message a restart would read again (0: none).
     pub state_depended_age: GaugeVec,
+    /// Firings read after their own resolve (out of order across partitions).
+    pub events_out_of_order: IntCounter,
 }
 
 /// Buckets of `triaged_event_lag_seconds`: fine below 10 ms, since the
@@ -165,6 +167,12 @@ impl Metrics {
         )
         .unwrap();
         reg.register(Box::new(state_depended_age.clone())).unwrap();
+        let events_out_of_order = IntCounter::new(
+            "events_out_of_order_total",
+            "Firings read after their own resolve (out of order, another partition): cleared by it, nothing opened.",
+        )
+        .unwrap();
+        reg.register(Box::new(events_out_of_order.clone())).unwrap();
         let lag_buckets = LAG_BUCKETS.to_vec();
         let event_lag = Histogram::with_opts(
             HistogramOpts::new(
@@ -252,12 +260,13 @@ impl Metrics {
             state_actions_waiting,
             state_depended_offset,
             state_depended_age,
+            events_out_of_order,
         }
     }
 
     /// Exposed name of every metric (`triaged_…`), whether or not it has samples yet.
     pub fn names(&self) -> std::collections::BTreeSet<String> {
-        let all: [&dyn Collector; 36] = [
+        let all: [&dyn Collector; 37] = [
             &self.messages_received,
             &self.events_decoded,
             &self.events_failed,
@@ -294,6 +303,7 @@ impl Metrics {
             &self.state_actions_waiting,
             &self.state_depended_offset,
             &self.state_depended_age,
+            &self.events_out_of_order,
         ];
         all.iter().flat_map(|c| c.desc()).map(|d| format!("triaged_{}", d.fq_name)).collect()
     }

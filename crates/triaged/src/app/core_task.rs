@@ -242,6 +242,7 @@ pub(super) fn handle_item(l: &mut CoreLoop, item: SourceItem, now: chrono::DateT
                     DecisionKind::Deduplicated => l.metrics.events_deduplicated.with_label_values(&[&ev.source]).inc(),
                     DecisionKind::Suppressed => l.metrics.events_suppressed.with_label_values(&[&ev.source, "rule"]).inc(),
                     DecisionKind::Dropped => l.metrics.events_dropped.with_label_values(&[&ev.source]).inc(),
+                    DecisionKind::Cleared if ev.status == crate::event::Status::Firing => l.metrics.events_out_of_order.inc(),
                     _ => {}
                 }
                 debug!(origin = %origin, decision = d.kind.as_str(), fingerprint = ?d.fingerprint, reason = %d.reason, "decision");

@@ -38,6 +38,15 @@ pub struct CorrelationConfig {
     pub flap_threshold: u32,
     #[serde(default = "default_flap_window")]
     pub flap_window: HumanDuration,
+    /// How late an event may arrive and still be judged in order. A resolve
+    /// that arrives before its firing (another partition, an unkeyed
+    /// producer) is held this long and clears the late firing.
+    #[serde(default = "default_max_lateness")]
+    pub max_lateness: HumanDuration,
+}
+
+fn default_max_lateness() -> HumanDuration {
+    dur("2m")
 }
 
 impl Default for CorrelationConfig {
@@ -52,6 +61,7 @@ impl Default for CorrelationConfig {
             max_upstream_depth: default_max_depth(),
             flap_threshold: default_flap_threshold(),
             flap_window: default_flap_window(),
+            max_lateness: default_max_lateness(),
         }
     }
 }

@@ -18,7 +18,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use serde::{Deserialize, Serialize};
 
 use super::keys::fnv1a;
-use super::{Active, Core, Fp, Inc};
+use super::{Active, Core, EarlyResolve, Fp, Inc};
 use crate::incident::ActionKind;
 use crate::topology::{CiIdx, Snapshot};
 
@@ -57,6 +57,20 @@ struct ActiveRecord {
 struct OrphanRecord {
     v: u32,
     fingerprint: FpRecord,
+}
+
+/// A resolve held for its late firing (key `resolve:<fingerprint>`).
+#[derive(Serialize, Deserialize)]
+struct EarlyRecord {
+    v: u32,
+    #[serde(flatten)]
+    early: EarlyResolve,
+}
+
+const EARLY_PREFIX: &str = "resolve:";
+
+fn early_record(e: &EarlyResolve) -> Vec<u8> {
+    serde_json::to_vec(&EarlyRecord { v: VERSION, early: *e }).expect("records serialize")
 }
 
 impl<C> Fp<C> {
@@ -130,6 +144,8 @@ fn fp_from(cmdb: &Snapshot, r: FpRecord, incident: Option<u64>) -> (String, Fp) 
 pub(super) struct Changes {
     incidents: HashSet<u64>,
     fingerprints: HashSet<String>,
+    /// Held resolves, by fingerprint.
+    early: HashSet<String>,
     /// Every record may have changed (a CMDB swap re-binds all).
     everything: bool,
     /// The record key each incident was last written under.
@@ -146,6 +162,12 @@ impl Changes {
     pub(super) fn fingerprint(&mut self, key: &str) {
         if !self.fingerprints.contains(key) {
             self.fingerprints.insert(key.to_owned());
+        }
+    }
+
+    pub(super) fn early(&mut self, key: &str) {
+        if !self.early.contains(key) {
+            self.early.insert(key.to_owned());
         }
     }
 
@@ -219,6 +241,7 @@ impl Core {
                 out.push((format!("orphan:{key}"), serde_json::to_vec(&rec).expect("records serialize")));
             }
         }
+        out.extend(self.early.iter().map(|(k, e)| (format!("{EARLY_PREFIX}{k}"), early_record(e))));
         out.sort_by(|a, b| a.0.cmp(&b.0));
         out
     }
@@ -271,6 +294,9 @@ impl Core {
                     }
                 }
             }
+            for k in &ch.early {
+                out.insert(format!("{EARLY_PREFIX}{k}"), self.early.get(k).map(early_record));
+            }
         }
         // What the changelog already holds is not written again.
         let records = out
@@ -300,13 +326,14 @@ impl Core {
         }
         ch.incidents.clear();
         ch.fingerprints.clear();
+        ch.early.clear();
         ch.everything = false;
     }
 
     /// Whether anything changed since the last checkpoint.
     pub fn has_changes(&self) -> bool {
         let ch = &self.changes;
-        ch.everything || !ch.incidents.is_empty() || !ch.fingerprints.is_empty()
+        ch.everything || !ch.incidents.is_empty() || !ch.fingerprints.is_empty() || !ch.early.is_empty()
     }
 
     /// Actions decided and not yet taken.
@@ -321,6 +348,16 @@ impl Core {
         let mut bad = Vec::new();
         let mut incidents = Vec::new();
         for (key, value) in records {
+            if let Some(fp) = key.strip_prefix(EARLY_PREFIX) {
+                match serde_json::from_slice::<EarlyRecord>(value) {
+                    Ok(r) if r.v == VERSION => {
+                        self.early.insert(fp.to_owned(), r.early);
+                    }
+                    Ok(r) => bad.push((key.clone(), format!("record version {} (expected {VERSION})", r.v))),
+                    Err(e) => bad.push((key.clone(), e.to_string())),
+                }
+                continue;
+            }
             if key.starts_with("orphan:") {
                 match serde_json::from_slice::<OrphanRecord>(value) {
                     Ok(r) if r.v == VERSION => {
@@ -368,6 +405,7 @@ impl Core {
         self.changes.written = records.iter().filter(|(k, _)| !k.starts_with("meta:")).map(|(k, v)| (k.clone(), fnv1a(v))).collect();
         self.changes.incidents.clear();
         self.changes.fingerprints.clear();
+        self.changes.early.clear();
         (restored, bad)
     }
 
@@ -469,6 +507,27 @@ cis:
         assert!(got_a.iter().any(|x| x.kind == crate::incident::ActionKind::Resolve));
         assert_eq!(shape(&got_b), shape(&got_a));
         assert_eq!(b.fingerprint_count(), a.fingerprint_count());
+    }
+
+    #[test]
+    fn a_resolve_held_for_its_late_firing_survives_a_restart() {
+        let t0 = Utc::now();
+        let s = chrono::Duration::seconds;
+        let mut a = core();
+        a.handle(&ev("web-1", Status::Resolved, t0 + s(10)), t0 + s(10));
+        let records = a.checkpoint();
+        assert_eq!(records.len(), 1);
+        assert!(records[0].0.starts_with("resolve:"), "{}", records[0].0);
+        let mut b = core();
+        b.restore(&records);
+        let d = b.handle(&ev("web-1", Status::Firing, t0 + s(2)), t0 + s(20));
+        assert_eq!(d.kind, crate::core::DecisionKind::Cleared, "{}", d.reason);
+        assert!(b.checkpoint().is_empty(), "the held resolve is used up");
+        // Not used: it expires after max_lateness.
+        let mut c = core();
+        c.restore(&records);
+        c.tick(t0 + s(10) + chrono::Duration::minutes(3));
+        assert!(c.checkpoint().is_empty());
     }
 
     #[test]

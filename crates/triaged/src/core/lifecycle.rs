@@ -10,7 +10,7 @@ use chrono::{DateTime, Utc};
 
 use super::dedup::{hold, note_change};
 use super::offset_book::PartId;
-use super::{Core, Decision, DecisionKind, Inc, Phase, Scope};
+use super::{Core, Decision, DecisionKind, EarlyResolve, Inc, Phase, Scope};
 use crate::event::Event;
 use crate::incident::{Action, ActionKind};
 use crate::topology::CiIdx;
@@ -171,11 +171,19 @@ impl Core {
     /// A resolve of fingerprint `key`.
     pub(super) fn clear(&mut self, key: &str, ev: &Event, now: DateTime<Utc>, part: Option<(PartId, i64)>) -> Decision {
         let Some(fp) = self.fps.get_mut(key) else {
+            // Its firing may still come, late, from another partition.
+            let e = self.early.entry(key.to_string()).or_insert(EarlyResolve { at: ev.time, seen: now });
+            e.at = e.at.max(ev.time);
+            e.seen = now;
+            self.changes.early(key);
             return Decision {
                 kind: DecisionKind::ResolveUnknown,
                 fingerprint: Some(key.to_string()),
                 incident: None,
-                reason: "resolve for a fingerprint with no live state".into(),
+                reason: format!(
+                    "resolve for a fingerprint with no live state; held for {} to clear a firing that began before it and arrives late",
+                    crate::duration::format_span(self.cfg.max_lateness)
+                ),
             };
         };
         if !fp.firing {
@@ -246,6 +254,27 @@ impl Core {
             }
         };
         Decision { kind: DecisionKind::Cleared, fingerprint: Some(key.to_string()), incident: Some(inc_id), reason }
+    }
+
+    /// A firing of `key` that began no later than a resolve that arrived
+    /// before it: cleared by that resolve, nothing starts. A later firing
+    /// is a new episode and forgets the held resolve.
+    pub(super) fn cleared_early(&mut self, key: &str, ev: &Event) -> Option<Decision> {
+        let e = self.early.remove(key)?;
+        self.changes.early(key);
+        if ev.time > e.at {
+            return None;
+        }
+        Some(Decision {
+            kind: DecisionKind::Cleared,
+            fingerprint: Some(key.to_string()),
+            incident: None,
+            reason: format!(
+                "fired at {} but its resolve, at {}, arrived first (out of order): nothing to open",
+                ev.time.to_rfc3339(),
+                e.at.to_rfc3339()
+            ),
+        })
     }
 
     /// The resolve hold-down of incident `id`: the flap window while a member

@@ -77,6 +77,8 @@ pub struct CoreConfig {
     /// State changes within `flap_window` that make a fingerprint flapping (0: off).
     pub flap_threshold: usize,
     pub flap_window: chrono::Duration,
+    /// How long a resolve that arrived before its firing is held.
+    pub max_lateness: chrono::Duration,
 }
 
 fn chrono_dur(d: Duration) -> chrono::Duration {
@@ -96,6 +98,7 @@ impl CoreConfig {
             dedup_key: Template::parse(&c.dedup_key).expect("validated dedup key template"),
             flap_threshold: c.flap_threshold as usize,
             flap_window: chrono_dur(c.flap_window.0),
+            max_lateness: chrono_dur(c.max_lateness.0),
         }
     }
 }
@@ -244,6 +247,16 @@ struct Active {
     incident: u64,
 }
 
+/// A resolve that arrived before any firing of its fingerprint, held for
+/// `max_lateness`: a firing that began no later than it is cleared by it.
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
+struct EarlyResolve {
+    /// Event time of the resolve.
+    at: DateTime<Utc>,
+    /// When it was handled here.
+    seen: DateTime<Utc>,
+}
+
 /// Counters for summaries and tests.
 #[derive(Debug, Default, Clone, serde::Serialize)]
 pub struct CoreStats {
@@ -262,6 +275,8 @@ pub struct Core {
     by_scope: HashMap<Scope, u64>,
     /// Topology-enabled fingerprints per CI, firing or recently cleared.
     ci_active: HashMap<CiIdx, Active>,
+    /// Resolves that arrived before their firing, by fingerprint.
+    early: HashMap<String, EarlyResolve>,
     next_incident: u64,
     next_action: u64,
     /// Actions in flight: id -> (incident, kind).
@@ -283,6 +298,7 @@ impl Core {
             incidents: HashMap::new(),
             by_scope: HashMap::new(),
             ci_active: HashMap::new(),
+            early: HashMap::new(),
             next_incident: 1,
             next_action: 1,
             inflight: HashMap::new(),
@@ -418,18 +434,22 @@ impl Core {
 
         let live_incident = self.fps.get(&key).and_then(|f| f.incident).filter(|i| self.incidents.contains_key(i));
         if live_incident.is_none() {
-            if let Some(d) = self.suppress(&class.suppress, ci, &key, now) {
+            // Judged when the event happened, however late it is read.
+            if let Some(d) = self.suppress(&class.suppress, ci, &key, ev.time) {
                 return d;
             }
         }
         if let Some(d) = self.dedup(&key, ev, severity, now, part) {
             return d;
         }
+        if let Some(d) = self.cleared_early(&key, ev) {
+            return d;
+        }
 
         // A new firing episode.
         let topology = class.topology.is_some() && ci.is_some();
         self.start_episode(&key, ev, severity, ci, topology, part);
-        let reason = self.maintenance_note(bind_reason, ci, now);
+        let reason = self.maintenance_note(bind_reason, ci, ev.time);
 
         // 1. Recurrence of a fingerprint whose incident is still live.
         if let Some(inc_id) = live_incident {
@@ -454,6 +474,14 @@ impl Core {
             let keep = a.firing > 0 || (now - a.seen <= window && incidents.contains_key(&a.incident));
             if !keep {
                 changes.incident(a.incident);
+            }
+            keep
+        });
+        let lateness = self.cfg.max_lateness;
+        self.early.retain(|k, e| {
+            let keep = now - e.seen <= lateness;
+            if !keep {
+                changes.early(k);
             }
             keep
         });
