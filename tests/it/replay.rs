@@ -11,7 +11,7 @@ use rdkafka::mocking::MockCluster;
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::ClientConfig;
 
-use triaged::config::CorrelationConfig;
+use triaged::config::{CorrelationConfig, Format};
 use triaged::rules::RuleSet;
 use triaged::tools::replay::{read_file, read_topic, replay, Recorded};
 use triaged::topology::Snapshot;
@@ -55,7 +55,7 @@ fn shipped() -> (Arc<RuleSet>, Arc<Snapshot>) {
 fn replaying_the_storm_gives_its_two_incidents() {
     let (rules, cmdb) = shipped();
     let messages = read_file(&fixture()).unwrap();
-    let r = replay(&messages, rules, cmdb, &CorrelationConfig::default(), false);
+    let r = replay(&messages, rules, cmdb, &CorrelationConfig::default(), Format::Auto, false);
     let opens: Vec<&String> = r.actions.iter().filter(|l| l.contains(" open ")).collect();
     assert_eq!(opens.len(), 2, "{:#?}", r.actions);
     assert!(opens.iter().any(|l| l.contains("root=sw-core-par1-01")), "{opens:?}");
@@ -106,10 +106,40 @@ async fn a_topic_replays_like_the_file() {
     assert_eq!(from_topic.len(), messages.len());
     let (rules, cmdb) = shipped();
     let cc = CorrelationConfig::default();
-    let a = replay(&messages, rules.clone(), cmdb.clone(), &cc, false);
-    let b = replay(&from_topic, rules, cmdb, &cc, false);
+    let a = replay(&messages, rules.clone(), cmdb.clone(), &cc, Format::Auto, false);
+    let b = replay(&from_topic, rules, cmdb, &cc, Format::Auto, false);
     assert_eq!(a.actions, b.actions);
     assert_eq!(a.decisions, b.decisions);
     assert!(b.undecodable[0].0.starts_with("recorded/0@"), "named by its origin: {:?}", b.undecodable);
     drop(producer);
+}
+
+/// `replay --config` takes the daemon's timers and its topic's format: the
+/// storm's incidents open after the config's group wait (5 s), not the
+/// default 30 s, and a topic declared `native` does not decode the storm's
+/// Alertmanager and Zabbix messages, as the daemon would not.
+#[test]
+fn replay_takes_the_config_timers_and_formats() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = |format: &str| {
+        let path = dir.path().join(format!("{format}.toml"));
+        let text = format!(
+            "[kafka]\nbrokers = \"127.0.0.1:9\"\ngroup_id = \"g\"\ntopics = [{{ name = \"events\", format = \"{format}\" }}]\n\
+             [cmdb]\npath = \"{}\"\n[rules]\ndir = \"{}\"\n[sink]\nprofile = \"generic\"\nendpoint = \"http://127.0.0.1:9\"\n\
+             [correlation]\ngroup_wait = \"5s\"\n",
+            repo().join("config/cmdb.yaml").display(),
+            repo().join("rules").display()
+        );
+        std::fs::write(&path, text).unwrap();
+        path
+    };
+    let opened_at = |out: &str| out.lines().filter(|l| l.contains(" open ")).map(|l| l.split(' ').next().unwrap().to_owned()).min();
+    let (code, default) = cli(&["replay", "--from", fixture().to_str().unwrap()]);
+    assert_eq!(code, 0, "{default}");
+    let (code, with) = cli(&["replay", "--from", fixture().to_str().unwrap(), "--config", config("auto").to_str().unwrap()]);
+    assert_eq!(code, 0, "{with}");
+    assert_eq!(opened_at(&default).as_deref(), Some("2026-11-24T12:00:30Z"), "{default}");
+    assert_eq!(opened_at(&with).as_deref(), Some("2026-11-24T12:00:05Z"), "{with}");
+    let (_, native) = cli(&["replay", "--from", fixture().to_str().unwrap(), "--config", config("native").to_str().unwrap()]);
+    assert!(opened_at(&native).is_none(), "{native}");
 }

@@ -42,9 +42,12 @@ enum Cmd {
     Test {
         #[arg(default_value = "rules")]
         rules_dir: PathBuf,
-        /// CMDB for tests that do not name their own.
-        #[arg(long, default_value = "config/cmdb.yaml")]
-        cmdb: PathBuf,
+        /// CMDB for tests that do not name their own (default: the config's, else config/cmdb.yaml).
+        #[arg(long)]
+        cmdb: Option<PathBuf>,
+        /// The daemon's config: its `[correlation]` timers apply, and its CMDB.
+        #[arg(long, short)]
+        config: Option<PathBuf>,
     },
     /// Replay recorded events through rules and a CMDB without touching the sink;
     /// print the incidents they would open, update and resolve. With --against,
@@ -65,13 +68,20 @@ enum Cmd {
         /// Offsets per partition, half-open: A..B, A.. (to the end), ..B.
         #[arg(long, default_value = "0..")]
         offsets: String,
-        #[arg(long, default_value = "rules")]
-        rules: PathBuf,
-        #[arg(long, default_value = "config/cmdb.yaml")]
-        cmdb: PathBuf,
+        /// Rules directory (default: the config's, else rules).
+        #[arg(long)]
+        rules: Option<PathBuf>,
+        /// CMDB (default: the config's, else config/cmdb.yaml).
+        #[arg(long)]
+        cmdb: Option<PathBuf>,
         /// Candidate rules directory to compare with.
         #[arg(long)]
         against: Option<PathBuf>,
+        /// The daemon's config: its `[correlation]` timers, its topics'
+        /// formats, its rules and CMDB, so the replay takes the daemon's
+        /// decisions on the same log.
+        #[arg(long, short)]
+        config: Option<PathBuf>,
     },
     /// Ask a running daemon why: ID is an open incident's key, an event's
     /// fingerprint, its source event id, or its Kafka origin (topic/partition@offset).
@@ -127,10 +137,10 @@ fn main() -> ExitCode {
     }
     let result = match cli.cmd {
         Cmd::Check { config } => return check(&config),
-        Cmd::Test { rules_dir, cmdb } => return rule_tests(&rules_dir, &cmdb),
+        Cmd::Test { rules_dir, cmdb, config } => return rule_tests(&rules_dir, cmdb, config.as_deref()),
         Cmd::Explain { id, url, json } => explain(&id, &url, json),
-        Cmd::Replay { from, topic, brokers, partition, offsets, rules, cmdb, against } => {
-            return replay(ReplayArgs { from, topic, brokers, partition, offsets, rules, cmdb, against })
+        Cmd::Replay { from, topic, brokers, partition, offsets, rules, cmdb, against, config } => {
+            return replay(ReplayArgs { from, topic, brokers, partition, offsets, rules, cmdb, against, config })
         }
         Cmd::Run { config } => run(&config),
         Cmd::Demo { listen, repeats, root, metrics_out } => demo(listen, repeats, root, metrics_out),
@@ -160,8 +170,26 @@ fn check(path: &Path) -> ExitCode {
     ExitCode::SUCCESS
 }
 
-fn rule_tests(rules_dir: &Path, cmdb: &Path) -> ExitCode {
+/// The config named by `--config`, for the offline tools.
+fn tool_config(path: Option<&Path>) -> anyhow::Result<Option<Config>> {
+    path.map(|p| {
+        Config::load(p).map_err(|errs| anyhow::anyhow!("{}", errs.iter().map(|e| e.to_string()).collect::<Vec<_>>().join("\n")))
+    })
+    .transpose()
+}
+
+fn rule_tests(rules_dir: &Path, cmdb: Option<PathBuf>, config: Option<&Path>) -> ExitCode {
     use triaged::tools::ruletest::{run_file, test_files, Defaults};
+    let cfg = match tool_config(config) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("{e}");
+            return ExitCode::from(2);
+        }
+    };
+    let cmdb = cmdb.or_else(|| cfg.as_ref().map(|c| c.cmdb.path.clone())).unwrap_or_else(|| PathBuf::from("config/cmdb.yaml"));
+    let cmdb = cmdb.as_path();
+    let correlation = cfg.map(|c| c.correlation).unwrap_or_default();
     let rules = match triaged::rules::RuleSet::load_dir(rules_dir) {
         Ok(r) => r,
         Err(errs) => {
@@ -176,7 +204,7 @@ fn rule_tests(rules_dir: &Path, cmdb: &Path) -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let defaults = Defaults { rules: Some(rules.into()), cmdb: Some(cmdb.into()), correlation: Default::default() };
+    let defaults = Defaults { rules: Some(rules.into()), cmdb: Some(cmdb.into()), correlation };
     let files = match test_files(&rules_dir.join("tests")) {
         Ok(f) if !f.is_empty() => f,
         Ok(_) => {
@@ -216,9 +244,10 @@ struct ReplayArgs {
     brokers: Option<String>,
     partition: Option<i32>,
     offsets: String,
-    rules: PathBuf,
-    cmdb: PathBuf,
+    rules: Option<PathBuf>,
+    cmdb: Option<PathBuf>,
     against: Option<PathBuf>,
+    config: Option<PathBuf>,
 }
 
 fn replay(a: ReplayArgs) -> ExitCode {
@@ -238,8 +267,20 @@ fn replay_inner(a: ReplayArgs) -> anyhow::Result<ExitCode> {
             .map(std::sync::Arc::new)
             .map_err(|e| anyhow::anyhow!("{}", e.iter().map(|e| e.to_string()).collect::<Vec<_>>().join("\n")))
     };
-    let rules = load_rules(&a.rules)?;
-    let cmdb = triaged::topology::Snapshot::load(&a.cmdb)
+    let cfg = tool_config(a.config.as_deref())?;
+    let rules_dir = a.rules.clone().or_else(|| cfg.as_ref().map(|c| c.rules.dir.clone())).unwrap_or_else(|| PathBuf::from("rules"));
+    let cmdb_path = a.cmdb.clone().or_else(|| cfg.as_ref().map(|c| c.cmdb.path.clone())).unwrap_or_else(|| PathBuf::from("config/cmdb.yaml"));
+    // Each message is decoded as the daemon decodes its topic's.
+    let format = cfg
+        .as_ref()
+        .and_then(|c| match &a.topic {
+            Some(t) => c.kafka.topics.iter().find(|x| &x.name == t),
+            None if c.kafka.topics.len() == 1 => c.kafka.topics.first(),
+            None => None,
+        })
+        .map_or(triaged::config::Format::Auto, |t| t.format);
+    let rules = load_rules(&rules_dir)?;
+    let cmdb = triaged::topology::Snapshot::load(&cmdb_path)
         .map(std::sync::Arc::new)
         .map_err(|e| anyhow::anyhow!("{}", e.iter().map(|e| e.to_string()).collect::<Vec<_>>().join("\n")))?;
     let messages = match (&a.from, &a.topic) {
@@ -250,8 +291,8 @@ fn replay_inner(a: ReplayArgs) -> anyhow::Result<ExitCode> {
         }
         (None, None) => anyhow::bail!("give --from FILE or --topic T"),
     };
-    let cc = triaged::config::CorrelationConfig::default();
-    let current = replay(&messages, rules, cmdb.clone(), &cc, true);
+    let cc = cfg.map(|c| c.correlation).unwrap_or_default();
+    let current = replay(&messages, rules, cmdb.clone(), &cc, format, true);
     for (origin, e) in &current.undecodable {
         eprintln!("{origin}: undecodable: {e}");
     }
@@ -269,12 +310,12 @@ fn replay_inner(a: ReplayArgs) -> anyhow::Result<ExitCode> {
         );
         return Ok(ExitCode::SUCCESS);
     };
-    let candidate = replay(&messages, load_rules(dir)?, cmdb, &cc, true);
+    let candidate = replay(&messages, load_rules(dir)?, cmdb, &cc, format, true);
     if current.actions == candidate.actions && current.decisions == candidate.decisions {
         println!("no difference: {} incident actions, decisions {:?}", current.actions.len(), current.decisions);
         return Ok(ExitCode::SUCCESS);
     }
-    println!("incident actions (- {}, + {}):", a.rules.display(), dir.display());
+    println!("incident actions (- {}, + {}):", rules_dir.display(), dir.display());
     print!("{}", triaged::tools::diff::line_diff(&current.actions, &candidate.actions));
     println!("decisions:\n  - {:?}\n  + {:?}", current.decisions, candidate.decisions);
     Ok(ExitCode::from(1))

@@ -158,8 +158,16 @@ fn render(a: &Action, now: DateTime<Utc>) -> String {
     )
 }
 
-/// Replays `messages`; `progress` prints to stderr on long inputs.
-pub fn replay(messages: &[Recorded], rules: Arc<RuleSet>, cmdb: Arc<Snapshot>, cc: &CorrelationConfig, progress: bool) -> ReplayReport {
+/// Replays `messages`, decoded as `format`, with the timers of `cc`;
+/// `progress` prints to stderr on long inputs.
+pub fn replay(
+    messages: &[Recorded],
+    rules: Arc<RuleSet>,
+    cmdb: Arc<Snapshot>,
+    cc: &CorrelationConfig,
+    format: Format,
+    progress: bool,
+) -> ReplayReport {
     let mut core = Core::new(CoreConfig::from_config(cc), rules, cmdb);
     let mut report = ReplayReport { messages: messages.len(), ..ReplayReport::default() };
     let mut now: Option<DateTime<Utc>> = None;
@@ -177,7 +185,7 @@ pub fn replay(messages: &[Recorded], rules: Arc<RuleSet>, cmdb: Arc<Snapshot>, c
     for (i, (origin, payload)) in messages.iter().enumerate() {
         meter.update(i);
         let received = now.unwrap_or_else(Utc::now);
-        let events = match decode(Format::Auto, payload, received) {
+        let events = match decode(format, payload, received) {
             Ok(e) => e,
             Err(e) => {
                 report.undecodable.push((origin.clone(), e.to_string()));
