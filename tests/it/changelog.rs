@@ -69,10 +69,7 @@ async fn a_successor_resumes_from_the_changelog_without_reopening() {
     let brokers = cluster.bootstrap_servers();
     let receiver = IncidentReceiver::start().await.unwrap();
     let port = free_port();
-    let extra = Extra {
-        sections: format!("[rekey]\ntopic = \"{REKEYED}\"\nscope = \"site\"\n"),
-        ..Extra::default()
-    };
+    let extra = Extra { sections: format!("[rekey]\ntopic = \"{REKEYED}\"\nscope = \"site\"\n"), ..Extra::default() };
     let config = write_config_with(logs, &brokers, GROUP, 3000, &receiver.url(), port, &extra);
     let cmdb = Snapshot::load(&crate::repo().join("config/cmdb.yaml")).unwrap();
     let storm = triaged::demo::storm(&cmdb, 3, chrono::Utc::now()).unwrap();

@@ -104,6 +104,7 @@ fn event(w: &World, ci: usize, check: usize, kind: usize, firing: bool, time: Da
         annotations: BTreeMap::new(),
         time,
         origin: None,
+        ends_at: None,
     }
 }
 
@@ -149,7 +150,13 @@ fn run(ops: &[Op]) -> Result<usize, TestCaseError> {
         if full != changelog {
             let keys = |m: &BTreeMap<String, Vec<u8>>| m.keys().cloned().collect::<Vec<_>>();
             let differ: Vec<&String> = full.keys().filter(|k| changelog.get(*k) != full.get(*k)).collect();
-            prop_assert!(false, "incremental checkpoints diverged: full {:?}, incremental {:?}, differing {:?}", keys(&full), keys(&changelog), differ);
+            prop_assert!(
+                false,
+                "incremental checkpoints diverged: full {:?}, incremental {:?}, differing {:?}",
+                keys(&full),
+                keys(&changelog),
+                differ
+            );
         }
         let actions = core.take_actions();
         opened += actions.iter().filter(|a| a.kind == ActionKind::Open).count();

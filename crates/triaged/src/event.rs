@@ -123,6 +123,10 @@ pub struct Event {
     /// Kafka position, set by the source; absent for events fed from files.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub origin: Option<Origin>,
+    /// When the source says a firing alert ends unless it is refreshed
+    /// (Alertmanager's `endsAt` in the future).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ends_at: Option<DateTime<Utc>>,
 }
 
 impl Event {
@@ -176,6 +180,7 @@ impl Event {
             annotations: BTreeMap::new(),
             time: at,
             origin: None,
+            ends_at: None,
         }
     }
 }
@@ -214,6 +219,7 @@ mod tests {
             annotations: BTreeMap::new(),
             time: Utc::now(),
             origin: None,
+            ends_at: None,
         };
         e.labels.insert("team".into(), "dba".into());
         assert_eq!(e.field("host"), Some("db-01"));

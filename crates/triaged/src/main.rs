@@ -172,10 +172,8 @@ fn check(path: &Path) -> ExitCode {
 
 /// The config named by `--config`, for the offline tools.
 fn tool_config(path: Option<&Path>) -> anyhow::Result<Option<Config>> {
-    path.map(|p| {
-        Config::load(p).map_err(|errs| anyhow::anyhow!("{}", errs.iter().map(|e| e.to_string()).collect::<Vec<_>>().join("\n")))
-    })
-    .transpose()
+    path.map(|p| Config::load(p).map_err(|errs| anyhow::anyhow!("{}", errs.iter().map(|e| e.to_string()).collect::<Vec<_>>().join("\n"))))
+        .transpose()
 }
 
 fn rule_tests(rules_dir: &Path, cmdb: Option<PathBuf>, config: Option<&Path>) -> ExitCode {
@@ -269,7 +267,8 @@ fn replay_inner(a: ReplayArgs) -> anyhow::Result<ExitCode> {
     };
     let cfg = tool_config(a.config.as_deref())?;
     let rules_dir = a.rules.clone().or_else(|| cfg.as_ref().map(|c| c.rules.dir.clone())).unwrap_or_else(|| PathBuf::from("rules"));
-    let cmdb_path = a.cmdb.clone().or_else(|| cfg.as_ref().map(|c| c.cmdb.path.clone())).unwrap_or_else(|| PathBuf::from("config/cmdb.yaml"));
+    let cmdb_path =
+        a.cmdb.clone().or_else(|| cfg.as_ref().map(|c| c.cmdb.path.clone())).unwrap_or_else(|| PathBuf::from("config/cmdb.yaml"));
     // Each message is decoded as the daemon decodes its topic's.
     let format = cfg
         .as_ref()

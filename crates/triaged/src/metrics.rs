@@ -148,7 +148,8 @@ impl Metrics {
         )
         .unwrap();
         reg.register(Box::new(actions_disowned.clone())).unwrap();
-        let state_checkpoints = counter(&reg, "state_checkpoints_total", "Checkpoints of the correlation state to the changelog, by outcome.", &["outcome"]);
+        let state_checkpoints =
+            counter(&reg, "state_checkpoints_total", "Checkpoints of the correlation state to the changelog, by outcome.", &["outcome"]);
         for outcome in ["written", "failed"] {
             state_checkpoints.with_label_values(&[outcome]);
         }

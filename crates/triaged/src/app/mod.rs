@@ -134,10 +134,9 @@ pub async fn start(cfg: Config, shutdown: CancellationToken) -> Result<Running, 
     };
     let offsets = source.offsets();
     let (kafka, state, rekey) = (cfg.kafka.clone(), cfg.state.clone(), cfg.rekey.clone());
-    let topic_checked = tokio::task::spawn_blocking(move || {
-        crate::scale::changelog::check_topic(&kafka, &state, rekey.as_ref(), Duration::from_secs(10))
-    })
-    .await;
+    let topic_checked =
+        tokio::task::spawn_blocking(move || crate::scale::changelog::check_topic(&kafka, &state, rekey.as_ref(), Duration::from_secs(10)))
+            .await;
     match topic_checked {
         Ok(Ok(true)) => {}
         Ok(Ok(false)) => {

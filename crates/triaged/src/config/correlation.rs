@@ -43,6 +43,19 @@ pub struct CorrelationConfig {
     /// producer) is held this long and clears the late firing.
     #[serde(default = "default_max_lateness")]
     pub max_lateness: HumanDuration,
+    /// A firing alert not refreshed for this long (by its event time) is
+    /// resolved, with a work note that says so; `0s`: never. Alertmanager
+    /// alerts that carry a future `endsAt` resolve at `endsAt` instead.
+    #[serde(default = "default_stale_after")]
+    pub stale_after: HumanDuration,
+    /// `stale_after` per source (`zabbix`, `nagios`, ...), for sources that
+    /// send a problem once and stay silent while it lasts.
+    #[serde(default)]
+    pub stale_after_by_source: std::collections::BTreeMap<String, HumanDuration>,
+}
+
+fn default_stale_after() -> HumanDuration {
+    dur("24h")
 }
 
 fn default_max_lateness() -> HumanDuration {
@@ -62,6 +75,8 @@ impl Default for CorrelationConfig {
             flap_threshold: default_flap_threshold(),
             flap_window: default_flap_window(),
             max_lateness: default_max_lateness(),
+            stale_after: default_stale_after(),
+            stale_after_by_source: Default::default(),
         }
     }
 }

@@ -93,6 +93,7 @@ impl<C> Fp<C> {
             changes: self.changes,
             flapping: self.flapping,
             flap_noted: self.flap_noted,
+            expires: self.expires,
         }
     }
 }
@@ -213,11 +214,8 @@ impl Core {
 
     fn incident_record(&self, id: u64, inc: &Inc, owned: &mut HashMap<u64, Vec<ActiveRecord>>) -> (String, Vec<u8>) {
         let cmdb = &self.cmdb;
-        let fingerprints = inc
-            .members
-            .iter()
-            .filter_map(|m| self.fps.get(m).filter(|f| f.incident == Some(id)).map(|f| fp_record(cmdb, m, f)))
-            .collect();
+        let fingerprints =
+            inc.members.iter().filter_map(|m| self.fps.get(m).filter(|f| f.incident == Some(id)).map(|f| fp_record(cmdb, m, f))).collect();
         let mut active = owned.remove(&id).unwrap_or_default();
         active.sort_by(|a, b| a.ci.cmp(&b.ci));
         let rec = IncRecord { v: VERSION, inc: inc.clone().map_ci(|c| ci_id(cmdb, c)), fingerprints, active };
@@ -406,6 +404,8 @@ impl Core {
         self.changes.incidents.clear();
         self.changes.fingerprints.clear();
         self.changes.early.clear();
+        let due: Vec<(chrono::DateTime<chrono::Utc>, String)> = self.fps.iter().filter(|(_, f)| f.firing).filter_map(|(k, f)| Some((f.expires?, k.clone()))).collect();
+        self.expiry.extend(due.into_iter().map(std::cmp::Reverse));
         (restored, bad)
     }
 

@@ -53,9 +53,11 @@ impl Core {
         now: DateTime<Utc>,
         part: Option<(PartId, i64)>,
     ) -> Option<Decision> {
+        let expires = self.expires_of(ev);
         let fp = self.fps.get_mut(key).filter(|f| f.firing)?;
         fp.count += 1;
         fp.last_seen = ev.time.max(fp.last_seen);
+        fp.expires = expires.max(fp.expires);
         hold(fp, &mut self.offsets, part);
         let raised = severity > fp.severity;
         if raised {
@@ -108,6 +110,7 @@ impl Core {
             changes: VecDeque::new(),
             flapping: false,
             flap_noted: false,
+            expires: None,
         });
         fp.firing = true;
         note_change(fp, ev.time, self.cfg.flap_threshold, self.cfg.flap_window);
@@ -119,6 +122,8 @@ impl Core {
         fp.episode_start = ev.time;
         fp.last_seen = ev.time;
         hold(fp, &mut self.offsets, part);
+        let expires = self.expires_of(ev);
+        self.set_expiry(key, expires);
     }
 
     /// Forgets a cleared fingerprint and releases its offsets.

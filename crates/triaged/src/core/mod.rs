@@ -37,6 +37,7 @@
 
 mod checkpoint;
 mod dedup;
+mod expiry;
 mod group;
 pub mod keys;
 mod lifecycle;
@@ -79,6 +80,9 @@ pub struct CoreConfig {
     pub flap_window: chrono::Duration,
     /// How long a resolve that arrived before its firing is held.
     pub max_lateness: chrono::Duration,
+    /// A firing fingerprint not refreshed this long expires (0: never).
+    pub stale_after: chrono::Duration,
+    pub stale_after_by_source: HashMap<String, chrono::Duration>,
 }
 
 fn chrono_dur(d: Duration) -> chrono::Duration {
@@ -99,6 +103,8 @@ impl CoreConfig {
             flap_threshold: c.flap_threshold as usize,
             flap_window: chrono_dur(c.flap_window.0),
             max_lateness: chrono_dur(c.max_lateness.0),
+            stale_after: chrono_dur(c.stale_after.0),
+            stale_after_by_source: c.stale_after_by_source.iter().map(|(k, v)| (k.clone(), chrono_dur(v.0))).collect(),
         }
     }
 }
@@ -194,6 +200,10 @@ struct Fp<C = CiIdx> {
     flapping: bool,
     /// Its incident has been told it flaps.
     flap_noted: bool,
+    /// When it expires unless refreshed: `endsAt`, or the last event time
+    /// plus `stale_after`.
+    #[serde(default)]
+    expires: Option<DateTime<Utc>>,
 }
 
 /// One incident. `C` names its root CI, as in [`Fp`].
@@ -277,6 +287,9 @@ pub struct Core {
     ci_active: HashMap<CiIdx, Active>,
     /// Resolves that arrived before their firing, by fingerprint.
     early: HashMap<String, EarlyResolve>,
+    /// Expiry times of firing fingerprints, earliest first; an entry is
+    /// checked against the fingerprint when due (refreshes move it later).
+    expiry: std::collections::BinaryHeap<std::cmp::Reverse<(DateTime<Utc>, String)>>,
     next_incident: u64,
     next_action: u64,
     /// Actions in flight: id -> (incident, kind).
@@ -299,6 +312,7 @@ impl Core {
             by_scope: HashMap::new(),
             ci_active: HashMap::new(),
             early: HashMap::new(),
+            expiry: Default::default(),
             next_incident: 1,
             next_action: 1,
             inflight: HashMap::new(),
@@ -477,6 +491,8 @@ impl Core {
             }
             keep
         });
+        self.expire_due(now);
+        let changes = &mut self.changes;
         let lateness = self.cfg.max_lateness;
         self.early.retain(|k, e| {
             let keep = now - e.seen <= lateness;

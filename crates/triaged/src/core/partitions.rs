@@ -200,12 +200,8 @@ impl Cores {
             };
             let delta = slot.core.delta();
             let mut records = delta.records.clone();
-            let offsets: Vec<(String, i32, i64)> = slot
-                .core
-                .handled_offsets()
-                .into_iter()
-                .filter(|(t, p, next)| slot.stored.get(&(t.clone(), *p)) != Some(next))
-                .collect();
+            let offsets: Vec<(String, i32, i64)> =
+                slot.core.handled_offsets().into_iter().filter(|(t, p, next)| slot.stored.get(&(t.clone(), *p)) != Some(next)).collect();
             // The offsets the state reflects, written after the state itself.
             records.extend(
                 offsets

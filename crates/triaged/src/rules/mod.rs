@@ -324,6 +324,7 @@ mod tests {
             annotations: Default::default(),
             time: Utc::now(),
             origin: None,
+            ends_at: None,
         }
     }
 

@@ -115,6 +115,7 @@ mod tests {
             annotations: Default::default(),
             time: chrono::Utc::now(),
             origin: None,
+            ends_at: None,
         }
     }
 

@@ -186,6 +186,7 @@ mod tests {
             annotations: Default::default(),
             time: Utc::now(),
             origin: Some(Origin { topic: "events".into(), partition: 2, offset }),
+            ends_at: None,
         }
     }
 

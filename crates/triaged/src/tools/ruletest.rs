@@ -17,6 +17,7 @@
 //!     events:
 //!       - { source: zabbix, host: sw-core-par1-01, check: ICMP ping unreachable, severity: high }
 //!       - { host: vm-1, check: Instance down, time: -5s, times: 3, resolved: false, labels: { job: node } }
+//!       - { source: alertmanager, host: vm-2, check: HighLoad, ends: 120s }   # endsAt, relative to 0s
 //!   - at: 30s                        # a step without events just advances the clock
 //! expect:
 //!   actions:                         # `<time> <kind> P<priority> <scope> root=<ci|-> members=<n> firing=<n>`
@@ -117,6 +118,10 @@ struct FixtureEvent {
     /// (events that arrive late: a backlog, or a replay after a restart).
     #[serde(default)]
     time: Option<String>,
+    /// When the alert ends unless refreshed, relative to the start
+    /// (Alertmanager's `endsAt`).
+    #[serde(default)]
+    ends: Option<String>,
     /// Repeat the event this many times (monitoring tools re-send).
     #[serde(default = "one")]
     times: u32,
@@ -238,6 +243,8 @@ pub fn run_file(path: &Path, defaults: &Defaults) -> Result<Outcome, RuleTestErr
             "reopen_window" => cc.reopen_window = d,
             "topology_window" => cc.topology_window = d,
             "flap_window" => cc.flap_window = d,
+            "max_lateness" => cc.max_lateness = d,
+            "stale_after" => cc.stale_after = d,
             other => return Err(invalid(path, format!("unknown correlation setting `{other}`"))),
         }
     }
@@ -263,6 +270,10 @@ pub fn run_file(path: &Path, defaults: &Defaults) -> Result<Outcome, RuleTestErr
                 Some(t) => t0 + offset(path, t)?,
                 None => now,
             };
+            let ends_at = match &fe.ends {
+                Some(t) => Some(t0 + offset(path, t)?),
+                None => None,
+            };
             for _ in 0..fe.times {
                 let ev = Event {
                     source: fe.source.clone(),
@@ -276,6 +287,7 @@ pub fn run_file(path: &Path, defaults: &Defaults) -> Result<Outcome, RuleTestErr
                     annotations: Default::default(),
                     time,
                     origin: Some(Origin { topic: "events".into(), partition: 0, offset: next_offset }),
+                    ends_at,
                 };
                 next_offset += 1;
                 let d = core.handle(&ev, now);

@@ -111,6 +111,9 @@ fn am_alert(v: &V<'_>, path: &Path<'_>, shape: AlertShape, received: DateTime<Ut
         annotations,
         time,
         origin: None,
+        // Alertmanager resolves an alert at a future `endsAt` unless it is
+        // refreshed; so does triaged.
+        ends_at: ends.filter(|e| status == Status::Firing && *e > received),
     })
 }
 

@@ -76,6 +76,7 @@ pub(super) fn nagios(root: &V<'_>, path: &Path<'_>, received: DateTime<Utc>) -> 
         annotations: BTreeMap::new(),
         time: opt_unix_time(o, "timestamp", path)?.unwrap_or(received),
         origin: None,
+        ends_at: None,
     })
 }
 

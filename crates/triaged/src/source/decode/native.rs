@@ -49,6 +49,7 @@ pub(super) fn native(root: &V<'_>, path: &Path<'_>, received: DateTime<Utc>) -> 
         annotations: opt_map(o, "annotations", path)?,
         time: opt_time(o, "time", path)?.unwrap_or(received),
         origin: None,
+        ends_at: None,
     })
 }
 
@@ -74,6 +75,7 @@ mod tests {
             annotations: labels(&[("runbook", "https://wiki/backup")]),
             time: at("2024-05-01T12:00:00.250Z"),
             origin: None,
+            ends_at: None,
         }
     }
 

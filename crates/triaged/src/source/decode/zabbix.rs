@@ -94,6 +94,7 @@ pub(super) fn zabbix(root: &V<'_>, path: &Path<'_>, received: DateTime<Utc>) -> 
         annotations: BTreeMap::new(),
         time,
         origin: None,
+        ends_at: None,
     })
 }
 
