@@ -129,7 +129,56 @@ pub struct Event {
     pub ends_at: Option<DateTime<Utc>>,
 }
 
+/// Largest `check` kept, in bytes.
+pub const MAX_CHECK: usize = 512;
+/// Largest `summary`, label or annotation value kept, in bytes.
+pub const MAX_TEXT: usize = 4096;
+/// Most labels, and most annotations, kept per event.
+pub const MAX_ENTRIES: usize = 64;
+
+/// `s` cut to at most `max` bytes (at a character boundary), with a marker
+/// saying how much was cut. True when it was cut.
+fn cap(s: &mut String, max: usize) -> bool {
+    if s.len() <= max {
+        return false;
+    }
+    let cut = s.len();
+    let mut end = max;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    s.truncate(end);
+    s.push_str(&format!("…[truncated from {cut} bytes]"));
+    true
+}
+
+fn cap_map(m: &mut BTreeMap<String, String>) -> usize {
+    let mut n = 0;
+    if m.len() > MAX_ENTRIES {
+        let extra: Vec<String> = m.keys().skip(MAX_ENTRIES).cloned().collect();
+        n += extra.len();
+        for k in extra {
+            m.remove(&k);
+        }
+        m.insert("triaged_truncated".into(), format!("{n} more entries dropped"));
+    }
+    for v in m.values_mut() {
+        n += usize::from(cap(v, MAX_TEXT));
+    }
+    n
+}
+
 impl Event {
+    /// Caps the sizes of the fields state keeps (check, summary, labels,
+    /// annotations), so one oversized alert cannot hold much memory; what is
+    /// cut is marked in the field. Returns how many fields were cut.
+    pub fn cap_fields(&mut self) -> usize {
+        usize::from(cap(&mut self.check, MAX_CHECK))
+            + usize::from(cap(&mut self.summary, MAX_TEXT))
+            + cap_map(&mut self.labels)
+            + cap_map(&mut self.annotations)
+    }
+
     /// Looks up a field by the path used in rules and key templates:
     /// `source`, `check`, `severity`, `status`, `summary`, `host`, `service`,
     /// `ip`, `source_id`, `labels.<name>`, `annotations.<name>`.
@@ -188,6 +237,19 @@ impl Event {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn oversized_fields_are_cut_with_a_marker() {
+        let mut e = Event::host_down("h", Status::Firing, Utc::now());
+        e.check = "é".repeat(900_000);
+        e.summary = "s".repeat(10);
+        e.labels = (0..100).map(|i| (format!("l{i:03}"), "v".repeat(5000))).collect();
+        let cut = e.cap_fields();
+        assert!(e.check.len() < MAX_CHECK + 40 && e.check.ends_with("[truncated from 1800000 bytes]"), "{}", e.check.len());
+        assert_eq!(e.summary, "ssssssssss");
+        assert_eq!(e.labels.len(), MAX_ENTRIES + 1);
+        assert_eq!(cut, 1 + 36 + MAX_ENTRIES, "the check, 36 labels dropped and 64 kept but cut");
+    }
 
     #[test]
     fn severity_spellings() {

@@ -84,6 +84,8 @@ pub struct Metrics {
     pub state_depended_age: GaugeVec,
     /// Firings read after their own resolve (out of order across partitions).
     pub events_out_of_order: IntCounter,
+    /// Event fields cut to their size cap (check, summary, labels, annotations).
+    pub fields_truncated: IntCounter,
 }
 
 /// Buckets of `triaged_event_lag_seconds`: fine below 10 ms, since the
@@ -174,6 +176,9 @@ impl Metrics {
         )
         .unwrap();
         reg.register(Box::new(events_out_of_order.clone())).unwrap();
+        let fields_truncated =
+            IntCounter::new("event_fields_truncated_total", "Event fields cut to their size cap, marked in the field.").unwrap();
+        reg.register(Box::new(fields_truncated.clone())).unwrap();
         let lag_buckets = LAG_BUCKETS.to_vec();
         let event_lag = Histogram::with_opts(
             HistogramOpts::new(
@@ -262,12 +267,13 @@ impl Metrics {
             state_depended_offset,
             state_depended_age,
             events_out_of_order,
+            fields_truncated,
         }
     }
 
     /// Exposed name of every metric (`triaged_…`), whether or not it has samples yet.
     pub fn names(&self) -> std::collections::BTreeSet<String> {
-        let all: [&dyn Collector; 37] = [
+        let all: [&dyn Collector; 38] = [
             &self.messages_received,
             &self.events_decoded,
             &self.events_failed,
@@ -305,6 +311,7 @@ impl Metrics {
             &self.state_depended_offset,
             &self.state_depended_age,
             &self.events_out_of_order,
+            &self.fields_truncated,
         ];
         all.iter().flat_map(|c| c.desc()).map(|d| format!("triaged_{}", d.fq_name)).collect()
     }

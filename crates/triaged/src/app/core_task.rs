@@ -34,6 +34,8 @@ pub(super) struct CoreLoop {
     /// Per input partition, when the first message not yet in a checkpoint
     /// was handled: what a restart would read again, and since when.
     pub(super) replay_since: HashMap<(String, i32), Instant>,
+    /// When a refused fingerprint was last logged.
+    pub(super) refused_logged: Option<Instant>,
     /// Partitions to checkpoint before their revoke completes.
     pub(super) drains: mpsc::UnboundedReceiver<Drain>,
     /// Looks restored open incidents up at the ITSM (profiles that can).
@@ -243,6 +245,10 @@ pub(super) fn handle_item(l: &mut CoreLoop, item: SourceItem, now: chrono::DateT
                     DecisionKind::Suppressed => l.metrics.events_suppressed.with_label_values(&[&ev.source, "rule"]).inc(),
                     DecisionKind::Dropped => l.metrics.events_dropped.with_label_values(&[&ev.source]).inc(),
                     DecisionKind::Cleared if ev.status == crate::event::Status::Firing => l.metrics.events_out_of_order.inc(),
+                    DecisionKind::Refused if l.refused_logged.is_none_or(|t| t.elapsed() >= Duration::from_secs(60)) => {
+                        l.refused_logged = Some(Instant::now());
+                        error!(fingerprints = l.core.fingerprint_count(), "correlation.max_fingerprints reached: new alerts are refused (counted in triaged_decisions_total{{decision=\"refused\"}}); logged at most once a minute");
+                    }
                     _ => {}
                 }
                 debug!(origin = %origin, decision = d.kind.as_str(), fingerprint = ?d.fingerprint, reason = %d.reason, "decision");

@@ -52,6 +52,15 @@ pub struct CorrelationConfig {
     /// send a problem once and stay silent while it lasts.
     #[serde(default)]
     pub stale_after_by_source: std::collections::BTreeMap<String, HumanDuration>,
+    /// Most fingerprints the state holds. At the limit a firing alert that
+    /// would start a new fingerprint is refused (decision `refused`, logged,
+    /// counted in `triaged_decisions_total`); live ones are never shed.
+    #[serde(default = "default_max_fingerprints")]
+    pub max_fingerprints: usize,
+}
+
+fn default_max_fingerprints() -> usize {
+    2_000_000
 }
 
 fn default_stale_after() -> HumanDuration {
@@ -77,6 +86,7 @@ impl Default for CorrelationConfig {
             max_lateness: default_max_lateness(),
             stale_after: default_stale_after(),
             stale_after_by_source: Default::default(),
+            max_fingerprints: default_max_fingerprints(),
         }
     }
 }

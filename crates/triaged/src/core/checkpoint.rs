@@ -404,7 +404,8 @@ impl Core {
         self.changes.incidents.clear();
         self.changes.fingerprints.clear();
         self.changes.early.clear();
-        let due: Vec<(chrono::DateTime<chrono::Utc>, String)> = self.fps.iter().filter(|(_, f)| f.firing).filter_map(|(k, f)| Some((f.expires?, k.clone()))).collect();
+        let due: Vec<(chrono::DateTime<chrono::Utc>, String)> =
+            self.fps.iter().filter(|(_, f)| f.firing).filter_map(|(k, f)| Some((f.expires?, k.clone()))).collect();
         self.expiry.extend(due.into_iter().map(std::cmp::Reverse));
         (restored, bad)
     }

@@ -83,6 +83,7 @@ pub struct CoreConfig {
     /// A firing fingerprint not refreshed this long expires (0: never).
     pub stale_after: chrono::Duration,
     pub stale_after_by_source: HashMap<String, chrono::Duration>,
+    pub max_fingerprints: usize,
 }
 
 fn chrono_dur(d: Duration) -> chrono::Duration {
@@ -105,6 +106,7 @@ impl CoreConfig {
             max_lateness: chrono_dur(c.max_lateness.0),
             stale_after: chrono_dur(c.stale_after.0),
             stale_after_by_source: c.stale_after_by_source.iter().map(|(k, v)| (k.clone(), chrono_dur(v.0))).collect(),
+            max_fingerprints: c.max_fingerprints,
         }
     }
 }
@@ -127,6 +129,8 @@ pub enum DecisionKind {
     Cleared,
     /// A resolve for a fingerprint with no live state.
     ResolveUnknown,
+    /// A new fingerprint refused: the state holds `max_fingerprints`.
+    Refused,
 }
 
 impl DecisionKind {
@@ -139,6 +143,7 @@ impl DecisionKind {
             DecisionKind::Deduplicated => "deduplicated",
             DecisionKind::Cleared => "cleared",
             DecisionKind::ResolveUnknown => "resolve_unknown",
+            DecisionKind::Refused => "refused",
         }
     }
 }
@@ -460,6 +465,14 @@ impl Core {
             return d;
         }
 
+        if !self.fps.contains_key(&key) && self.fps.len() >= self.cfg.max_fingerprints {
+            return Decision {
+                kind: DecisionKind::Refused,
+                fingerprint: Some(key),
+                incident: None,
+                reason: format!("refused: the state holds max_fingerprints ({}) live fingerprints", self.cfg.max_fingerprints),
+            };
+        }
         // A new firing episode.
         let topology = class.topology.is_some() && ci.is_some();
         self.start_episode(&key, ev, severity, ci, topology, part);

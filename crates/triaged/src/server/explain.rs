@@ -4,8 +4,9 @@
 //!
 //! Each decision other than a plain repeat (a deduplicated event only raises
 //! its fingerprint's count, shown on the incident) is remembered under its
-//! fingerprint, its source's event id and its Kafka origin, in bounded caches
-//! that drop the least recently used entries.
+//! fingerprint, its source's event id and its Kafka origin, in caches bounded
+//! by bytes (an entry weighs its key and texts) that drop the least recently
+//! used entries.
 
 use std::sync::Arc;
 
@@ -17,8 +18,30 @@ use crate::core::{Decision, DecisionKind};
 use crate::event::Event;
 use crate::incident::Incident;
 
-/// Decisions remembered per key kind.
-const CAPACITY: u64 = 100_000;
+/// Bytes of decisions remembered per key kind (an entry's key and texts).
+const CAPACITY_BYTES: u64 = 16 << 20;
+
+impl Explained {
+    /// About what the entry holds, in bytes.
+    fn weight(&self) -> usize {
+        let opt = |s: &Option<String>| s.as_ref().map_or(0, String::len);
+        std::mem::size_of::<Explained>()
+            + opt(&self.origin)
+            + opt(&self.source_id)
+            + self.source.len()
+            + self.check.len()
+            + self.decision.len()
+            + opt(&self.fingerprint)
+            + self.reason.len()
+    }
+}
+
+fn cache() -> Cache<String, Arc<Explained>> {
+    Cache::builder()
+        .max_capacity(CAPACITY_BYTES)
+        .weigher(|k: &String, v: &Arc<Explained>| u32::try_from(k.len() + v.weight()).unwrap_or(u32::MAX))
+        .build()
+}
 
 /// One remembered decision.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -57,7 +80,7 @@ pub struct DecisionLog {
 
 impl Default for DecisionLog {
     fn default() -> Self {
-        DecisionLog { by_fingerprint: Cache::new(CAPACITY), by_event_id: Cache::new(CAPACITY), by_origin: Cache::new(CAPACITY) }
+        DecisionLog { by_fingerprint: cache(), by_event_id: cache(), by_origin: cache() }
     }
 }
 
@@ -205,6 +228,22 @@ mod tests {
             assert!(incident.is_none());
         }
         assert!(log.explain("e2", &[]).is_none(), "plain repeats are not remembered");
+    }
+
+    #[test]
+    fn the_caches_hold_at_most_their_bytes() {
+        let log = DecisionLog::default();
+        let big = "x".repeat(900_000);
+        for i in 0..400 {
+            let mut e = event(&format!("e{i}"), i);
+            e.check = big.clone();
+            log.record(&e, &decision(DecisionKind::New, &big), Utc::now());
+        }
+        for c in [&log.by_fingerprint, &log.by_event_id, &log.by_origin] {
+            c.run_pending_tasks();
+            assert!(c.weighted_size() <= CAPACITY_BYTES, "{} bytes kept", c.weighted_size());
+            assert!(c.entry_count() < 400);
+        }
     }
 
     #[test]

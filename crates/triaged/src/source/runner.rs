@@ -161,6 +161,11 @@ impl Runner {
                     return Step::Emit(SourceItem::Skipped { origin, reason: "message holds no events".into() });
                 }
                 for ev in &mut events {
+                    let cut = ev.cap_fields();
+                    if cut > 0 {
+                        self.metrics.fields_truncated.inc_by(cut as u64);
+                        debug!(%origin, fields = cut, "oversized event fields cut");
+                    }
                     count_decoded(&mut self.decoded, &self.metrics, &ev.source);
                     ev.origin = Some(origin.clone());
                 }

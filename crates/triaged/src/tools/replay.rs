@@ -192,7 +192,8 @@ pub fn replay(
                 continue;
             }
         };
-        for ev in events {
+        for mut ev in events {
+            ev.cap_fields();
             report.events += 1;
             let t = now.map_or(ev.time, |n| n.max(ev.time));
             // Time passes between events as it would live: tick every second

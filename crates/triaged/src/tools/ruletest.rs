@@ -235,6 +235,10 @@ pub fn run_file(path: &Path, defaults: &Defaults) -> Result<Outcome, RuleTestErr
             cc.flap_threshold = v.parse().map_err(|_| invalid(path, format!("correlation.flap_threshold: `{v}` is not a count")))?;
             continue;
         }
+        if k == "max_fingerprints" {
+            cc.max_fingerprints = v.parse().map_err(|_| invalid(path, format!("correlation.max_fingerprints: `{v}` is not a count")))?;
+            continue;
+        }
         let d = HumanDuration(HumanDuration::parse(v).map_err(|e| invalid(path, format!("correlation.{k}: {e}")))?);
         match k.as_str() {
             "group_wait" => cc.group_wait = d,
