@@ -14,6 +14,18 @@
 //!    nothing is left open at the ITSM nor in `/incidents` (nothing opened
 //!    at all is the goal; opened and then resolved is let through, and the
 //!    summary line says which happened).
+//! 2. An incident that stays open does not make restarts read more: one
+//!    firing alert that never resolves, and each round a few messages on
+//!    every partition, ten rounds each ending in a SIGKILL. The committed
+//!    offsets move past the open incident's first message every round, each
+//!    restart reads again only what came after the committed offset (at
+//!    most the last messages of its own round, never more as rounds add
+//!    up), and the ITSM gets the incident's open exactly once.
+//!
+//! The committed offset trails a checkpoint by up to the commit interval,
+//! so each round of 2 lets it catch up with the round's first messages, then
+//! produces one more message per partition and kills the daemon as soon as
+//! a checkpoint covers those: what the restart reads again is at most them.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -357,6 +369,162 @@ async fn a_firing_and_its_resolve_on_two_partitions_leave_nothing_open_across_a_
 
     h.daemon.take().expect("a daemon runs").sigterm(Duration::from_secs(15));
     eprintln!("durable state, firing and resolve on two partitions: {}", summary.join("; "));
+    if !failures.is_empty() {
+        let log: String = h.mimic.log().iter().map(|x| format!("  {x}\n")).collect();
+        panic!("{} failure(s)\n- {}\nITSM log:\n{log}{}", failures.len(), failures.join("\n- "), log_tails(&h.logs));
+    }
+}
+
+/// What one round of the never-resolving test saw.
+struct Round {
+    /// Messages produced in the round.
+    produced: usize,
+    /// The committed offsets once the round's daemon was SIGKILLed.
+    committed: BTreeMap<i32, i64>,
+    /// Messages produced before the kill and not committed: where the
+    /// restart starts reading.
+    uncommitted: i64,
+    /// Messages the next daemon read again (handled less the next round's new ones).
+    reread: Option<i64>,
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_alert_that_never_resolves_does_not_make_restarts_read_more() {
+    const ROUNDS: usize = 10;
+    /// Messages per partition a round lets the commit catch up with.
+    const SETTLED: usize = 2;
+    /// Messages per partition a round produces after that, just before its kill.
+    const LAST: usize = 1;
+    let mut h = Harness::new("triaged-durable-never-resolves").await;
+    let stuck = Alert { host: "durable-never-resolves", check: "Durable never resolves" };
+    // Informational, on a host of each partition: dropped by the shipped
+    // rules, so they hold no state of their own.
+    let noise = |p: i32| message(&format!("durable-noise-{p}"), "Durable noise", true, "info", Utc::now());
+    let mut rounds: Vec<Round> = Vec::new();
+    let mut key: Option<String> = None;
+    let mut firing_offset = 0;
+    h.start();
+    // Round ROUNDS + 1 only measures what the last restart read again.
+    for r in 1..=ROUNDS + 1 {
+        if r > 1 {
+            h.start();
+        }
+        let mut produced = 0;
+        if r == 1 {
+            h.produce(0, &[stuck.message(true, "major", Utc::now())]).await;
+            firing_offset = h.ends[&0] - 1;
+            produced += 1;
+        }
+        for p in 0..PARTITIONS {
+            let batch: Vec<_> = (0..SETTLED).map(|_| noise(p)).collect();
+            h.produce(p, &batch).await;
+            produced += batch.len();
+        }
+        // Caught up: a checkpoint covers everything produced so far, so the
+        // handled count is what the daemon read again plus this round's.
+        h.wait_checkpointed(0..PARTITIONS).await;
+        let handled = h.metric(HANDLED).await as i64;
+        let measured = rounds.len();
+        if let Some(last) = rounds.last_mut() {
+            let reread = handled - produced as i64;
+            last.reread = Some(reread);
+            eprintln!("round {}: re-read {reread} (of {} not committed), committed {:?}", measured, last.uncommitted, last.committed);
+        }
+        if r == 1 {
+            let open = h.mimic.answered(WAIT, |x| stuck.is_open(x)).await.unwrap_or_else(|| h.fail("the open never reached the ITSM"));
+            let k = open.key.clone().expect("an open names its incident");
+            let listed = h.poll(WAIT, async |h| h.listed_of(stuck).await.is_some_and(|l| l.contains(&k))).await;
+            if !listed {
+                h.fail(&format!("{k} not listed open by the daemon"));
+            }
+            key = Some(k);
+        }
+        if r == ROUNDS + 1 {
+            break;
+        }
+        // The commit catches up with the checkpoint, past the open incident's first message.
+        if !h.poll(WAIT, async |h| h.committed_to_end()).await {
+            h.fail(&format!(
+                "round {r}: committed offsets {:?} did not reach the end {:?} (the open incident's firing is at partition 0 offset {firing_offset})",
+                h.committed(),
+                h.ends
+            ));
+        }
+        for p in 0..PARTITIONS {
+            let batch: Vec<_> = (0..LAST).map(|_| noise(p)).collect();
+            h.produce(p, &batch).await;
+            produced += batch.len();
+        }
+        h.wait_checkpointed(0..PARTITIONS).await;
+        h.sigkill();
+        let committed = h.committed();
+        let uncommitted = h.ends.iter().map(|(p, end)| end - committed.get(p).copied().unwrap_or(0)).sum();
+        rounds.push(Round { produced, committed, uncommitted, reread: None });
+    }
+    let key = key.expect("the incident opened");
+    // `/incidents` is refreshed every 2 s: give the last daemon that long to list it.
+    let listed_open = async |h: &Harness| h.listed_of(stuck).await.is_some_and(|l| l.as_slice() == std::slice::from_ref(&key));
+    h.poll(Duration::from_secs(10), listed_open).await;
+    let listed = h.listed_of(stuck).await;
+    let held = h.mimic.state(&key);
+    h.daemon.take().expect("a daemon runs").sigterm(Duration::from_secs(15));
+
+    let mut failures: Vec<String> = Vec::new();
+    let mut lines: Vec<String> = Vec::new();
+    let mut before: Option<&BTreeMap<i32, i64>> = None;
+    for (i, round) in rounds.iter().enumerate() {
+        let r = i + 1;
+        let reread = round.reread.expect("measured by the next round");
+        lines.push(format!("{r}: {reread}"));
+        // Reading starts at the committed offset (or later, if a commit
+        // landed after it was read here), never before it.
+        if reread > round.uncommitted {
+            failures.push(format!("round {r}: re-read {reread} messages, only {} were not committed", round.uncommitted));
+        }
+        let bound = (LAST * PARTITIONS as usize) as i64;
+        if reread < 0 || reread > bound || reread > round.produced as i64 {
+            failures.push(format!("round {r}: re-read {reread} messages, at most {bound} (the round's last messages) expected"));
+        }
+        if round.committed.get(&0).is_none_or(|&o| o <= firing_offset) {
+            failures.push(format!(
+                "round {r}: partition 0 committed at {:?}, not past the open incident's firing ({firing_offset})",
+                round.committed.get(&0)
+            ));
+        }
+        if let Some(prev) = before {
+            for p in 0..PARTITIONS {
+                if round.committed.get(&p) <= prev.get(&p) {
+                    failures.push(format!(
+                        "round {r}: partition {p} committed at {:?}, not past {:?}",
+                        round.committed.get(&p),
+                        prev.get(&p)
+                    ));
+                }
+            }
+        }
+        before = Some(&round.committed);
+    }
+    let (opens, others) =
+        (h.count(&key, Meaning::Open), h.mimic.actions(&key).iter().filter(|m| **m != Meaning::Open && **m != Meaning::Update).count());
+    if opens != 1 || others != 0 {
+        failures.push(format!("{key} acknowledged {} (expected one open and nothing closing it)", h.sequence(&key)));
+    }
+    let extra_keys: Vec<String> = h.keys_of(stuck).into_iter().filter(|k| *k != key).collect();
+    if !extra_keys.is_empty() {
+        failures.push(format!("other incidents opened for the alert: {extra_keys:?}"));
+    }
+    if held != Some(RecordState::Open) {
+        failures.push(format!("the ITSM holds {key} {held:?}, expected open"));
+    }
+    if listed.as_ref().is_none_or(|l| l.as_slice() != std::slice::from_ref(&key)) {
+        failures.push(format!("the last daemon lists {listed:?}, expected {key} open"));
+    }
+    eprintln!(
+        "durable state, an incident open over {ROUNDS} restarts ({key}: {}); messages re-read per round: {}; committed at the end {:?}",
+        h.sequence(&key),
+        lines.join(", "),
+        rounds.last().map(|r| &r.committed)
+    );
     if !failures.is_empty() {
         let log: String = h.mimic.log().iter().map(|x| format!("  {x}\n")).collect();
         panic!("{} failure(s)\n- {}\nITSM log:\n{log}{}", failures.len(), failures.join("\n- "), log_tails(&h.logs));
