@@ -10,6 +10,7 @@ mod core_fuzz;
 mod dashboard;
 mod decode_fixtures;
 mod demo;
+mod durable_state;
 mod e2e_tansu;
 mod explain;
 mod fuzz_parsers;

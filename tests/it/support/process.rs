@@ -318,6 +318,24 @@ pub async fn produce(brokers: &str, messages: &[(String, Vec<u8>)], ends: &mut B
     }
 }
 
+/// Produces `messages` to partition `partition` of `events` (rather than
+/// where their key would go) and records, for that partition, the offset
+/// after the last one delivered.
+pub async fn produce_to(brokers: &str, partition: i32, messages: &[(String, Vec<u8>)], ends: &mut BTreeMap<i32, i64>) {
+    let producer: FutureProducer = ClientConfig::new().set("bootstrap.servers", brokers).set("linger.ms", "5").create().unwrap();
+    let mut pending = Vec::new();
+    for (key, payload) in messages {
+        let record = FutureRecord::to("events").partition(partition).key(key).payload(payload);
+        pending.push(producer.send_result(record).map_err(|(e, _)| e).unwrap());
+    }
+    for p in pending {
+        let delivered = p.await.unwrap().map_err(|(e, _)| e).unwrap();
+        assert_eq!(delivered.partition, partition, "delivered to the partition asked for");
+        let end = ends.entry(delivered.partition).or_default();
+        *end = (*end).max(delivered.offset + 1);
+    }
+}
+
 pub fn all_resolved(log: &[Received], keys: &[String]) -> bool {
     keys.iter().all(|k| latest(log).iter().any(|r| &r.incident.key == k && r.kind == ActionKind::Resolve))
 }
