@@ -239,6 +239,15 @@ pub async fn run(args: BenchArgs) -> Result<Results, BenchError> {
         )?;
         progress(format!("memory: {:.0} MiB RSS with {} fingerprints", f.rss_mib, f.items));
         r.memory.push(f);
+        for phase in ["fingerprints-expiring", "oversized-events"] {
+            let f = memory::in_child(
+                &exe,
+                phase,
+                &["--root".into(), args.root.display().to_string(), "--fingerprints".into(), args.fingerprints.to_string()],
+            )?;
+            progress(format!("memory: {}: peak RSS {:.0} MiB (baseline {:.0})", f.what, f.peak_rss_mib, f.baseline_rss_mib));
+            r.memory.push(f);
+        }
     }
     if on(Phase::Cmdb) {
         for &n in &args.cmdb_sizes {
@@ -268,8 +277,14 @@ fn config(args: &BenchArgs, brokers: &str, cmdb: &Path, group: &str) -> triaged:
 pub fn run_phase(phase: &str, root: &Path, fingerprints: u64, cmdb: Option<&Path>) -> Result<String, BenchError> {
     let figure = match (phase, cmdb) {
         ("fingerprints", _) => memory::fingerprints(&root.join("rules"), fingerprints)?,
+        ("fingerprints-expiring", _) => memory::fingerprints_expiring(&root.join("rules"), fingerprints)?,
+        ("oversized-events", _) => memory::oversized_events(&root.join("rules"), 400)?,
         ("cmdb-load", Some(path)) => memory::cmdb_load(path)?,
-        _ => return Err(BenchError::Setup(format!("unknown phase `{phase}` (fingerprints, cmdb-load --cmdb FILE)"))),
+        _ => {
+            return Err(BenchError::Setup(format!(
+                "unknown phase `{phase}` (fingerprints, fingerprints-expiring, oversized-events, cmdb-load --cmdb FILE)"
+            )))
+        }
     };
     serde_json::to_string(&figure).map_err(|e| BenchError::Setup(e.to_string()))
 }

@@ -87,6 +87,91 @@ pub fn fingerprints(rules_dir: &Path, n: u64) -> Result<MemoryFigure, BenchError
     })
 }
 
+/// Feeds `n` distinct firing alerts as a stream over event time (1,000 a
+/// second) to a core with expiry on (`stale_after` 60 s, reopen window
+/// 60 s), ticking each second and acknowledging every action, and reports
+/// the peak: expired alerts resolve and their state goes, so the live set
+/// stays about a minute and a half of the stream whatever `n` is.
+pub fn fingerprints_expiring(rules_dir: &Path, n: u64) -> Result<MemoryFigure, BenchError> {
+    const PER_SECOND: u64 = 1_000;
+    let rules = Arc::new(RuleSet::load_dir(rules_dir).map_err(|e| BenchError::Setup(join(&e)))?);
+    let d = |s: &str| triaged::config::HumanDuration(triaged::config::HumanDuration::parse(s).expect("valid"));
+    let cc = triaged::config::CorrelationConfig { stale_after: d("60s"), reopen_window: d("60s"), ..Default::default() };
+    let mut core = Core::new(CoreConfig::from_config(&cc), rules, Arc::new(Snapshot::empty()));
+    let (baseline, _) = rss_mib();
+    let t0 = Utc::now();
+    let start = Instant::now();
+    let mut most = 0usize;
+    for i in 0..n {
+        let at = t0 + chrono::Duration::milliseconds((i * 1000 / PER_SECOND) as i64);
+        let payload = format!(
+            r#"{{"status":"firing","alerts":[{{"status":"firing","labels":{{"alertname":"Check{i}","severity":"warning","instance":"host-{}:9100","job":"node"}},"annotations":{{"summary":"check {i} failing"}},"startsAt":"{}"}}]}}"#,
+            i % 10_000,
+            at.to_rfc3339()
+        );
+        let events = triaged::source::decode::decode(triaged::config::Format::Alertmanager, payload.as_bytes(), at)
+            .map_err(|e| BenchError::Setup(format!("generated alert does not decode: {e}")))?;
+        for ev in &events {
+            core.handle(ev, at);
+        }
+        if (i + 1) % PER_SECOND == 0 {
+            core.tick(at);
+            for a in core.take_actions() {
+                core.ack(a.id);
+            }
+            most = most.max(core.fingerprint_count());
+        }
+    }
+    let seconds = start.elapsed().as_secs_f64();
+    let (rss, peak) = rss_mib();
+    std::hint::black_box(&core);
+    Ok(MemoryFigure {
+        what: format!("{n} distinct fingerprints, expiring (at most {most} live)"),
+        items: n,
+        seconds,
+        baseline_rss_mib: baseline,
+        rss_mib: rss,
+        peak_rss_mib: peak,
+    })
+}
+
+/// Feeds `n` alerts whose check, summary and labels are 900 KB each through
+/// what the daemon does with an event (field caps, the core, the explain
+/// caches) and reports the memory they added.
+pub fn oversized_events(rules_dir: &Path, n: u64) -> Result<MemoryFigure, BenchError> {
+    let rules = Arc::new(RuleSet::load_dir(rules_dir).map_err(|e| BenchError::Setup(join(&e)))?);
+    let mut core = Core::new(CoreConfig::from_config(&Default::default()), rules, Arc::new(Snapshot::empty()));
+    let log = triaged::server::explain::DecisionLog::default();
+    let big = "x".repeat(900_000);
+    let (baseline, _) = rss_mib();
+    let now = Utc::now();
+    let start = Instant::now();
+    for i in 0..n {
+        let payload = format!(
+            r#"{{"status":"firing","alerts":[{{"status":"firing","labels":{{"alertname":"Big{i}{big}","severity":"warning","instance":"host-{i}:9100","blob":"{big}"}},"annotations":{{"summary":"{big}"}},"startsAt":"{}"}}]}}"#,
+            now.to_rfc3339()
+        );
+        let events = triaged::source::decode::decode(triaged::config::Format::Alertmanager, payload.as_bytes(), now)
+            .map_err(|e| BenchError::Setup(format!("generated alert does not decode: {e}")))?;
+        for mut ev in events {
+            ev.cap_fields();
+            let d = core.handle(&ev, now);
+            log.record(&ev, &d, now);
+        }
+    }
+    let seconds = start.elapsed().as_secs_f64();
+    let (rss, peak) = rss_mib();
+    std::hint::black_box((&core, &log));
+    Ok(MemoryFigure {
+        what: "events with 900 KB fields".into(),
+        items: n,
+        seconds,
+        baseline_rss_mib: baseline,
+        rss_mib: rss,
+        peak_rss_mib: peak,
+    })
+}
+
 /// Loads a CMDB file and reports the time and memory it took.
 pub fn cmdb_load(path: &Path) -> Result<MemoryFigure, BenchError> {
     let (baseline, _) = rss_mib();

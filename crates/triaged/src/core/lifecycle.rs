@@ -117,11 +117,11 @@ impl Core {
     /// Moves the members and reasons of incident `from` into `into`; an
     /// opened `from` resolves as merged, a pending one is dropped.
     pub(super) fn merge_into(&mut self, from: u64, into: u64, root_id: &str, now: DateTime<Utc>) {
-        let (members, created, was_open, reasons) = {
+        let (members, created, was_open, reasons, scope) = {
             let f = self.incidents.get_mut(&from).expect("live incident");
-            (std::mem::take(&mut f.members), f.created, f.opened_at.is_some(), std::mem::take(&mut f.reasons))
+            (std::mem::take(&mut f.members), f.created, f.opened_at.is_some(), std::mem::take(&mut f.reasons), f.scope.clone())
         };
-        self.by_scope.retain(|_, v| *v != from);
+        self.unindex(&scope, from);
         self.changes.incident(from);
         self.changes.incident(into);
         for m in &members {
@@ -233,8 +233,9 @@ impl Core {
             Phase::Pending if all_clear => {
                 let members: Vec<String> = inc.members.iter().cloned().collect();
                 self.changes.incident(inc_id);
-                self.by_scope.retain(|_, v| *v != inc_id);
-                self.incidents.remove(&inc_id);
+                if let Some(gone) = self.incidents.remove(&inc_id) {
+                    self.unindex(&gone.scope, inc_id);
+                }
                 for m in members {
                     self.release_fp(&m);
                 }
@@ -298,10 +299,17 @@ impl Core {
         self.incidents[&id].members.iter().all(|m| self.fps.get(m).is_none_or(|f| !f.firing))
     }
 
+    /// Incident `id` is no longer found by `scope` (a later incident may be).
+    pub(super) fn unindex(&mut self, scope: &Scope, id: u64) {
+        if self.by_scope.get(scope) == Some(&id) {
+            self.by_scope.remove(scope);
+        }
+    }
+
     /// Drops incident `id` and releases its cleared members.
     pub(super) fn close(&mut self, id: u64) {
         let Some(inc) = self.incidents.remove(&id) else { return };
-        self.by_scope.retain(|_, v| *v != id);
+        self.unindex(&inc.scope, id);
         self.changes.incident(id);
         for m in inc.members {
             let clear = self.fps.get(&m).is_some_and(|f| !f.firing && f.incident == Some(id));

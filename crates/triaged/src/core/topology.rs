@@ -117,6 +117,8 @@ impl Core {
         }
         let scope = Scope::Topology(ci_id.clone());
         self.changes.incident(inc_id);
+        let old = self.incidents[&inc_id].scope.clone();
+        self.unindex(&old, inc_id);
         let inc = self.incidents.get_mut(&inc_id).expect("live incident");
         inc.root = Some(ci);
         inc.scope = scope.clone();
@@ -124,7 +126,6 @@ impl Core {
             inc.dirty = true;
         }
         inc.notes.push(format!("root cause moved to {ci_id}: in a dependency cycle with {root_id}, it failed first"));
-        self.by_scope.retain(|_, v| *v != inc_id);
         self.by_scope.insert(scope, inc_id);
         Some(format!("; {ci_id} and {root_id} depend on each other and {ci_id} failed first: it becomes the root cause"))
     }
@@ -198,12 +199,13 @@ impl Core {
             losers.push(id);
             let new_scope = Scope::Topology(root_id.clone());
             self.changes.incident(survivor);
+            let old = self.incidents[&survivor].scope.clone();
+            self.unindex(&old, survivor);
             let s = self.incidents.get_mut(&survivor).unwrap();
             s.scope = new_scope.clone();
             s.root = Some(root);
             s.dirty = true;
             s.notes.push(format!("root cause moved upstream to {root_id}"));
-            self.by_scope.retain(|_, v| *v != survivor);
             self.by_scope.insert(new_scope, survivor);
         }
         for loser in losers {
