@@ -21,11 +21,15 @@ use crate::scale::ownership::Ownership;
 use crate::server::explain::DecisionLog;
 use crate::source::{OffsetHandle, SourceItem};
 
-use super::handover::{checkpoint, partitions_changed, restore_single, Drain};
+use super::handover::{checkpoint, partitions_changed, Drain};
 use super::reconcile::Reconcile;
 use super::reconcile::{reconciled, Reconciled};
 use super::reload::Reload;
 use super::Summary;
+
+/// What the last checkpoint leaves of the shutdown deadline for the
+/// consumers' close (which gets at least 1 s) and the rest of the stop.
+const CLOSE_RESERVE: Duration = Duration::from_millis(1500);
 
 pub(super) struct CoreLoop {
     pub(super) core: Cores,
@@ -34,6 +38,19 @@ pub(super) struct CoreLoop {
     /// Per input partition, when the first message not yet in a checkpoint
     /// was handled: what a restart would read again, and since when.
     pub(super) replay_since: HashMap<(String, i32), Instant>,
+    /// How long a checkpoint may take to be acknowledged: at most a quarter
+    /// of the shutdown deadline, so a broker that is down cannot hold the
+    /// stop past it.
+    pub(super) checkpoint_within: Duration,
+    /// The last checkpoint write failed (the broker is down, say).
+    pub(super) changelog_failing: bool,
+    /// Shutdown began: checkpoints other than the last are abandoned.
+    pub(super) stopping: tokio_util::sync::CancellationToken,
+    /// Taking the last checkpoint.
+    pub(super) closing: bool,
+    /// `shutdown.deadline`: the last checkpoint gets what is left of it once
+    /// the consumers' close is set aside.
+    pub(super) deadline: Duration,
     /// When a refused fingerprint was last logged.
     pub(super) refused_logged: Option<Instant>,
     /// Partitions to checkpoint before their revoke completes.
@@ -78,11 +95,12 @@ pub(super) async fn core_loop(mut l: CoreLoop) -> Summary {
     // Acknowledgements not yet in a checkpoint: recorded at the next tick,
     // so a restart soon after re-sends as little as possible.
     let mut unrecorded_acks = false;
-    if !l.core.has_partition_cores() && !restore_single(&mut l).await {
-        return failed(&l, "the changelog could not be read back; see the errors above");
-    }
+    let mut stop_seen: Option<Instant> = None;
     loop {
         let mut ticked = false;
+        if stop_seen.is_none() && l.stopping.is_cancelled() {
+            stop_seen = Some(Instant::now());
+        }
         // While the ITSM is unreachable, events stay in Kafka: the source
         // channel fills and the source pauses its partitions. At shutdown the
         // unread ones are left for the next start (their offsets are unstored).
@@ -158,7 +176,8 @@ pub(super) async fn core_loop(mut l: CoreLoop) -> Summary {
                 }
             }
             _ = gauges.tick() => publish_gauges(&mut l),
-            _ = checkpoints.tick() => blocked = !checkpoint(&mut l, None).await,
+            // Once the source has stopped, only the last checkpoint is taken.
+            _ = checkpoints.tick(), if source_open => blocked = !checkpoint(&mut l, None).await,
             Some(r) = l.reconciled.recv() => reconciled(&mut l, r),
             Some((parts, done)) = l.drains.recv() => {
                 checkpoint(&mut l, Some(&parts)).await;
@@ -179,7 +198,16 @@ pub(super) async fn core_loop(mut l: CoreLoop) -> Summary {
         }
     }
     // Still assigned until the consumer closes: the next owner starts here.
-    checkpoint(&mut l, None).await;
+    // Skipping it loses nothing (no offset moved past the last checkpoint
+    // written): the next start reads again what came after that one.
+    let left = l.deadline.saturating_sub(stop_seen.map_or(Duration::ZERO, |t| t.elapsed()) + CLOSE_RESERVE);
+    if l.changelog_failing || left.is_zero() {
+        warn!("the changelog is not answering, or the deadline is spent: the last checkpoint is skipped; the next start reads again what came after the previous one");
+    } else {
+        l.closing = true;
+        l.checkpoint_within = l.checkpoint_within.min(left);
+        checkpoint(&mut l, None).await;
+    }
     publish_gauges(&mut l);
     Summary {
         busy_seconds: first_event.map_or(0.0, |f| last_event.duration_since(f).as_secs_f64()),

@@ -6,6 +6,7 @@
 use std::time::{Duration, Instant};
 
 use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, info, warn};
 
 use crate::scale::changelog::Changelog;
@@ -17,6 +18,15 @@ use super::core_task::{dispatch, CoreLoop};
 /// Applies assignment changes; an assigned partition's state is read back
 /// from the changelog first. `false` when that failed for good.
 pub(super) async fn partitions_changed(l: &mut CoreLoop, changes: Vec<PartitionChange>) -> bool {
+    // The single core's state covers every partition: on a new assignment
+    // (a failover, a restart) it is read back whole from the changelog,
+    // where the previous owner checkpointed it before its revoke completed.
+    if !l.core.has_partition_cores() && changes.iter().any(|c| matches!(c, PartitionChange::Assigned { .. })) {
+        checkpoint(l, None).await;
+        if !restore_single(l).await {
+            return false;
+        }
+    }
     for c in changes {
         match c {
             PartitionChange::Revoked { topic, partition } => l.core.revoke(&topic, partition),
@@ -47,6 +57,7 @@ pub(super) async fn restore_single(l: &mut CoreLoop) -> bool {
     let started = Instant::now();
     let Some(records) = read_back(&log, 0).await else { return false };
     let (incidents, bad) = l.core.restore_single(&records);
+    l.replay_since.clear();
     for (key, why) in bad {
         error!(changelog = log.topic(), partition = 0, %key, error = %why, "changelog record left out");
     }
@@ -88,10 +99,11 @@ pub(super) const DRAIN_WITHIN: Duration = Duration::from_secs(3);
 /// on a multi-threaded runtime, where the core task runs meanwhile; at
 /// shutdown (the consumer closes on a thread of its own) the core task has
 /// checkpointed already.
-pub(super) fn drain_hook(tx: mpsc::UnboundedSender<Drain>) -> crate::source::RevokeHook {
+pub(super) fn drain_hook(tx: mpsc::UnboundedSender<Drain>, stopping: CancellationToken) -> crate::source::RevokeHook {
     Box::new(move |parts| {
         let multi = tokio::runtime::Handle::try_current().is_ok_and(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread);
-        if !multi || parts.is_empty() {
+        // At shutdown the core task takes the last checkpoint itself.
+        if !multi || parts.is_empty() || stopping.is_cancelled() {
             return;
         }
         let (done_tx, done_rx) = std::sync::mpsc::sync_channel(1);
@@ -113,11 +125,15 @@ pub(super) fn drain_hook(tx: mpsc::UnboundedSender<Drain>) -> crate::source::Rev
 /// checkpoint with actions waiting was not written: they stay decided and
 /// unsent, and the next call tries again.
 pub(super) async fn checkpoint(l: &mut CoreLoop, only: Option<&[(String, i32)]>) -> bool {
+    if l.stopping.is_cancelled() && !l.closing && l.core.waiting_actions() == 0 {
+        return true;
+    }
     let log = l.changelog.clone();
     let mut all = true;
     for cp in l.core.checkpoints() {
         if let Some(parts) = only {
-            let wanted = cp.claim.as_ref().is_some_and(|c| parts.iter().any(|(t, p)| *t == c.topic && *p == c.partition));
+            // The single core (no claim) holds state of every partition.
+            let wanted = cp.claim.as_ref().is_none_or(|c| parts.iter().any(|(t, p)| *t == c.topic && *p == c.partition));
             if !wanted {
                 continue;
             }
@@ -133,22 +149,41 @@ pub(super) async fn checkpoint(l: &mut CoreLoop, only: Option<&[(String, i32)]>)
             }
         }
         if !cp.records.is_empty() {
-            match tokio::time::timeout(CHECKPOINT_WITHIN, log.write(cp.partition, &cp.records)).await {
+            // Once shutdown began, only the last checkpoint is waited for: an
+            // earlier one is dropped (no offset moves) rather than hold the stop.
+            // One without actions waiting is dropped then (no offset moves).
+            let stopping = l.stopping.clone();
+            let may_abandon = !l.closing && cp.actions == 0;
+            let abandon = async {
+                if may_abandon {
+                    stopping.cancelled().await
+                } else {
+                    std::future::pending::<()>().await
+                }
+            };
+            let written = tokio::select! {
+                r = tokio::time::timeout(l.checkpoint_within, log.write(cp.partition, &cp.records)) => r,
+                () = abandon => continue,
+            };
+            match written {
                 Ok(Ok(())) => debug!(partition = cp.partition, records = cp.records.len(), actions = cp.actions, "checkpoint written"),
                 Ok(Err(e)) => {
                     warn!(error = %e, actions = cp.actions, "checkpoint not written; its actions wait and its offsets stay where they are");
                     l.metrics.state_checkpoints.with_label_values(&["failed"]).inc();
+                    l.changelog_failing = true;
                     all &= cp.actions == 0;
                     continue;
                 }
                 Err(_) => {
-                    warn!(partition = cp.partition, within = ?CHECKPOINT_WITHIN, actions = cp.actions, "checkpoint not acknowledged in time; tried again");
+                    l.changelog_failing = true;
+                    warn!(partition = cp.partition, within = ?l.checkpoint_within, actions = cp.actions, "checkpoint not acknowledged in time; tried again");
                     l.metrics.state_checkpoints.with_label_values(&["failed"]).inc();
                     all &= cp.actions == 0;
                     continue;
                 }
             }
             l.metrics.state_checkpoints.with_label_values(&["written"]).inc();
+            l.changelog_failing = false;
         }
         let offsets = cp.offsets.clone();
         let actions = l.core.checkpointed(cp);

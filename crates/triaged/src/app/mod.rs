@@ -150,7 +150,7 @@ pub async fn start(cfg: Config, shutdown: CancellationToken) -> Result<Running, 
     // their next owner starts from their state as it was handed over.
     let (drain_tx, drain_rx) = mpsc::unbounded_channel::<Drain>();
     let (reconciled_tx, reconciled_rx) = mpsc::unbounded_channel::<Reconciled>();
-    source.on_revoke(drain_hook(drain_tx));
+    source.on_revoke(drain_hook(drain_tx, shutdown.clone()));
 
     let (phase_tx, phase_rx) = watch::channel(Lifecycle::Starting);
     let (incidents_tx, incidents_rx) = watch::channel(Arc::new(Vec::<Incident>::new()));
@@ -250,6 +250,11 @@ pub async fn start(cfg: Config, shutdown: CancellationToken) -> Result<Running, 
         changelog,
         replay_since: Default::default(),
         refused_logged: None,
+        checkpoint_within: handover::CHECKPOINT_WITHIN.min(cfg.shutdown.deadline.0 / 4),
+        changelog_failing: false,
+        stopping: shutdown.clone(),
+        closing: false,
+        deadline: cfg.shutdown.deadline.0,
         drains: drain_rx,
         reconcile: sink.can_look_up().then(|| Reconcile { sink: sink.clone(), tx: reconciled_tx, stop: sink_stop.clone() }),
         reconciled: reconciled_rx,

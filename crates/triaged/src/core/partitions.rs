@@ -165,8 +165,14 @@ impl Cores {
         self.restore_slot(Some((topic.to_owned(), partition)), records)
     }
 
-    /// Restores the single core from its changelog records (at start).
+    /// Replaces the single core's state with its changelog records (at each
+    /// new assignment). Acknowledgements of the replaced core's actions are
+    /// ignored; what it owed is owed by the restored state.
     pub fn restore_single(&mut self, records: &[(String, Vec<u8>)]) -> (usize, Vec<(String, String)>) {
+        if let Some(old) = self.slots.insert(None, Slot::new(self.new_core(), None)) {
+            add_stats(&mut self.retired, old.core.stats());
+        }
+        self.actions.retain(|_, (k, _)| k.is_some());
         self.restore_slot(None, records)
     }
 

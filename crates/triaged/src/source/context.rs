@@ -100,10 +100,12 @@ impl ConsumerContext for SourceContext {
                 }
                 let mut stored = lock(&self.shared.stored);
                 let mut revoked = lock(&self.shared.revoked);
-                if let Some(o) = self.shared.ownership.get() {
+                {
                     let mut changes = lock(&self.shared.changes);
                     for e in tpl.elements() {
-                        o.revoked(e.topic(), e.partition());
+                        if let Some(o) = self.shared.ownership.get() {
+                            o.revoked(e.topic(), e.partition());
+                        }
                         changes.push(PartitionChange::Revoked { topic: e.topic().to_owned(), partition: e.partition() });
                     }
                     self.shared.changed.notify_one();
@@ -134,10 +136,11 @@ impl ConsumerContext for SourceContext {
                     stored.entry(e.topic().to_owned()).or_default().entry(e.partition()).or_insert(-1);
                 }
             }
-            if let Some(o) = self.shared.ownership.get() {
+            {
+                // Without ownership (no [rekey]) there are no claims: epoch 0.
                 let mut changes = lock(&self.shared.changes);
                 for e in tpl.elements() {
-                    let epoch = o.assigned(e.topic(), e.partition());
+                    let epoch = self.shared.ownership.get().map_or(0, |o| o.assigned(e.topic(), e.partition()));
                     changes.push(PartitionChange::Assigned { topic: e.topic().to_owned(), partition: e.partition(), epoch });
                 }
                 self.shared.changed.notify_one();

@@ -97,7 +97,6 @@ impl Runner {
 
     /// Assignment changes since the last call, as one item for the core.
     pub(super) fn take_changes(&mut self) -> Option<SourceItem> {
-        self.shared.ownership.get()?;
         let changes = std::mem::take(&mut *lock(&self.shared.changes));
         (!changes.is_empty()).then_some(SourceItem::Partitions(changes))
     }
