@@ -151,6 +151,9 @@ pub async fn start(cfg: Config, shutdown: CancellationToken) -> Result<Running, 
     let (drain_tx, drain_rx) = mpsc::unbounded_channel::<Drain>();
     let (reconciled_tx, reconciled_rx) = mpsc::unbounded_channel::<Reconciled>();
     source.on_revoke(drain_hook(drain_tx, shutdown.clone()));
+    // The cores follow assignments in every mode (the single one is
+    // restored from the changelog at each).
+    source.report_assignments();
 
     let (phase_tx, phase_rx) = watch::channel(Lifecycle::Starting);
     let (incidents_tx, incidents_rx) = watch::channel(Arc::new(Vec::<Incident>::new()));

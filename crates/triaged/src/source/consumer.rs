@@ -129,6 +129,13 @@ impl KafkaSource {
     /// core as [`SourceItem::Partitions`], for state that follows partitions.
     pub fn track_ownership(&self, ownership: Arc<Ownership>) {
         let _ = self.runner.shared.ownership.set(ownership);
+        self.report_assignments();
+    }
+
+    /// Passes assignment changes on as [`SourceItem::Partitions`], before
+    /// the messages of the partitions they assign.
+    pub fn report_assignments(&self) {
+        self.runner.shared.report.store(true, std::sync::atomic::Ordering::Release);
     }
 
     /// Runs `hook` in the rebalance callback, before revoked partitions are

@@ -41,6 +41,9 @@ pub(super) struct ConsumerShared {
     /// record every change here and in `changes`.
     pub(super) ownership: std::sync::OnceLock<Arc<Ownership>>,
     pub(super) changes: Mutex<Vec<PartitionChange>>,
+    /// Set by [`KafkaSource::report_assignments`](super::KafkaSource::report_assignments):
+    /// the changes are passed on as items.
+    pub(super) report: std::sync::atomic::AtomicBool,
     /// Signalled with every change, so the run loop passes it on at once.
     pub(super) changed: Notify,
     /// Called with the partitions about to be revoked, before the revoke

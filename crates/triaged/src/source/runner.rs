@@ -97,6 +97,9 @@ impl Runner {
 
     /// Assignment changes since the last call, as one item for the core.
     pub(super) fn take_changes(&mut self) -> Option<SourceItem> {
+        if !self.shared.report.load(std::sync::atomic::Ordering::Acquire) {
+            return None;
+        }
         let changes = std::mem::take(&mut *lock(&self.shared.changes));
         (!changes.is_empty()).then_some(SourceItem::Partitions(changes))
     }
