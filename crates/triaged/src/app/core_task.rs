@@ -172,7 +172,9 @@ pub(super) async fn core_loop(mut l: CoreLoop) -> Summary {
             _ = tick.tick() => {
                 ticked = true;
                 if source_open {
-                    l.core.tick(Utc::now());
+                    // Idle partitions follow the wall clock only while events
+                    // are read: behind an open circuit the backlog is unknown.
+                    l.core.advance(Utc::now(), circuit_closed && !blocked);
                 }
             }
             _ = gauges.tick() => publish_gauges(&mut l),
@@ -256,12 +258,12 @@ pub(super) fn handle_item(l: &mut CoreLoop, item: SourceItem, now: chrono::DateT
     match item {
         SourceItem::Skipped { origin, reason } => {
             l.decisions.record_skipped(&origin, &reason, now);
-            l.core.skip(&origin);
+            l.core.skip(&origin, now);
         }
         SourceItem::Partitions(_) => unreachable!("handled by partitions_changed"),
         SourceItem::Events { origin, events, .. } => {
             if events.is_empty() {
-                l.core.skip(&origin);
+                l.core.skip(&origin, now);
             }
             for ev in events {
                 let started = Instant::now();

@@ -43,7 +43,7 @@ pub(super) async fn partitions_changed(l: &mut CoreLoop, changes: Vec<PartitionC
                     r.start(&topic, partition, epoch, l.core.open_keys(&topic, partition, epoch));
                 }
             }
-            PartitionChange::Assigned { .. } => {}
+            PartitionChange::Assigned { topic, partition, epoch } => l.core.assign(&topic, partition, epoch),
         }
     }
     l.metrics.correlation_partitions.set(l.core.partitions() as i64);

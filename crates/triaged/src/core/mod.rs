@@ -36,6 +36,7 @@
 //! stored (`offset_book.rs`) and problem candidates (`problems.rs`).
 
 mod checkpoint;
+pub mod clock;
 mod dedup;
 mod expiry;
 mod group;
@@ -304,6 +305,8 @@ pub struct Core {
     stats: CoreStats,
     /// What changed since the last checkpoint (`checkpoint.rs`).
     changes: checkpoint::Changes,
+    /// When the timers last ran (`tick`).
+    last_tick: Option<DateTime<Utc>>,
 }
 
 impl Core {
@@ -325,6 +328,7 @@ impl Core {
             offsets: OffsetBook::default(),
             stats: CoreStats::default(),
             changes: checkpoint::Changes::default(),
+            last_tick: None,
         }
     }
 
@@ -491,9 +495,23 @@ impl Core {
         self.group(key, class.group, ev, ci, now, reason)
     }
 
+    /// Runs the timers up to `t` as time would have passed: see
+    /// [`clock::steps`].
+    pub fn advance_to(&mut self, t: DateTime<Utc>) {
+        for k in clock::steps(self.last_tick, t) {
+            self.tick(k);
+        }
+    }
+
+    /// When the timers last ran.
+    pub fn last_tick(&self) -> Option<DateTime<Utc>> {
+        self.last_tick
+    }
+
     /// Advances timers: opens pending incidents, sends updates, resolves and
     /// closes. Actions are collected with `take_actions`.
     pub fn tick(&mut self, now: DateTime<Utc>) {
+        self.last_tick = Some(self.last_tick.map_or(now, |l| l.max(now)));
         // Cleared CIs explain late downstream events only within the topology window.
         let window = self.cfg.topology_window;
         let (incidents, changes) = (&self.incidents, &mut self.changes);

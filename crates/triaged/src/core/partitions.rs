@@ -21,6 +21,7 @@ use chrono::{DateTime, Utc};
 use tracing::{debug, info};
 
 use super::checkpoint::Delta;
+use super::clock::EventClock;
 use super::{Core, CoreConfig, CoreStats, Decision};
 use crate::event::{Event, Origin};
 use crate::incident::{Action, Incident};
@@ -43,11 +44,20 @@ struct Slot {
     /// they can lag what the changelog reflects: the skipped messages below
     /// it still move the committed offset.
     stored: HashMap<TopicPartition, i64>,
+    /// The event-time watermark over the partitions the core reads.
+    clock: EventClock,
 }
 
 impl Slot {
     fn new(core: Core, claim: Option<Claim>) -> Slot {
-        Slot { core, claim, reflected: HashMap::new(), stored: HashMap::new() }
+        Slot { core, claim, reflected: HashMap::new(), stored: HashMap::new(), clock: EventClock::default() }
+    }
+
+    /// Runs the core's timers up to the watermark at wall time `wall`.
+    fn advance(&mut self, wall: DateTime<Utc>, reading: bool) -> Option<DateTime<Utc>> {
+        let w = self.clock.watermark(wall, reading)?;
+        self.core.advance_to(w);
+        Some(w)
     }
 }
 
@@ -140,16 +150,22 @@ impl Cores {
     }
 
     /// A partition was assigned under `epoch`: it starts with an empty core
-    /// (the log is read from its committed offset). Ignored with a single core.
+    /// (the log is read from its committed offset). With a single core, the
+    /// partition only joins its watermark.
     pub fn assign(&mut self, topic: &str, partition: i32, epoch: u64) {
         if !self.per_partition {
+            if let Some(slot) = self.slots.get_mut(&None) {
+                slot.clock.assigned(topic, partition);
+            }
             return;
         }
         self.revoke(topic, partition);
         let core = self.new_core();
         let claim = Claim { topic: topic.to_owned(), partition, epoch };
         info!(topic, partition, epoch, "correlation state for the partition starts");
-        self.slots.insert(Some((topic.to_owned(), partition)), Slot::new(core, Some(claim)));
+        let mut slot = Slot::new(core, Some(claim));
+        slot.clock.assigned(topic, partition);
+        self.slots.insert(Some((topic.to_owned(), partition)), slot);
     }
 
     /// Like [`Cores::assign`], with the state of a changelog read back.
@@ -169,9 +185,13 @@ impl Cores {
     /// new assignment). Acknowledgements of the replaced core's actions are
     /// ignored; what it owed is owed by the restored state.
     pub fn restore_single(&mut self, records: &[(String, Vec<u8>)]) -> (usize, Vec<(String, String)>) {
-        if let Some(old) = self.slots.insert(None, Slot::new(self.new_core(), None)) {
+        let mut slot = Slot::new(self.new_core(), None);
+        if let Some(old) = self.slots.remove(&None) {
             add_stats(&mut self.retired, old.core.stats());
+            // The partitions read and their marks are this process's own.
+            slot.clock = old.clock;
         }
+        self.slots.insert(None, slot);
         self.actions.retain(|_, (k, _)| k.is_some());
         self.restore_slot(None, records)
     }
@@ -283,6 +303,9 @@ impl Cores {
     /// A partition was revoked: its core and everything it held go.
     pub fn revoke(&mut self, topic: &str, partition: i32) {
         if !self.per_partition {
+            if let Some(slot) = self.slots.get_mut(&None) {
+                slot.clock.revoked(topic, partition);
+            }
             return;
         }
         let key = Some((topic.to_owned(), partition));
@@ -299,17 +322,25 @@ impl Cores {
         }
     }
 
-    /// Handles one event. `None` when its partition has no core (a message
-    /// of a partition already revoked): it is left to the new owner.
-    pub fn handle(&mut self, ev: &Event, now: DateTime<Utc>) -> Option<Decision> {
+    /// Handles one event read at wall time `wall`, at its own time (see
+    /// `clock.rs`): the core's timers first run up to the watermark. `None`
+    /// when its partition has no core (a message of a partition already
+    /// revoked): it is left to the new owner.
+    pub fn handle(&mut self, ev: &Event, wall: DateTime<Utc>) -> Option<Decision> {
         let key = self.slot_key(ev.origin.as_ref());
         match self.slots.get_mut(&key) {
             Some(slot) => match &ev.origin {
                 Some(o) if slot.reflected.get(&(o.topic.clone(), o.partition)).is_some_and(|r| o.offset < *r) => {
+                    slot.clock.read(Some(o), wall);
                     slot.core.skip(o);
                     None
                 }
-                _ => Some(slot.core.handle(ev, now)),
+                _ => {
+                    slot.clock.observe(ev.origin.as_ref(), ev.time, wall);
+                    let own = ev.time.min(wall);
+                    let at = slot.advance(wall, true).map_or(own, |w| w.max(own));
+                    Some(slot.core.handle(ev, at))
+                }
             },
             None => {
                 debug!(origin = ?ev.origin, "event of a partition not assigned here ignored");
@@ -318,17 +349,20 @@ impl Cores {
         }
     }
 
-    /// Records a message that produced no event.
-    pub fn skip(&mut self, origin: &Origin) {
+    /// Records a message, read at wall time `wall`, that produced no event.
+    pub fn skip(&mut self, origin: &Origin, wall: DateTime<Utc>) {
         let key = self.slot_key(Some(origin));
         if let Some(slot) = self.slots.get_mut(&key) {
+            slot.clock.read(Some(origin), wall);
             slot.core.skip(origin);
         }
     }
 
-    pub fn tick(&mut self, now: DateTime<Utc>) {
+    /// Runs every core's timers up to its watermark at wall time `wall`;
+    /// `reading` is false while no event is read (see `clock.rs`).
+    pub fn advance(&mut self, wall: DateTime<Utc>, reading: bool) {
         for slot in self.slots.values_mut() {
-            slot.core.tick(now);
+            slot.advance(wall, reading);
         }
     }
 
@@ -445,8 +479,41 @@ mod tests {
     }
 
     fn opened(c: &mut Cores, at: DateTime<Utc>) -> Vec<Action> {
-        c.tick(at + chrono::Duration::minutes(5));
+        c.advance(at + chrono::Duration::minutes(5), true);
         c.take_actions()
+    }
+
+    fn kinds(actions: &[Action]) -> Vec<&'static str> {
+        actions.iter().map(|a| a.kind.as_str()).collect()
+    }
+
+    #[test]
+    fn a_backlog_read_at_once_is_decided_at_the_events_own_time() {
+        // Read in one go an hour late (behind an open circuit, say): a fault
+        // that cleared at +10 min resolves after the hold-down, and its
+        // return at +15 min reopens it; on the wall clock the three events
+        // would be one unbroken incident.
+        let t = Utc::now() - chrono::Duration::hours(1);
+        let wall = Utc::now();
+        let mut c = cores(false);
+        let m = chrono::Duration::minutes;
+        c.handle(&event("a", 0, 0, t), wall).unwrap();
+        c.handle(&Event { status: Status::Resolved, ..event("a", 0, 1, t + m(10)) }, wall).unwrap();
+        c.handle(&event("a", 0, 2, t + m(15)), wall).unwrap();
+        let actions = c.take_actions();
+        assert_eq!(kinds(&actions), vec!["open", "resolve", "reopen"], "{actions:#?}");
+    }
+
+    #[test]
+    fn behind_an_open_circuit_the_watermark_waits_for_the_backlog() {
+        let t = Utc::now();
+        let mut c = cores(false);
+        c.handle(&event("a", 0, 0, t), t).unwrap();
+        // Nothing is read for ten minutes: timers do not run on the wall clock.
+        c.advance(t + chrono::Duration::minutes(10), false);
+        assert!(c.take_actions().is_empty(), "group wait is not over in event time");
+        c.advance(t + chrono::Duration::minutes(10), true);
+        assert_eq!(kinds(&c.take_actions()), vec!["open"]);
     }
 
     #[test]
@@ -526,7 +593,7 @@ mod tests {
         let t = Utc::now();
         let mut c = cores(false);
         c.handle(&event("a", 0, 0, t), t).unwrap();
-        c.tick(t + chrono::Duration::minutes(5));
+        c.advance(t + chrono::Duration::minutes(5), true);
         assert_eq!(c.waiting_actions(), 1);
         let cp = c.checkpoints().pop().unwrap();
         assert_eq!((cp.partition, cp.actions), (0, 1), "the single core's state is changelog partition 0");

@@ -18,6 +18,7 @@ use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::{ClientConfig, Message, Offset, TopicPartitionList};
 
 use crate::config::{CorrelationConfig, Format};
+use crate::core::clock::{steps, EventClock};
 use crate::core::{Core, CoreConfig};
 use crate::incident::Action;
 use crate::rules::RuleSet;
@@ -170,8 +171,8 @@ pub fn replay(
 ) -> ReplayReport {
     let mut core = Core::new(CoreConfig::from_config(cc), rules, cmdb);
     let mut report = ReplayReport { messages: messages.len(), ..ReplayReport::default() };
-    let mut now: Option<DateTime<Utc>> = None;
-    let mut last_tick: Option<DateTime<Utc>> = None;
+    let mut clock = EventClock::default();
+    let wall = Utc::now();
     let second = chrono::Duration::seconds(1);
     let mut meter = Progress::new(messages.len(), progress);
     let drain = |core: &mut Core, report: &mut ReplayReport, at: DateTime<Utc>| {
@@ -184,7 +185,8 @@ pub fn replay(
     };
     for (i, (origin, payload)) in messages.iter().enumerate() {
         meter.update(i);
-        let received = now.unwrap_or_else(Utc::now);
+        // Decoded as the daemon would have at the time reached.
+        let received = clock.watermark(wall, false).unwrap_or(wall);
         let events = match decode(format, payload, received) {
             Ok(e) => e,
             Err(e) => {
@@ -195,31 +197,23 @@ pub fn replay(
         for mut ev in events {
             ev.cap_fields();
             report.events += 1;
-            let t = now.map_or(ev.time, |n| n.max(ev.time));
-            // Time passes between events as it would live: tick every second
-            // (of up to a day's gap) so incidents open and resolve on time.
-            if let Some(mut k) = last_tick {
-                let stop = t.min(k + chrono::Duration::days(1));
-                while k + second < stop {
-                    k += second;
-                    core.tick(k);
-                    drain(&mut core, &mut report, k);
-                }
-                last_tick = Some(k);
+            // The daemon's clock (`core::clock`) on a log read in one go: no
+            // partition is ever idle, timers run as the event time passes.
+            clock.observe(None, ev.time, wall);
+            let own = ev.time.min(wall);
+            let t = clock.watermark(wall, false).map_or(own, |w| w.max(own));
+            for k in steps(core.last_tick(), t) {
+                core.tick(k);
+                drain(&mut core, &mut report, k);
             }
-            now = Some(t);
             let d = core.handle(&ev, t);
             *report.decisions.entry(d.kind.as_str().to_string()).or_default() += 1;
-            if last_tick.is_none_or(|l| t - l >= second) {
-                core.tick(t);
-                last_tick = Some(t);
-            }
             drain(&mut core, &mut report, t);
         }
     }
     meter.done();
     // Let every timer run out: opens, updates, resolves and closes.
-    if let Some(mut t) = now {
+    if let Some(mut t) = clock.watermark(wall, false) {
         let d = |h: &crate::config::HumanDuration| chrono::Duration::from_std(h.0).unwrap_or(chrono::Duration::MAX);
         let end = t + d(&cc.group_wait) + d(&cc.resolve_hold_down) + d(&cc.reopen_window) + d(&cc.flap_window) + second;
         while t < end {
