@@ -12,6 +12,7 @@ mod decode_fixtures;
 mod demo;
 mod durable_state;
 mod e2e_tansu;
+mod event_time;
 mod explain;
 mod fuzz_parsers;
 mod ingest;
