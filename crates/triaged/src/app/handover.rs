@@ -21,7 +21,8 @@ pub(super) async fn partitions_changed(l: &mut CoreLoop, changes: Vec<PartitionC
     // The single core's state covers every partition: on a new assignment
     // (a failover, a restart) it is read back whole from the changelog,
     // where the previous owner checkpointed it before its revoke completed.
-    if !l.core.has_partition_cores() && changes.iter().any(|c| matches!(c, PartitionChange::Assigned { .. })) {
+    let changes_assigned = changes.iter().any(|c| matches!(c, PartitionChange::Assigned { .. }));
+    if !l.core.has_partition_cores() && changes_assigned {
         checkpoint(l, None).await;
         if !restore_single(l).await {
             return false;
@@ -43,8 +44,11 @@ pub(super) async fn partitions_changed(l: &mut CoreLoop, changes: Vec<PartitionC
                     r.start(&topic, partition, epoch, l.core.open_keys(&topic, partition, epoch));
                 }
             }
-            PartitionChange::Assigned { topic, partition, epoch } => l.core.assign(&topic, partition, epoch),
+            PartitionChange::Assigned { .. } => {}
         }
+    }
+    if changes_assigned {
+        l.core.assigned(chrono::Utc::now());
     }
     l.metrics.correlation_partitions.set(l.core.partitions() as i64);
     true

@@ -4,11 +4,13 @@
 //! circuit, after a restart) is decided as it would have been live, and the
 //! daemon agrees with `replay` on the same log.
 //!
-//! Each input partition a core reads has a mark: the latest event time read
-//! from it, never ahead of the wall clock (a producer's clock in the future
-//! cannot fire every timer at once). The core's watermark is the lowest
-//! mark, so a partition still reading its backlog holds the others' timers
-//! back. A partition with nothing to read for [`IDLE_AFTER`] (caught up, or
+//! Each input partition a core reads has a mark from its first event on:
+//! the latest event time read from it, never ahead of the wall clock (a
+//! producer's clock in the future cannot fire every timer at once). The
+//! core's watermark is the lowest mark, so a partition still reading its
+//! backlog holds the others' timers back. A partition that has delivered
+//! nothing yet holds nothing back: an assigned partition may never deliver,
+//! and the others' backlog must not wait for it. A partition with nothing to read for [`IDLE_AFTER`] (caught up, or
 //! silent) follows the wall clock, so timers fire when no event comes. While
 //! the core reads nothing at all (the sink's circuit is open, a checkpoint
 //! cannot be written) no partition counts as idle: their backlog is unknown
@@ -46,26 +48,25 @@ struct Mark {
     /// Latest event time read, capped by the wall clock; `None` before the
     /// first event.
     high: Option<DateTime<Utc>>,
-    /// Wall time of the last message read, or when the assignment was
-    /// first looked at.
-    last_read: Option<DateTime<Utc>>,
+    /// Wall time of the last message read.
+    last_read: DateTime<Utc>,
 }
 
 /// The watermark over the partitions one core reads.
 #[derive(Debug, Clone, Default)]
 pub struct EventClock {
     marks: HashMap<Partition, Mark>,
-    /// Wall time the clock was first looked at: with no partition known
-    /// yet, the watermark follows the wall clock from `IDLE_AFTER` later.
-    since: Option<DateTime<Utc>>,
+    /// Wall time of the last assignment: with no partition read yet, the
+    /// watermark follows the wall clock from `IDLE_AFTER` later (never
+    /// before an assignment: the backlog has not even been asked for).
+    assigned: Option<DateTime<Utc>>,
     now: Option<DateTime<Utc>>,
 }
 
 impl EventClock {
-    /// A partition was assigned: it holds the watermark until it is read or
-    /// found idle.
-    pub fn assigned(&mut self, topic: &str, partition: i32) {
-        self.marks.entry(Some((topic.to_owned(), partition))).or_insert(Mark { high: None, last_read: None });
+    /// Partitions were assigned (at start, at a failover).
+    pub fn assigned(&mut self, wall: DateTime<Utc>) {
+        self.assigned = Some(wall);
     }
 
     /// A partition is no longer read here.
@@ -77,15 +78,15 @@ impl EventClock {
     /// partition, as in tests).
     pub fn read(&mut self, origin: Option<&Origin>, wall: DateTime<Utc>) {
         let key = origin.map(|o| (o.topic.clone(), o.partition));
-        self.marks.entry(key).or_insert(Mark { high: None, last_read: None }).last_read = Some(wall);
+        self.marks.entry(key).or_insert(Mark { high: None, last_read: wall }).last_read = wall;
     }
 
     /// An event of time `time` was read from `origin`'s partition.
     pub fn observe(&mut self, origin: Option<&Origin>, time: DateTime<Utc>, wall: DateTime<Utc>) {
         let key = origin.map(|o| (o.topic.clone(), o.partition));
         let t = time.min(wall);
-        let mark = self.marks.entry(key).or_insert(Mark { high: None, last_read: None });
-        mark.last_read = Some(wall);
+        let mark = self.marks.entry(key).or_insert(Mark { high: None, last_read: wall });
+        mark.last_read = wall;
         mark.high = Some(mark.high.map_or(t, |h| h.max(t)));
     }
 
@@ -94,14 +95,11 @@ impl EventClock {
     /// partition has a mark or the clock has been idle.
     pub fn watermark(&mut self, wall: DateTime<Utc>, reading: bool) -> Option<DateTime<Utc>> {
         let idle = |last: DateTime<Utc>| reading && wall - last >= IDLE_AFTER;
-        let lowest = if self.marks.is_empty() {
-            idle(*self.since.get_or_insert(wall)).then_some(wall)
+        let mut marks = self.marks.values().filter(|m| m.high.is_some()).peekable();
+        let lowest = if marks.peek().is_none() {
+            self.assigned.filter(|a| idle(*a)).map(|_| wall)
         } else {
-            self.marks
-                .values_mut()
-                .map(|m| if idle(*m.last_read.get_or_insert(wall)) { Some(m.high.map_or(wall, |h| h.max(wall))) } else { m.high })
-                .try_fold(None::<DateTime<Utc>>, |low, m| m.map(|m| Some(low.map_or(m, |l| l.min(m)))))
-                .flatten()
+            marks.filter_map(|m| if idle(m.last_read) { Some(wall) } else { m.high }).min()
         };
         if let Some(w) = lowest {
             self.now = Some(self.now.map_or(w, |n| n.max(w)));
@@ -153,10 +151,10 @@ mod tests {
     #[test]
     fn the_slowest_partition_holds_the_watermark() {
         let mut c = EventClock::default();
-        c.assigned("events", 1);
-        c.observe(Some(&origin(0)), at(500), at(1000));
-        assert_eq!(c.watermark(at(1000), true), None, "partition 1 has not been read yet");
+        c.observe(Some(&origin(0)), at(100), at(1000));
         c.observe(Some(&origin(1)), at(100), at(1000));
+        assert_eq!(c.watermark(at(1000), true), Some(at(100)));
+        c.observe(Some(&origin(0)), at(500), at(1000));
         assert_eq!(c.watermark(at(1000), true), Some(at(100)));
         c.observe(Some(&origin(0)), at(510), at(1000));
         assert_eq!(c.watermark(at(1000), true), Some(at(100)));
@@ -175,10 +173,12 @@ mod tests {
     }
 
     #[test]
-    fn with_no_partition_the_clock_follows_the_wall_once_idle() {
+    fn with_nothing_read_the_clock_follows_the_wall_once_assigned_and_idle() {
         let mut c = EventClock::default();
-        assert_eq!(c.watermark(at(1000), true), None, "first looked at");
-        assert_eq!(c.watermark(at(1002), true), Some(at(1002)));
+        assert_eq!(c.watermark(at(1000), true), None, "nothing assigned: the backlog is not asked for yet");
+        c.assigned(at(1010));
+        assert_eq!(c.watermark(at(1010), true), None);
+        assert_eq!(c.watermark(at(1012), true), Some(at(1012)));
     }
 
     #[test]
@@ -191,9 +191,17 @@ mod tests {
     #[test]
     fn a_revoked_partition_holds_nothing_back() {
         let mut c = EventClock::default();
-        c.assigned("events", 1);
         c.observe(Some(&origin(0)), at(500), at(1000));
+        c.observe(Some(&origin(1)), at(100), at(1000));
         c.revoked("events", 1);
+        assert_eq!(c.watermark(at(1000), true), Some(at(500)));
+    }
+
+    #[test]
+    fn a_partition_that_delivered_nothing_holds_nothing_back() {
+        let mut c = EventClock::default();
+        c.read(Some(&origin(1)), at(1000));
+        c.observe(Some(&origin(0)), at(500), at(1000));
         assert_eq!(c.watermark(at(1000), true), Some(at(500)));
     }
 

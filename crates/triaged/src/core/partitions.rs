@@ -150,22 +150,16 @@ impl Cores {
     }
 
     /// A partition was assigned under `epoch`: it starts with an empty core
-    /// (the log is read from its committed offset). With a single core, the
-    /// partition only joins its watermark.
+    /// (the log is read from its committed offset). Ignored with a single core.
     pub fn assign(&mut self, topic: &str, partition: i32, epoch: u64) {
         if !self.per_partition {
-            if let Some(slot) = self.slots.get_mut(&None) {
-                slot.clock.assigned(topic, partition);
-            }
             return;
         }
         self.revoke(topic, partition);
         let core = self.new_core();
         let claim = Claim { topic: topic.to_owned(), partition, epoch };
         info!(topic, partition, epoch, "correlation state for the partition starts");
-        let mut slot = Slot::new(core, Some(claim));
-        slot.clock.assigned(topic, partition);
-        self.slots.insert(Some((topic.to_owned(), partition)), slot);
+        self.slots.insert(Some((topic.to_owned(), partition)), Slot::new(core, Some(claim)));
     }
 
     /// Like [`Cores::assign`], with the state of a changelog read back.
@@ -346,6 +340,13 @@ impl Cores {
                 debug!(origin = ?ev.origin, "event of a partition not assigned here ignored");
                 None
             }
+        }
+    }
+
+    /// Partitions were assigned at wall time `wall` (see `clock.rs`).
+    pub fn assigned(&mut self, wall: DateTime<Utc>) {
+        for slot in self.slots.values_mut() {
+            slot.clock.assigned(wall);
         }
     }
 
