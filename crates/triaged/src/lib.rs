@@ -11,7 +11,7 @@ pub mod incident;
 pub mod kafka;
 pub mod metrics;
 pub mod rules;
-mod scale;
+pub mod scale;
 pub mod server;
 pub mod sink;
 pub mod source;

@@ -6,10 +6,11 @@ use std::time::Duration;
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
 use wiremock::matchers::{basic_auth, bearer_token, body_partial_json, method, path};
-use wiremock::{Mock, MockServer, ResponseTemplate};
+use wiremock::{Mock, MockServer, Request, Respond, ResponseTemplate};
 
 use triaged::config::{AuthConfig, HumanDuration, SinkProfile};
 use triaged::incident::{ActionKind, SinkError};
+use triaged::scale::ownership::{Claim, Ownership};
 
 use super::{
     answer, body, build, config, config_with_auth, env_secret, file_secret, mount_create, mount_lookup, mount_patch, patches, received,
@@ -59,6 +60,43 @@ async fn servicenow_open_creates_when_lookup_is_empty() {
     assert_eq!(p["short_description"], "sw-core-01 down: 2 dependent hosts unreachable");
     assert!(p.get("state").is_none());
     assert_eq!(metrics.sink_request_duration.with_label_values(&["servicenow", "update"]).get_sample_count(), 1);
+}
+
+/// An empty lookup answered while the partition is revoked: the
+/// attempt's next request is judged again.
+struct RevokingLookup(std::sync::Arc<Ownership>);
+
+impl Respond for RevokingLookup {
+    fn respond(&self, _: &Request) -> ResponseTemplate {
+        self.0.revoked("rekeyed", 0);
+        ResponseTemplate::new(200).set_body_json(json!({ "result": [] }))
+    }
+}
+
+#[tokio::test]
+async fn servicenow_claim_lost_during_the_lookup_stops_the_create() {
+    // The lookup can span a stall (a GET in flight while the process is
+    // stopped): the create after it is a call of its own, made only while
+    // the claim still holds.
+    let ownership = Ownership::new(Duration::from_secs(3));
+    let watch = ownership.watch();
+    let epoch = ownership.assigned("rekeyed", 0);
+    let server = MockServer::start().await;
+    Mock::given(method("GET")).and(path(SN_TABLE)).respond_with(RevokingLookup(ownership.clone())).mount(&server).await;
+    Mock::given(method("POST")).respond_with(ResponseTemplate::new(201)).expect(0).mount(&server).await;
+    let (sink, metrics) = servicenow_sink(&server);
+    let sink = sink.with_ownership(ownership.clone());
+    let mut open = sample_action(ActionKind::Open);
+    open.claim = Some(Claim { topic: "rekeyed".into(), partition: 0, epoch });
+    let result = sink.deliver(&open, &CancellationToken::new()).await;
+    assert!(matches!(result, Err(SinkError::Disowned { partition: 0, .. })), "{result:?}");
+    assert_eq!(received(&server, "GET", SN_TABLE).await.len(), 1);
+    assert_eq!(received(&server, "POST", SN_TABLE).await.len(), 0);
+    // Not the ITSM's failure.
+    assert_eq!(metrics.sink_errors.with_label_values(&["disowned"]).get(), 0);
+    server.verify().await;
+    ownership.stop();
+    watch.join().unwrap();
 }
 
 #[tokio::test]

@@ -9,6 +9,7 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, info, warn};
 
+use crate::core::partitions::Checkpoint;
 use crate::scale::changelog::Changelog;
 use crate::scale::ownership::Verdict;
 use crate::source::PartitionChange;
@@ -145,10 +146,19 @@ pub(super) async fn checkpoint(l: &mut CoreLoop, only: Option<&[(String, i32)]>)
         // A partition no longer owned is not written: a late write would
         // overwrite what its new owner restored. Its actions go to the sink
         // workers, which refuse the actions of a lost claim.
-        if let (Some(claim), Some(o)) = (&cp.claim, &l.ownership) {
-            if o.check(claim) != Verdict::Owned {
+        match ownership_of(l, &cp) {
+            Verdict::Owned => {}
+            Verdict::Lost => {
                 let actions = l.core.disowned(cp);
                 dispatch(l, actions).await;
+                continue;
+            }
+            Verdict::Wait(_) => {
+                // After a stall, until the consumer confirms the assignment
+                // (or gives it up) the partition may be another's: neither
+                // written nor sent, its actions wait in the core and the next
+                // call tries again.
+                all &= cp.actions == 0;
                 continue;
             }
         }
@@ -188,6 +198,23 @@ pub(super) async fn checkpoint(l: &mut CoreLoop, only: Option<&[(String, i32)]>)
             }
             l.metrics.state_checkpoints.with_label_values(&["written"]).inc();
             l.changelog_failing = false;
+            // The write may have spanned a stall (acknowledged after the
+            // process resumed, the partition gone meanwhile): the claim is
+            // judged again with a fresh clock reading before anything is
+            // sent or stored.
+            match ownership_of(l, &cp) {
+                Verdict::Owned => {}
+                Verdict::Lost => {
+                    let actions = l.core.disowned(cp);
+                    dispatch(l, actions).await;
+                    continue;
+                }
+                // Written again (same keys, same values) with the next try.
+                Verdict::Wait(_) => {
+                    all &= cp.actions == 0;
+                    continue;
+                }
+            }
         }
         let offsets = cp.offsets.clone();
         let actions = l.core.checkpointed(cp);
@@ -204,6 +231,15 @@ pub(super) async fn checkpoint(l: &mut CoreLoop, only: Option<&[(String, i32)]>)
     }
     l.metrics.state_actions_waiting.set(l.core.waiting_actions() as i64);
     all
+}
+
+/// Whether the partition of `cp` is still this instance's, judged now
+/// (always, for the single core: it has no claim).
+fn ownership_of(l: &CoreLoop, cp: &Checkpoint) -> Verdict {
+    match (&cp.claim, &l.ownership) {
+        (Some(claim), Some(o)) => o.check(claim),
+        _ => Verdict::Owned,
+    }
 }
 
 /// Attempts at reading a changelog partition back before the daemon gives up.

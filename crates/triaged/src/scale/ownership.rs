@@ -14,12 +14,20 @@
 //! session timeout passes without a heartbeat, another member gets them, and
 //! this process only learns so after it resumes. A watch thread notices such
 //! a stall, and every claim then waits until the consumer has been through a
-//! rebalance, or a whole session timeout has passed without one (librdkafka
-//! itself revokes a session it could not keep alive for that long).
+//! rebalance, or a whole session timeout (and librdkafka's serve interval)
+//! has passed without one: by then librdkafka has either kept the session
+//! (a heartbeat answered) or declared the assignment lost itself.
+//!
+//! librdkafka declares a lost assignment (an atomic flag, see
+//! [`Ownership::probe_consumer`]) before the revoke reaches the rebalance
+//! callback, and that callback first waits for the revoked partitions'
+//! drain (up to `DRAIN_WITHIN`). Under load that path can outlast the
+//! stall's hold, so a claim is also lost as soon as the consumer reports its
+//! assignment lost, whatever the hold and the callbacks say.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, Instant};
 
 use tokio_util::sync::CancellationToken;
@@ -38,7 +46,8 @@ pub struct Claim {
 pub enum Verdict {
     /// The assignment holds: send.
     Owned,
-    /// Revoked, or assigned again since: drop the action.
+    /// Revoked, assigned again since, or the consumer reports its
+    /// assignment lost: drop the action.
     Lost,
     /// The process stalled; ask again after this long.
     Wait(Duration),
@@ -50,6 +59,11 @@ struct Assignments {
     /// After a stall, claims wait until then, or until the next assignment.
     suspect_until: Option<Instant>,
 }
+
+/// Asks the consumer whether librdkafka considers its current assignment
+/// lost (`rd_kafka_assignment_lost`): set the moment librdkafka gives the
+/// session up, before the revoke is delivered to the application.
+pub type LostProbe = Box<dyn Fn() -> bool + Send + Sync>;
 
 /// Shared by the consumer's rebalance callbacks (writers) and the sink
 /// workers (readers).
@@ -63,10 +77,19 @@ pub struct Ownership {
     stall_limit: Duration,
     /// How long claims wait after a stall when no rebalance comes.
     hold: Duration,
+    /// The consumer whose assignment the claims are of (see [`LostProbe`]).
+    lost_probe: OnceLock<LostProbe>,
     stop: AtomicBool,
 }
 
 const BEAT: Duration = Duration::from_millis(50);
+
+/// librdkafka's main thread judges the group session at least this often
+/// (it wakes at least once a second). A session lost during a stall is
+/// declared lost by librdkafka within the session timeout of the resume
+/// (its own session timer, or the coordinator's answer to a heartbeat),
+/// plus this: the stall's hold lasts that long.
+const LIBRDKAFKA_SERVE: Duration = Duration::from_secs(1);
 
 fn lock(m: &Mutex<Assignments>) -> MutexGuard<'_, Assignments> {
     m.lock().unwrap_or_else(|p| p.into_inner())
@@ -74,7 +97,8 @@ fn lock(m: &Mutex<Assignments>) -> MutexGuard<'_, Assignments> {
 
 impl Ownership {
     /// `session_timeout` is the consumer's `session.timeout.ms`: a stall
-    /// of a third of it makes claims wait for up to the whole of it.
+    /// of a third of it makes claims wait for up to the whole of it, and
+    /// librdkafka's serve interval.
     pub fn new(session_timeout: Duration) -> Arc<Ownership> {
         Arc::new(Ownership {
             inner: Mutex::new(Assignments::default()),
@@ -82,9 +106,22 @@ impl Ownership {
             base: Instant::now(),
             beat: AtomicU64::new(0),
             stall_limit: (session_timeout / 3).max(BEAT * 4),
-            hold: session_timeout,
+            hold: session_timeout + LIBRDKAFKA_SERVE,
+            lost_probe: OnceLock::new(),
             stop: AtomicBool::new(false),
         })
+    }
+
+    /// Consults `probe` at every check: while it says the assignment is
+    /// lost, every claim is [`Verdict::Lost`]. Set once; later calls are
+    /// ignored.
+    pub fn probe_consumer(&self, probe: LostProbe) {
+        let _ = self.lost_probe.set(probe);
+    }
+
+    /// Whether the consumer has declared its assignment lost.
+    fn consumer_lost(&self) -> bool {
+        self.lost_probe.get().is_some_and(|p| p())
     }
 
     /// Starts the watch thread; it ends with [`Ownership::stop`]. A plain
@@ -190,8 +227,11 @@ impl Ownership {
         if gap > self.stall_limit {
             self.stalled(now, gap);
         }
+        // Read before the assignments: the flag is cleared only once the
+        // revoke it announces has been recorded here.
+        let consumer_lost = self.consumer_lost();
         let inner = lock(&self.inner);
-        if inner.owned.get(&(claim.topic.clone(), claim.partition)) != Some(&claim.epoch) {
+        if consumer_lost || inner.owned.get(&(claim.topic.clone(), claim.partition)) != Some(&claim.epoch) {
             return Verdict::Lost;
         }
         match inner.suspect_until {
@@ -252,9 +292,13 @@ mod tests {
         assert!(matches!(o.check_at(&c, resumed), Verdict::Wait(_)));
         o.note_gap(resumed);
         assert!(matches!(o.check_at(&c, resumed + Duration::from_secs(1)), Verdict::Wait(_)));
-        // A session timeout after the stall with no rebalance: the session held.
-        beats(&o, resumed, resumed + Duration::from_millis(2_950));
-        assert_eq!(o.check_at(&c, resumed + Duration::from_millis(3_001)), Verdict::Owned);
+        // A session timeout after the stall, librdkafka may not have judged
+        // its session yet: still waiting.
+        beats(&o, resumed, resumed + Duration::from_millis(3_500));
+        assert!(matches!(o.check_at(&c, resumed + Duration::from_millis(3_500)), Verdict::Wait(_)));
+        // And its serve interval more with no rebalance: the session held.
+        beats(&o, resumed + Duration::from_millis(3_500), resumed + Duration::from_millis(3_950));
+        assert_eq!(o.check_at(&c, resumed + Duration::from_millis(4_001)), Verdict::Owned);
 
         // Another stall, then a rebalance that keeps the partition: the new
         // epoch is owned at once, the old one is lost.
@@ -264,6 +308,38 @@ mod tests {
         o.assigned("t", 0);
         assert_eq!(o.check_at(&c, again), Verdict::Lost);
         assert_eq!(o.check_at(&claim(&o, 0), again), Verdict::Owned);
+    }
+
+    /// The stopped instance of `tests/it/stall.rs`: librdkafka gives the
+    /// session up at once on resume, but the revoke reaches the rebalance
+    /// callback only after the drain of the revoked partitions, which can
+    /// take longer than the stall's hold.
+    #[test]
+    fn a_claim_is_lost_once_the_consumer_reports_its_assignment_lost() {
+        let o = Ownership::new(Duration::from_secs(3));
+        let lost = Arc::new(AtomicBool::new(false));
+        let flag = Arc::clone(&lost);
+        o.probe_consumer(Box::new(move || flag.load(Ordering::Acquire)));
+        o.assigned("t", 0);
+        let c = claim(&o, 0);
+        o.beat_now();
+        assert_eq!(o.check(&c), Verdict::Owned);
+        // Stopped past the session timeout; on resume librdkafka declares
+        // the assignment lost, and no revoke is recorded yet.
+        let resumed = o.last_beat() + Duration::from_secs(5);
+        o.note_gap(resumed);
+        lost.store(true, Ordering::Release);
+        assert_eq!(o.check_at(&c, resumed), Verdict::Lost);
+        // However long the revoke takes to arrive, the claim never comes back.
+        beats(&o, resumed, resumed + Duration::from_secs(10));
+        assert_eq!(o.check_at(&c, resumed + Duration::from_secs(10)), Verdict::Lost);
+        // The revoke is recorded, then librdkafka clears its flag; a later
+        // assignment's claim is owned at once.
+        o.revoked("t", 0);
+        lost.store(false, Ordering::Release);
+        assert_eq!(o.check_at(&c, resumed + Duration::from_secs(10)), Verdict::Lost);
+        o.assigned("t", 0);
+        assert_eq!(o.check_at(&claim(&o, 0), resumed + Duration::from_secs(10)), Verdict::Owned);
     }
 
     #[test]

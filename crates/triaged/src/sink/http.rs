@@ -49,7 +49,9 @@ impl RestSink {
 
     /// Sends one request and reads the response; transport failures become
     /// [`SinkError`]s, any status is returned. The duration is observed in
-    /// `sink_request_duration_seconds{profile, operation}`.
+    /// `sink_request_duration_seconds{profile, operation}`. For an action
+    /// with a claim, the claim is judged last, right before the request goes
+    /// out (see [`RestSink::for_action`]).
     pub(super) async fn send(&self, op: &'static str, method: Method, url: Url, body: Option<&Value>) -> Result<Reply, SinkError> {
         let mut req: RequestBuilder = self.inner.client.request(method, url).header(ACCEPT, "application/json");
         if let Some(auth) = &self.inner.auth {
@@ -58,6 +60,7 @@ impl RestSink {
         if let Some(body) = body {
             req = req.json(body);
         }
+        self.claim_holds().await?;
         let started = Instant::now();
         let result = async {
             let resp = req.send().await?;

@@ -27,7 +27,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::scale::ownership::Ownership;
+use crate::scale::ownership::{Claim, Ownership};
 use base64::Engine as _;
 use moka::sync::Cache;
 use reqwest::header::HeaderValue;
@@ -95,9 +95,12 @@ pub enum Remote {
 #[derive(Clone)]
 pub struct RestSink {
     inner: Arc<SinkInner>,
-    /// When state follows partitions: every attempt, retries included,
-    /// first checks that the action's partition is still assigned here.
+    /// When state follows partitions: every request for an action, retries
+    /// included, first checks that its partition is still assigned here.
     ownership: Option<Arc<Ownership>>,
+    /// Set on the copy that works for one action ([`RestSink::for_action`]):
+    /// its claim, and the shutdown that ends a wait for it.
+    claim: Option<(Claim, CancellationToken)>,
 }
 
 struct SinkInner {
@@ -199,6 +202,7 @@ impl RestSink {
         let sys_ids = Cache::builder().max_capacity(SYS_ID_CACHE_CAPACITY).time_to_idle(SYS_ID_CACHE_IDLE).build();
         Ok(RestSink {
             ownership: None,
+            claim: None,
             inner: Arc::new(SinkInner {
                 profile: cfg.profile,
                 base,
@@ -244,29 +248,52 @@ impl RestSink {
     }
 
     /// One attempt at applying `action` (possibly several requests, e.g. a
-    /// ServiceNow lookup then a create). Failures are counted in
-    /// `sink_errors_total{class}`.
+    /// ServiceNow lookup then a create). Failures of the ITSM are counted in
+    /// `sink_errors_total{class}`; a claim lost or a shutdown while waiting
+    /// for one is not the ITSM's (`deliver` counts the shutdown).
     pub async fn apply(&self, action: &Action) -> Result<(), SinkError> {
         let result = match self.inner.profile {
             SinkProfile::Generic => self.generic(action).await,
             SinkProfile::Servicenow => self.servicenow(action).await,
             SinkProfile::Pagerduty => self.pagerduty(action).await,
         };
-        if let Err(e) = &result {
+        if let Err(e @ (SinkError::Retryable { .. } | SinkError::Permanent(_))) = &result {
             self.inner.metrics.sink_errors.with_label_values(&[e.class()]).inc();
         }
         result
     }
 
-    /// Applies `action`, retrying retryable failures with backoff for as
-    /// long as it takes, until success, a permanent error, or `shutdown`
-    /// (then [`SinkError::Cancelled`], also for an attempt in flight).
-    /// Checks the claim of every action against `ownership` before each attempt.
+    /// Checks the claim of every action against `ownership` before each
+    /// request.
     pub fn with_ownership(mut self, ownership: Arc<Ownership>) -> RestSink {
         self.ownership = Some(ownership);
         self
     }
 
+    /// This sink, checking `action`'s claim (when it has one and the sink
+    /// follows ownership) right before every request it sends: an attempt
+    /// of several requests (a ServiceNow lookup, then the create) can span a
+    /// stall, and what follows it is judged again. Cheap: two `Arc`s and
+    /// the claim.
+    pub fn for_action(&self, action: &Action, shutdown: &CancellationToken) -> RestSink {
+        RestSink { claim: action.claim.clone().map(|c| (c, shutdown.clone())), ..self.clone() }
+    }
+
+    /// Waits while the claim is unconfirmed after a stall: `Ok` once it
+    /// holds (or there is none), [`SinkError::Disowned`] once it is lost.
+    async fn claim_holds(&self) -> Result<(), SinkError> {
+        let (Some(o), Some((claim, shutdown))) = (&self.ownership, &self.claim) else { return Ok(()) };
+        match o.wait(claim, shutdown).await {
+            Some(true) => Ok(()),
+            Some(false) => Err(SinkError::Disowned { topic: claim.topic.clone(), partition: claim.partition }),
+            None => Err(SinkError::Cancelled),
+        }
+    }
+
+    /// Applies `action`, retrying retryable failures with backoff for as
+    /// long as it takes, until success, a permanent error, a lost claim
+    /// ([`SinkError::Disowned`]), or `shutdown` (then
+    /// [`SinkError::Cancelled`], also for an attempt in flight).
     pub async fn deliver(&self, action: &Action, shutdown: &CancellationToken) -> Result<(), SinkError> {
         let span = tracing::warn_span!(
             "sink_deliver",
@@ -276,22 +303,12 @@ impl RestSink {
             key = %action.incident.key,
         );
         let breaker = &self.inner.breaker;
-        let gate = self.ownership.as_deref().zip(action.claim.as_ref());
+        let sink = &self.for_action(action, shutdown);
         let attempt = || async move {
             let permit = breaker.admit().await;
-            // Checked after the breaker's wait, which can be long.
-            let owned = match gate {
-                None => Ok(()),
-                Some((o, claim)) => match o.wait(claim, shutdown).await {
-                    Some(true) => Ok(()),
-                    Some(false) => Err(SinkError::Disowned { topic: claim.topic.clone(), partition: claim.partition }),
-                    None => Err(SinkError::Cancelled),
-                },
-            };
-            let result = match owned {
-                Ok(()) => self.apply(action).await,
-                Err(e) => Err(e),
-            };
+            // The claim is checked before each request, so after the
+            // breaker's wait, which can be long.
+            let result = sink.apply(action).await;
             breaker.record(permit, Outcome::of(&result));
             result
         };

@@ -45,14 +45,15 @@ impl SinkWorker {
                 a = rx.recv() => match a { Some(a) => a, None => break },
                 _ = stop.cancelled() => break,
             };
-            if already_there(&sink, &action, &stop).await {
+            // The look-up is a call too: it waits for the claim like the rest.
+            if already_there(&sink.for_action(&action, &stop), &action, &stop).await {
                 info!(worker = id, action = action.kind.as_str(), key = %action.incident.key, "owed after a restart, but the ITSM already has it; not sent again");
                 let _ = acks.send(action.id);
                 continue;
             }
             let delivered = match ownership.as_deref().zip(action.claim.as_ref()) {
                 None => sink.deliver(&action, &stop).await,
-                // The sink checks the claim before every attempt; a request in
+                // The sink checks the claim before every request; a request in
                 // flight or a retry waiting is dropped as soon as it is lost.
                 Some((o, claim)) => tokio::select! {
                     r = sink.deliver(&action, &stop) => r,

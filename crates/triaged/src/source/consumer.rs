@@ -127,7 +127,12 @@ impl KafkaSource {
 
     /// Records every assignment change in `ownership` and sends it to the
     /// core as [`SourceItem::Partitions`], for state that follows partitions.
+    /// `ownership` also asks this consumer whether librdkafka declared its
+    /// assignment lost, which it knows before the revoke reaches the
+    /// rebalance callback (a weak reference: the context holds `ownership`).
     pub fn track_ownership(&self, ownership: Arc<Ownership>) {
+        let consumer = Arc::downgrade(&self.consumer);
+        ownership.probe_consumer(Box::new(move || consumer.upgrade().is_some_and(|c| c.assignment_lost())));
         let _ = self.runner.shared.ownership.set(ownership);
         self.report_assignments();
     }
