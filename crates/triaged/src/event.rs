@@ -205,11 +205,23 @@ impl Event {
         }
     }
 
-    /// True if `path` names a field `field()` understands (used to validate rules).
+    /// The plain field names: `field()`'s, and `ci` (the bound CI id).
+    pub const FIELDS: [&'static str; 10] = ["source", "check", "severity", "status", "summary", "host", "service", "ip", "source_id", "ci"];
+
+    /// True if `path` names a field `field()` understands, or `ci` (used to
+    /// validate rules).
     pub fn is_known_field(path: &str) -> bool {
-        matches!(path, "source" | "check" | "severity" | "status" | "summary" | "host" | "service" | "ip" | "source_id" | "ci")
+        Event::FIELDS.contains(&path)
             || path.strip_prefix("labels.").is_some_and(|n| !n.is_empty())
             || path.strip_prefix("annotations.").is_some_and(|n| !n.is_empty())
+    }
+
+    /// Why `path` is no field, with the closest field name when one is near
+    /// (a typo such as `chek`).
+    pub fn unknown_field(path: &str) -> String {
+        let near = Event::FIELDS.iter().map(|f| (strsim::damerau_levenshtein(f, path), *f)).filter(|(d, _)| *d <= 2).min();
+        let hint = near.map_or(String::new(), |(_, f)| format!("; did you mean `{f}`?"));
+        format!("`{path}` is not an event field (fields: {}, labels.<name>, annotations.<name>){hint}", Event::FIELDS.join(", "))
     }
 }
 

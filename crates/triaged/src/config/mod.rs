@@ -338,8 +338,13 @@ impl Config {
         if c.max_upstream_depth == 0 || c.max_upstream_depth > 64 {
             err("correlation.max_upstream_depth", "must be between 1 and 64".into());
         }
-        if let Err(e) = crate::rules::template::Template::parse(&c.dedup_key) {
-            err("correlation.dedup_key", e);
+        match crate::rules::template::Template::parse(&c.dedup_key) {
+            Err(e) => err("correlation.dedup_key", e),
+            Ok(t) => {
+                for f in t.fields().filter(|f| !crate::event::Event::is_known_field(f)) {
+                    err("correlation.dedup_key", crate::event::Event::unknown_field(f));
+                }
+            }
         }
         if self.shutdown.deadline.0.is_zero() {
             err("shutdown.deadline", "must be greater than zero".into());

@@ -117,6 +117,7 @@ impl<C> Inc<C> {
             inflight: self.inflight,
             sent_priority: self.sent_priority,
             merged: self.merged,
+            frozen: self.frozen,
             pending: self.pending,
             acked: self.acked,
             last_action: self.last_action,

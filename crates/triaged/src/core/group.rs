@@ -25,7 +25,7 @@ impl Core {
     ) -> Decision {
         let (scope, window) = match group {
             Some((rule, g)) => {
-                let values = group_values(ev, g);
+                let values = group_values(ev, g, ci.map(|i| self.cmdb.ci(i).id.as_str()));
                 reason.push_str(&format!(
                     "; grouped by rule `{rule}` on {} = {:?} within {}",
                     g.by.join(","),

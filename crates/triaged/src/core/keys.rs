@@ -40,7 +40,8 @@ pub fn route(rules: &RuleSet, cmdb: &Snapshot, dedup_key: &Template, ev: &Event)
     };
     let class = rules.classify(ev);
     let Keys { ci, fingerprint, .. } = keys(cmdb, dedup_key, ev, &class);
-    let group = class.group.map(|(rule, g)| group_key(rule, &group_values(ev, g)));
+    let ci_id = ci.map(|i| cmdb.ci(i).id.as_str());
+    let group = class.group.map(|(rule, g)| group_key(rule, &group_values(ev, g, ci_id)));
     Route { ci, group, fingerprint }
 }
 
@@ -85,13 +86,20 @@ impl Core {
     }
 }
 
-/// The values of the `by` fields of group `g` in `ev` (empty when absent).
-pub(super) fn group_values<'e>(ev: &'e Event, g: &Group) -> Vec<&'e str> {
-    g.by.iter().map(|f| ev.field(f).unwrap_or("")).collect()
+/// The values of the `by` fields of group `g` in `ev` (empty when absent);
+/// `ci` is the bound CI's id, else the host or IP, as in a key template.
+pub(super) fn group_values(ev: &Event, g: &Group, ci: Option<&str>) -> Vec<String> {
+    g.by.iter()
+        .map(|f| match f.as_str() {
+            "ci" => ci.or(ev.ci.host.as_deref()).or(ev.ci.ip.as_deref()),
+            f => ev.field(f),
+        })
+        .map(|v| v.unwrap_or("").to_owned())
+        .collect()
 }
 
 /// The group key of rule `rule`: its name and the field values.
-pub(super) fn group_key(rule: &str, values: &[&str]) -> String {
+pub(super) fn group_key(rule: &str, values: &[String]) -> String {
     format!("{rule}:{}", values.join("|"))
 }
 

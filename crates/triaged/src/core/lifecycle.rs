@@ -54,6 +54,7 @@ impl Core {
                 inflight: 0,
                 sent_priority: None,
                 merged: false,
+                frozen: None,
                 pending: None,
                 acked: None,
                 last_action: 0,
@@ -117,6 +118,7 @@ impl Core {
     /// Moves the members and reasons of incident `from` into `into`; an
     /// opened `from` resolves as merged, a pending one is dropped.
     pub(super) fn merge_into(&mut self, from: u64, into: u64, root_id: &str, now: DateTime<Utc>) {
+        let frozen = self.incidents[&from].opened_at.is_some().then(|| Box::new(self.snapshot(from)));
         let (members, created, was_open, reasons, scope) = {
             let f = self.incidents.get_mut(&from).expect("live incident");
             (std::mem::take(&mut f.members), f.created, f.opened_at.is_some(), std::mem::take(&mut f.reasons), f.scope.clone())
@@ -157,6 +159,7 @@ impl Core {
         if was_open {
             let f = self.incidents.get_mut(&from).unwrap();
             f.merged = true;
+            f.frozen = frozen;
             f.phase = Phase::Resolved { at: now };
             f.notes.push(format!(
                 "merged into {}: root cause {root_id} is upstream of this incident",

@@ -233,6 +233,11 @@ struct Inc<C = CiIdx> {
     sent_priority: Option<u8>,
     /// Absorbed by another incident; closes once its last action is acknowledged.
     merged: bool,
+    /// What the ITSM holds of an incident merged away: its snapshot before
+    /// its members moved, so its resolve carries its content (members,
+    /// title, priority) and does not overwrite the record with an empty one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    frozen: Option<Box<Incident>>,
     /// The latest action decided and not yet acknowledged by the ITSM. A
     /// restored incident sends it again (it is the incident's current state),
     /// and nothing older: what the ITSM acknowledged is never sent twice.

@@ -18,6 +18,14 @@ impl Core {
     /// Incident `id` as the sink sees it (it must have a key: opened).
     pub(super) fn snapshot(&self, id: u64) -> Incident {
         let inc = &self.incidents[&id];
+        if let Some(frozen) = &inc.frozen {
+            let resolved_at = match inc.phase {
+                Phase::Resolved { at } => Some(at),
+                _ => None,
+            };
+            let state = if resolved_at.is_some() { IncidentState::Resolved } else { frozen.state };
+            return Incident { state, resolved_at, ..(**frozen).clone() };
+        }
         let Priority { impact, urgency, priority, impacted_services, severity } = self.assess(inc);
         let members: Vec<Member> = inc
             .members

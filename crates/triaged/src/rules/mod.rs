@@ -138,6 +138,14 @@ pub struct Classification<'r> {
 }
 
 impl Rule {
+    /// Names of the regex captures this rule's conditions set.
+    fn capture_names(&self) -> impl Iterator<Item = &str> {
+        self.conds
+            .iter()
+            .filter_map(|(_, c)| if let Cond::Regex(re) = c { Some(re) } else { None })
+            .flat_map(|re| re.capture_names().flatten())
+    }
+
     fn matches(&self, ev: &Event, captures: &mut HashMap<String, String>) -> bool {
         let mut local: Vec<(String, String)> = Vec::new();
         for (field, cond) in &self.conds {
@@ -175,6 +183,29 @@ impl Rule {
         captures.extend(local);
         true
     }
+}
+
+/// Template placeholders that are neither an event field nor a capture of
+/// some rule's regex: they would render empty and fold unrelated alerts
+/// into one fingerprint.
+fn unknown_template_fields(rules: &[Rule], files: &[(PathBuf, String)]) -> Vec<RuleError> {
+    let captures: HashSet<&str> = rules.iter().flat_map(|r| r.capture_names()).collect();
+    let mut errors = Vec::new();
+    for rule in rules {
+        let text = files.iter().find(|(p, _)| *p == rule.loc.file).map_or("", |(_, t)| t.as_str());
+        for (key, template) in [("bind", &rule.bind), ("dedup_key", &rule.dedup_key)] {
+            for f in template.iter().flat_map(|t| t.fields()) {
+                if !Event::is_known_field(f) && !captures.contains(f) {
+                    errors.push(RuleError {
+                        file: rule.loc.file.clone(),
+                        line: Some(parse::find_line(text, rule.loc.line, key).unwrap_or(rule.loc.line)),
+                        message: format!("rule `{}`: {key}: {}, nor a capture of any rule's regex", rule.name, Event::unknown_field(f)),
+                    });
+                }
+            }
+        }
+    }
+    errors
 }
 
 /// All rules, in evaluation order.
@@ -232,6 +263,7 @@ impl RuleSet {
                 rules.push(rule);
             }
         }
+        errors.extend(unknown_template_fields(&rules, files));
         if errors.is_empty() {
             Ok(RuleSet { rules, files: files.iter().map(|(p, _)| p.clone()).collect() })
         } else {
@@ -403,6 +435,10 @@ rules:
             ("rules:\n  - name: a\n    match: { check: { regex: a, in: [b] } }\n", 3, "exactly one"),
             ("rules:\n  - name: a\n    group: { by: [], window: 5m }\n", 3, "at least one"),
             ("rules:\n  - name: a\n    group: { by: [check], window: 5x }\n", 3, "unknown unit"),
+            ("rules:\n  - name: a\n    group: { by: [chek], window: 5m }\n", 3, "did you mean `check`"),
+            // A typo renders empty and folds unrelated alerts together.
+            ("rules:\n  - name: a\n    match: { source: zabbix }\n    dedup_key: '{source}|{chek}'\n", 4, "`chek` is not an event field"),
+            ("rules:\n  - name: a\n    bind: '{hots}'\n", 3, "did you mean `host`"),
             (
                 "rules:\n  - name: a\n    suppress:\n      windows: [{ start: 2026-01-02T00:00:00Z, end: 2026-01-01T00:00:00Z }]\n",
                 4,
@@ -416,6 +452,12 @@ rules:
             assert!(errs[0].message.contains(msg), "{text}: {}", errs[0]);
             assert!(errs[0].to_string().starts_with(&format!("rules/t.yaml:{line}: ")), "{}", errs[0]);
         }
+    }
+
+    #[test]
+    fn a_template_may_use_any_rules_capture_and_the_bound_ci() {
+        let text = "rules:\n  - name: k\n    dedup_key: '{ci}|{labels.job}|{port}'\n  - name: p\n    match:\n      check: { regex: 'port (?P<port>[0-9]+)' }\n";
+        set(text).unwrap_or_else(|e| panic!("{e:?}"));
     }
 
     #[test]

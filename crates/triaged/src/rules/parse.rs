@@ -220,7 +220,7 @@ pub(super) fn parse_file(path: &Path, text: &str, errors: &mut Vec<RuleError>) -
             }
             for f in &g.by {
                 if !Event::is_known_field(f) {
-                    err(Some(f), format!("group.by: unknown field `{f}`"));
+                    err(Some(f), format!("group.by: {}", Event::unknown_field(f)));
                 }
             }
             Group { by: g.by.clone(), window: g.window.0 }
