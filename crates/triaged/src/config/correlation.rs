@@ -25,7 +25,9 @@ pub struct CorrelationConfig {
     #[serde(default = "default_dedup_key")]
     pub dedup_key: String,
     /// Default topology correlation window when a rule enables topology
-    /// correlation without its own window.
+    /// correlation without its own window: how long a cleared upstream CI
+    /// still explains its dependents (a firing one does until it clears or
+    /// expires).
     #[serde(default = "default_topology_window")]
     pub topology_window: HumanDuration,
     /// How far up the dependency graph root-cause search goes.

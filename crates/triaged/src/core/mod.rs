@@ -10,9 +10,10 @@
 //! 1. a fingerprint that already belongs to a live incident rejoins it
 //!    (reopening it when it was resolved within the reopen window; `lifecycle.rs`);
 //! 2. with topology correlation and a bound CI: if an upstream CI (depends_on,
-//!    runs_on, connects_to, followed transitively) has a firing event within the
-//!    window, or cleared only after this event began (event time: one fault's
-//!    events read out of order across partitions), the event joins that CI's
+//!    runs_on, connects_to, followed transitively) is firing (until it clears
+//!    or expires, however rarely its source re-sends), or cleared within the
+//!    window but only after this event began (event time: one fault's events
+//!    read out of order across partitions), the event joins that CI's
 //!    incident; **the root cause is the deepest failing upstream CI** (in a
 //!    dependency cycle, the one that failed first). A new root that is upstream
 //!    of existing incidents absorbs them (`topology.rs`);
@@ -259,7 +260,7 @@ struct Inc<C = CiIdx> {
 #[derive(Debug, Clone, Copy, serde::Serialize, serde::Deserialize)]
 struct Active {
     firing: u32,
-    /// Processing time of the last event that touched it.
+    /// Watermark time of the last event that touched it.
     seen: DateTime<Utc>,
     /// Event time at which `firing` last dropped to zero.
     cleared_at: Option<DateTime<Utc>>,

@@ -68,8 +68,11 @@ impl Core {
         Decision { kind, fingerprint: Some(key), incident: Some(inc_id), reason }
     }
 
-    /// Deepest upstream CI of `ci` failing within `window`: firing now, or
-    /// cleared only after `event_time` (the downstream fault began while it failed).
+    /// Deepest upstream CI of `ci` that is failing: firing now, however long
+    /// its source has been silent (Alertmanager re-sends every
+    /// `repeat_interval`, Zabbix sends a problem once; stale alerts expire,
+    /// `expiry.rs`), or cleared within `window` but only after `event_time`
+    /// (the downstream fault began while it failed).
     pub(super) fn failing_upstream(
         &self,
         ci: CiIdx,
@@ -84,7 +87,7 @@ impl Core {
         for (up, dist) in self.cmdb.upstream_closure(ci, self.cfg.max_depth) {
             let Some(a) = self.ci_active.get(&up) else { continue };
             let failing = a.firing > 0 || a.cleared_at.is_some_and(|c| event_time <= c);
-            if !failing || now - a.seen > window || !self.incidents.contains_key(&a.incident) {
+            if !failing || (a.firing == 0 && now - a.seen > window) || !self.incidents.contains_key(&a.incident) {
                 continue;
             }
             let inc = a.incident;
