@@ -59,6 +59,19 @@ pub struct CorrelationConfig {
     /// counted in `triaged_decisions_total`); live ones are never shed.
     #[serde(default = "default_max_fingerprints")]
     pub max_fingerprints: usize,
+    /// The lowest severity that takes part in topology correlation (a rule's
+    /// `correlate.min_severity` overrides it). An alert below it (a warning,
+    /// by default) is never the root of, a member of, nor an upstream for a
+    /// fault's incident, so it neither re-roots, raises the priority of nor
+    /// holds open an incident a real fault started; it stays an incident of
+    /// its own, and the fault's incident gets a work note naming it as
+    /// context.
+    #[serde(default = "default_topology_min_severity")]
+    pub topology_min_severity: crate::event::Severity,
+}
+
+fn default_topology_min_severity() -> crate::event::Severity {
+    crate::event::Severity::Minor
 }
 
 fn default_max_fingerprints() -> usize {
@@ -89,6 +102,7 @@ impl Default for CorrelationConfig {
             stale_after: default_stale_after(),
             stale_after_by_source: Default::default(),
             max_fingerprints: default_max_fingerprints(),
+            topology_min_severity: default_topology_min_severity(),
         }
     }
 }

@@ -86,6 +86,9 @@ pub struct CoreConfig {
     pub stale_after: chrono::Duration,
     pub stale_after_by_source: HashMap<String, chrono::Duration>,
     pub max_fingerprints: usize,
+    /// Below this severity an alert is context, not part of topology
+    /// correlation (`correlation.topology_min_severity`).
+    pub topology_min_severity: Severity,
 }
 
 fn chrono_dur(d: Duration) -> chrono::Duration {
@@ -108,6 +111,7 @@ impl CoreConfig {
             max_lateness: chrono_dur(c.max_lateness.0),
             stale_after: chrono_dur(c.stale_after.0),
             stale_after_by_source: c.stale_after_by_source.iter().map(|(k, v)| (k.clone(), chrono_dur(v.0))).collect(),
+            topology_min_severity: c.topology_min_severity,
             max_fingerprints: c.max_fingerprints,
         }
     }
@@ -483,10 +487,16 @@ impl Core {
                 reason: format!("refused: the state holds max_fingerprints ({}) live fingerprints", self.cfg.max_fingerprints),
             };
         }
-        // A new firing episode.
-        let topology = class.topology.is_some() && ci.is_some();
+        // A new firing episode. Below the topology minimum it is context only.
+        let min_severity = class.topology_min_severity.unwrap_or(self.cfg.topology_min_severity);
+        let context = class.topology.is_some() && ci.is_some() && severity < min_severity;
+        let topology = class.topology.is_some() && ci.is_some() && !context;
         self.start_episode(&key, ev, severity, ci, topology, part);
-        let reason = self.maintenance_note(bind_reason, ci, ev.time);
+        let mut reason = self.maintenance_note(bind_reason, ci, ev.time);
+        if let (true, Some(ci)) = (context, ci) {
+            let window = topology::window_of(class.topology, &self.cfg);
+            reason.push_str(&self.context_of(ci, severity, min_severity, ev, window, now));
+        }
 
         // 1. Recurrence of a fingerprint whose incident is still live.
         if let Some(inc_id) = live_incident {

@@ -9,7 +9,7 @@
 use chrono::{DateTime, Utc};
 
 use super::{chrono_dur, Active, Core, CoreConfig, Decision, DecisionKind, Phase, Scope};
-use crate::event::Event;
+use crate::event::{Event, Severity};
 use crate::topology::CiIdx;
 
 /// The topology window of a rule's `correlate: { topology, window }`, else the configured one.
@@ -100,6 +100,39 @@ impl Core {
             }
         }
         best
+    }
+
+    /// An alert of `severity`, below the topology minimum `min`, on `ci`:
+    /// the incident of the CI or of its failing upstream gets a work note
+    /// naming it as context; the alert itself takes no part (it stays an
+    /// incident of its own). Returns the decision's reason.
+    pub(super) fn context_of(
+        &mut self,
+        ci: CiIdx,
+        severity: Severity,
+        min: Severity,
+        ev: &Event,
+        window: chrono::Duration,
+        now: DateTime<Utc>,
+    ) -> String {
+        let own = self.ci_active.get(&ci).filter(|a| a.firing > 0 && self.incidents.contains_key(&a.incident)).map(|a| (ci, a.incident));
+        let found = own.or_else(|| self.failing_upstream(ci, window, ev.time, now).map(|(up, _, inc)| (up, inc)));
+        let ci_id = self.cmdb.ci(ci).id.clone();
+        let mut reason =
+            format!("; topology: severity {} is below the topology minimum {}: context, not correlated", severity.as_str(), min.as_str());
+        if let Some((up, inc_id)) = found {
+            let up_id = self.cmdb.ci(up).id.clone();
+            let inc = self.incidents.get_mut(&inc_id).expect("checked live");
+            let name = inc.key.clone().unwrap_or_else(|| format!("pending incident #{inc_id}"));
+            let on = if up == ci { format!("{ci_id}, the failing CI") } else { format!("{ci_id}, which depends on failing {up_id}") };
+            inc.notes.push(format!("context: {} ({}) on {on}; not a member", ev.check, severity.as_str()));
+            if inc.opened_at.is_some() {
+                inc.dirty = true;
+            }
+            self.changes.incident(inc_id);
+            reason.push_str(&format!(" (context for {name}, failing {up_id})"));
+        }
+        reason
     }
 
     /// In a dependency cycle (`ci` and the incident's root are upstream of each

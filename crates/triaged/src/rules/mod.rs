@@ -18,7 +18,7 @@
 //!       in_maintenance: true                   # CI has an active CMDB maintenance window
 //!       windows: [{ start: 2026-12-24T18:00:00Z, end: 2026-12-26T06:00:00Z, reason: "freeze" }]
 //!     group: { by: [labels.alertname, labels.cluster], window: 10m }
-//!     correlate: { topology: true, window: 5m }
+//!     correlate: { topology: true, window: 5m, min_severity: minor }  # below min_severity: context only
 //!     stop: false                              # true: later rules are not evaluated
 //! ```
 //! Every matching rule applies; for each setting the last matching rule that
@@ -111,6 +111,8 @@ pub struct Rule {
     pub group: Option<Group>,
     /// `Some(window)` when topology correlation is enabled; `None` window = core default.
     pub topology: Option<Option<Duration>>,
+    /// `correlate.min_severity`: overrides `correlation.topology_min_severity`.
+    pub topology_min_severity: Option<Severity>,
     pub stop: bool,
 }
 
@@ -135,6 +137,8 @@ pub struct Classification<'r> {
     pub suppress: Vec<(&'r str, &'r Suppress)>,
     pub group: Option<(&'r str, &'r Group)>,
     pub topology: Option<(&'r str, Option<Duration>)>,
+    /// The lowest severity the topology rule correlates, when it says.
+    pub topology_min_severity: Option<Severity>,
 }
 
 impl Rule {
@@ -319,6 +323,7 @@ impl RuleSet {
             }
             if let Some(w) = r.topology {
                 c.topology = Some((&r.name, w));
+                c.topology_min_severity = r.topology_min_severity;
             }
             if r.stop {
                 break;
@@ -436,6 +441,11 @@ rules:
             ("rules:\n  - name: a\n    group: { by: [], window: 5m }\n", 3, "at least one"),
             ("rules:\n  - name: a\n    group: { by: [check], window: 5x }\n", 3, "unknown unit"),
             ("rules:\n  - name: a\n    group: { by: [chek], window: 5m }\n", 3, "did you mean `check`"),
+            (
+                "rules:\n  - name: a\n    correlate: { topology: true, min_severity: huge }\n",
+                3,
+                "correlate.min_severity: unknown severity `huge`",
+            ),
             // A typo renders empty and folds unrelated alerts together.
             ("rules:\n  - name: a\n    match: { source: zabbix }\n    dedup_key: '{source}|{chek}'\n", 4, "`chek` is not an event field"),
             ("rules:\n  - name: a\n    bind: '{hots}'\n", 3, "did you mean `host`"),

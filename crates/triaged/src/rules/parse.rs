@@ -107,6 +107,8 @@ pub(super) struct CorrelateSpec {
     topology: bool,
     #[serde(default)]
     window: Option<HumanDuration>,
+    #[serde(default)]
+    min_severity: Option<String>,
 }
 
 /// Line (1-based) of the first line at or after `from_line` containing `needle`.
@@ -229,6 +231,16 @@ pub(super) fn parse_file(path: &Path, text: &str, errors: &mut Vec<RuleError>) -
         if spec.correlate.as_ref().is_some_and(|c| !c.topology && c.window.is_some()) {
             err(Some("correlate"), "correlate.window is set but topology is false".into());
         }
+        let topology_min_severity = match spec.correlate.as_ref().and_then(|c| c.min_severity.as_ref()) {
+            None => None,
+            Some(s) => match Severity::parse(s) {
+                Some(sev) => Some(sev),
+                None => {
+                    err(Some("min_severity"), format!("correlate.min_severity: unknown severity `{s}`"));
+                    None
+                }
+            },
+        };
         out.push(Rule {
             name: spec.name.clone(),
             description: spec.description.clone(),
@@ -241,6 +253,7 @@ pub(super) fn parse_file(path: &Path, text: &str, errors: &mut Vec<RuleError>) -
             suppress,
             group,
             topology,
+            topology_min_severity,
             stop: spec.stop,
         });
     }
