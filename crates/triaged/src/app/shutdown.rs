@@ -23,6 +23,15 @@ const CLOSE_AT_LEAST: Duration = Duration::from_secs(1);
 /// What a close leaves of the deadline for the rest of the shutdown.
 const CLOSE_MARGIN: Duration = Duration::from_millis(100);
 
+/// How long the last offset commit may take: what is left of the deadline
+/// once the consumers' close is set aside, and at least `COMMIT_AT_LEAST`.
+fn commit_budget(deadline: Duration, started: Instant) -> Duration {
+    deadline.saturating_sub(started.elapsed() + CLOSE_AT_LEAST + CLOSE_MARGIN).max(COMMIT_AT_LEAST)
+}
+
+/// Time the last offset commit gets even when the deadline is spent.
+const COMMIT_AT_LEAST: Duration = Duration::from_millis(200);
+
 /// How long a consumer may take to close: what is left of the deadline,
 /// less a margin, and at least `CLOSE_AT_LEAST`.
 fn close_budget(deadline: Duration, started: Instant) -> Duration {
@@ -110,7 +119,7 @@ impl Stopping {
             // then the input offsets are committed.
             let _ = input_task.await;
             let _ = rekey_task.await;
-            if let Err(e) = input_offsets.commit_now() {
+            if let Err(e) = input_offsets.commit_within(commit_budget(deadline, started)).await {
                 warn!(error = %e, "final input offset commit failed; the next start re-keys from the last committed offsets");
             }
             input_offsets.close(close_budget(deadline, started)).await;
@@ -132,7 +141,7 @@ impl Stopping {
         sink_deadline.abort();
         http_stop.cancel();
         tracker.wait().await;
-        if let Err(e) = offsets.commit_now() {
+        if let Err(e) = offsets.commit_within(commit_budget(deadline, started)).await {
             warn!(error = %e, "final offset commit failed; the next start replays from the last committed offsets");
         }
         offsets.close(close_budget(deadline, started)).await;

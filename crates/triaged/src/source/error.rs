@@ -16,6 +16,8 @@ pub enum SourceError {
     Store(KafkaError),
     #[error("cannot commit offsets: {0}")]
     Commit(KafkaError),
+    #[error("offset commit not answered within {0:?}")]
+    CommitTimedOut(std::time::Duration),
     #[error("cannot {action} partitions: {source}")]
     Partitions { action: &'static str, source: KafkaError },
     #[error("fatal Kafka consumer error {code:?}: {reason}")]
@@ -31,7 +33,7 @@ impl SourceError {
             SourceError::Config(_) | SourceError::Client { .. } | SourceError::Subscribe { .. } => false,
             SourceError::Fatal { .. } => false,
             SourceError::DeadLetter { source, .. } => !is_too_large(source),
-            SourceError::Store(_) | SourceError::Commit(_) | SourceError::Partitions { .. } => true,
+            SourceError::Store(_) | SourceError::Commit(_) | SourceError::CommitTimedOut(_) | SourceError::Partitions { .. } => true,
         }
     }
 }

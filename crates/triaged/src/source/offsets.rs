@@ -90,6 +90,40 @@ impl OffsetHandle {
         }
     }
 
+    /// Asks for a commit of the stored offsets without waiting for it (the
+    /// rebalance callback logs a failure; auto-commit tries again later).
+    pub fn commit_async(&self) {
+        match self.consumer.commit_consumer_state(CommitMode::Async) {
+            Ok(()) => {}
+            Err(e) if e.rdkafka_error_code() == Some(RDKafkaErrorCode::NoOffset) => {}
+            Err(e) => debug!(error = %e, "offset commit not started; auto-commit tries again"),
+        }
+    }
+
+    /// [`OffsetHandle::commit_now`] on a thread of its own, waiting at most
+    /// `within`: with the broker down librdkafka's synchronous commit waits
+    /// for a coordinator (up to the session timeout), which must not hold a
+    /// shutdown past its deadline. Nothing is lost by giving up: the next
+    /// start reads again from the last committed offset, and the changelog
+    /// says what of that its state already reflects.
+    pub async fn commit_within(&self, within: Duration) -> Result<(), SourceError> {
+        let (done_tx, done_rx) = tokio::sync::oneshot::channel();
+        let handle = self.clone();
+        let spawned = std::thread::Builder::new().name("kafka-commit".into()).spawn(move || {
+            let result = handle.commit_now();
+            // Before the answer: a close that follows must hold the last handle.
+            drop(handle);
+            let _ = done_tx.send(result);
+        });
+        if spawned.is_err() {
+            return self.commit_now();
+        }
+        match tokio::time::timeout(within, done_rx).await {
+            Ok(Ok(result)) => result,
+            Ok(Err(_)) | Err(_) => Err(SourceError::CommitTimedOut(within)),
+        }
+    }
+
     /// Closes the consumer (leave the group) on a thread of its own, waiting
     /// at most `within`. librdkafka's close can block for as long as the
     /// broker lets it (a fenced consumer waits on a live broker); past
