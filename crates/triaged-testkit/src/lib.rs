@@ -10,6 +10,7 @@
 //!   triaged, Alertmanager and SEC alike;
 //! - [`scenario`]: storms with their ground truth and the difficulties of
 //!   real ones (late roots, noise, out-of-order delivery, ...);
+//! - [`score`]: a replay's incident actions scored against that truth;
 //! - [`rss`]: resident memory of a process, as the kernel reports it.
 
 pub mod cmdb;
@@ -17,4 +18,5 @@ pub mod itsm;
 pub mod mimic;
 pub mod rss;
 pub mod scenario;
+pub mod score;
 pub mod storm;
