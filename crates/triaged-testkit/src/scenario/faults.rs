@@ -16,6 +16,8 @@ use super::{Fault, Noise, ScenarioParams, Truth, DEPTH};
 
 /// Symptoms a fault raises at most, nearest first.
 pub const MAX_SYMPTOMS: usize = 12;
+/// CIs below a fault that could alert, at least (but on a redundant pair member).
+const MIN_BELOW: usize = 2;
 /// Share of the symptoms that stay silent (missing symptoms).
 const MISSING: f64 = 0.3;
 /// Share of the faults whose root alerts after its symptoms (late roots).
@@ -33,11 +35,12 @@ const NOISE_PER_FAULT: f64 = 1.5;
 /// Share of the warnings that never clear.
 const NOISE_STAYS: f64 = 0.4;
 /// Tries to find room for one fault.
-const ATTEMPTS: usize = 200;
+const ATTEMPTS: usize = 1_000;
 
 /// Kinds of CIs that fail, with their weights.
-const FAULT_KINDS: [(&str, u32); 7] =
-    [("switch", 2), ("hypervisor", 3), ("host", 1), ("vm", 3), ("application", 2), ("load_balancer", 1), ("storage", 1)];
+/// (Bare-metal hosts carry nothing in these estates: they would fail alone.)
+const FAULT_KINDS: [(&str, u32); 6] =
+    [("switch", 2), ("hypervisor", 3), ("vm", 3), ("application", 2), ("load_balancer", 1), ("storage", 1)];
 
 /// CIs that alert: not sites and business services, which have no monitor of their own here.
 fn alerts(cmdb: &Snapshot, c: CiIdx) -> bool {
@@ -90,13 +93,21 @@ fn secs(rng: &mut ChaCha8Rng, from: i64, to: i64) -> Duration {
     Duration::seconds(rng.gen_range(from..=to))
 }
 
-/// The CIs of a fault on `root`: `(alerting symptoms, silent ones)`.
-fn symptoms_of(cmdb: &Snapshot, root: CiIdx, missing: bool, rng: &mut ChaCha8Rng) -> (Vec<CiIdx>, Vec<CiIdx>) {
+/// The CIs of a fault on `root`: `(alerting symptoms, silent ones)`, at
+/// least one alerting; `None` when fewer than [`MIN_BELOW`] CIs below it alert.
+fn symptoms_of(cmdb: &Snapshot, root: CiIdx, missing: bool, rng: &mut ChaCha8Rng) -> Option<(Vec<CiIdx>, Vec<CiIdx>)> {
     let below: Vec<CiIdx> = triaged::demo::downstream(cmdb, root).into_iter().filter(|&c| alerts(cmdb, c)).take(MAX_SYMPTOMS).collect();
-    if !missing {
-        return (below, Vec::new());
+    if below.len() < MIN_BELOW {
+        return None;
     }
-    below.into_iter().partition(|_| !rng.gen_bool(MISSING))
+    if !missing {
+        return Some((below, Vec::new()));
+    }
+    let (mut alerting, mut silent): (Vec<CiIdx>, Vec<CiIdx>) = below.into_iter().partition(|_| !rng.gen_bool(MISSING));
+    if alerting.is_empty() {
+        alerting.push(silent.remove(0));
+    }
+    Some((alerting, silent))
 }
 
 /// Places the faults, then the warnings.
@@ -126,8 +137,8 @@ pub(super) fn place(cmdb: &Snapshot, p: &ScenarioParams, rng: &mut ChaCha8Rng) -
                 Some(k) => faults[k].onset + secs(rng, 0, 60),
                 None => p.start + secs(rng, 0, p.span.num_seconds().max(1)),
             };
-            let lasts = secs(rng, 4 * 60, 20 * 60);
-            let plan = Plan { onset, lasts, partner, redundant };
+            let recovery = rng.gen_bool(RECOVER).then(|| onset + secs(rng, 4 * 60, 20 * 60));
+            let plan = Plan { onset, recovery, partner, redundant };
             let pools = Pools { by_kind: &by_kind, total, redundant: &redundant_pool };
             if let Some(found) = find_room(cmdb, &plan, &pools, &faults, &claims, d, rng) {
                 placed = Some((plan, found));
@@ -136,7 +147,7 @@ pub(super) fn place(cmdb: &Snapshot, p: &ScenarioParams, rng: &mut ChaCha8Rng) -
         }
         let Some((plan, (root, symptoms, missing, alerting, up))) = placed else { continue };
         claims.claim(cmdb, &alerting, up.clone());
-        let recovery = rng.gen_bool(RECOVER).then_some(plan.onset + plan.lasts);
+        let recovery = plan.recovery;
         let long = recovery.is_none_or(|r| r - plan.onset >= Duration::minutes(10));
         let slow: Vec<String> =
             symptoms.iter().filter(|_| d.slow_symptoms && long && rng.gen_bool(SLOW)).map(|&c| cmdb.ci(c).id.clone()).collect();
@@ -159,11 +170,11 @@ pub(super) fn place(cmdb: &Snapshot, p: &ScenarioParams, rng: &mut ChaCha8Rng) -
     Truth { faults, noise }
 }
 
-/// When a fault starts, how long it lasts, next to which earlier fault, and
+/// When a fault starts and recovers, next to which earlier fault, and
 /// whether on a redundant pair.
 struct Plan {
     onset: DateTime<Utc>,
-    lasts: Duration,
+    recovery: Option<DateTime<Utc>>,
     partner: Option<usize>,
     redundant: bool,
 }
@@ -194,8 +205,8 @@ fn find_room(
     let busy: HashSet<Option<&str>> = faults
         .iter()
         .filter(|f| {
-            let end = f.recovery.unwrap_or(f.onset + Duration::minutes(20));
-            f.onset - margin < plan.onset + plan.lasts && plan.onset < end + margin
+            let (end, plan_end) = (f.recovery.unwrap_or(DateTime::<Utc>::MAX_UTC), plan.recovery.unwrap_or(DateTime::<Utc>::MAX_UTC));
+            f.onset - margin < plan_end && plan.onset - margin < end
         })
         .map(|f| f.site.as_deref())
         .collect();
@@ -226,7 +237,8 @@ fn find_room(
         if !site_ok {
             continue;
         }
-        let (symptoms, missing) = if plan.redundant { (Vec::new(), Vec::new()) } else { symptoms_of(cmdb, root, d.missing_symptoms, rng) };
+        let below = if plan.redundant { Some((Vec::new(), Vec::new())) } else { symptoms_of(cmdb, root, d.missing_symptoms, rng) };
+        let Some((symptoms, missing)) = below else { continue };
         let alerting: Vec<CiIdx> = std::iter::once(root).chain(symptoms.iter().copied()).collect();
         let up = upstream_of(cmdb, &alerting);
         if claims.admits(&alerting, &up) {
