@@ -11,11 +11,13 @@
 //! - [`scenario`]: storms with their ground truth and the difficulties of
 //!   real ones (late roots, noise, out-of-order delivery, ...);
 //! - [`score`]: a replay's incident actions scored against that truth;
+//! - [`quality`]: scenarios of three sizes replayed and scored;
 //! - [`rss`]: resident memory of a process, as the kernel reports it.
 
 pub mod cmdb;
 pub mod itsm;
 pub mod mimic;
+pub mod quality;
 pub mod rss;
 pub mod scenario;
 pub mod score;
