@@ -143,3 +143,68 @@ fn replay_takes_the_config_timers_and_formats() {
     let (_, native) = cli(&["replay", "--from", fixture().to_str().unwrap(), "--config", config("native").to_str().unwrap()]);
     assert!(opened_at(&native).is_none(), "{native}");
 }
+
+/// `replay --output json`: one object per action, then one final record per
+/// incident; the same actions and incidents as the text output.
+#[test]
+fn replay_prints_actions_as_json() {
+    let out = Command::new(env!("CARGO_BIN_EXE_triaged"))
+        .current_dir(repo())
+        .args(["replay", "--from", fixture().to_str().unwrap(), "--output", "json"])
+        .output()
+        .unwrap();
+    let (stdout, stderr) = (String::from_utf8(out.stdout).unwrap(), String::from_utf8_lossy(&out.stderr).into_owned());
+    assert!(out.status.success(), "{stderr}");
+    assert!(stderr.contains("263 messages, 262 events"), "the summary goes to stderr: {stderr}");
+    let values: Vec<serde_json::Value> =
+        stdout.lines().map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}"))).collect();
+    let (actions, finals): (Vec<_>, Vec<_>) = values.iter().partition(|v| v.get("final").is_none());
+    assert!(values.iter().rev().take(finals.len()).all(|v| v["final"] == true), "the final records come last: {stdout}");
+    for a in &actions {
+        for field in ["at", "kind", "key", "root", "priority", "severity", "scope", "title", "members", "member_cis"] {
+            assert!(a.get(field).is_some(), "{field} missing: {a}");
+        }
+        assert!(chrono::DateTime::parse_from_rfc3339(a["at"].as_str().unwrap()).is_ok(), "{a}");
+        assert_eq!(a["members"].as_array().unwrap().len(), a["member_cis"].as_array().unwrap().len(), "{a}");
+    }
+
+    // The text replay of the same log: the same actions in the same order.
+    let (rules, cmdb) = shipped();
+    let text = replay(&read_file(&fixture()).unwrap(), rules, cmdb, &CorrelationConfig::default(), Format::Auto, false);
+    let kinds_keys = |a: &serde_json::Value| format!("{} {}", a["kind"].as_str().unwrap(), a["key"].as_str().unwrap());
+    let from_text: Vec<String> = text.actions.iter().map(|l| l.split_whitespace().skip(1).take(2).collect::<Vec<_>>().join(" ")).collect();
+    assert_eq!(actions.iter().map(|a| kinds_keys(a)).collect::<Vec<_>>(), from_text);
+
+    let switch = actions.iter().find(|a| a["kind"] == "open" && a["root"] == "sw-core-par1-01").expect("the switch storm opens");
+    assert_eq!(switch["members"].as_array().unwrap().len(), 86, "{switch}");
+    let cis = switch["member_cis"].as_array().unwrap();
+    assert!(cis.iter().any(|c| c == "sw-core-par1-01") && cis.iter().any(|c| c == "sw-acc-par1-01"), "{switch}");
+    assert!(switch["members"].as_array().unwrap().iter().any(|m| m == "zabbix|sw-core-par1-01|ICMP ping unreachable"), "{switch}");
+
+    let final_keys: Vec<&str> = finals.iter().map(|f| f["key"].as_str().unwrap()).collect();
+    assert_eq!(final_keys, text.incidents.keys().map(String::as_str).collect::<Vec<_>>());
+    for f in &finals {
+        assert_eq!((f["last_kind"].as_str(), f["state"].as_str()), (Some("resolve"), Some("resolved")), "{f}");
+        let root = f["root"].as_str().unwrap();
+        assert!(["sw-core-par1-01", "db-pay-fra1-01"].contains(&root), "{f}");
+        let last = actions.iter().rev().find(|a| a["key"] == f["key"]).unwrap();
+        assert_eq!((&f["members"], f["priority"].as_u64()), (&last["members"], last["priority"].as_u64()), "{f}");
+    }
+    let db = finals.iter().find(|f| f["root"] == "db-pay-fra1-01").unwrap();
+    assert_eq!(db["member_cis"], serde_json::json!(["db-pay-fra1-01"]), "{db}");
+}
+
+#[test]
+fn replay_output_refuses_unknown_values() {
+    let run = |args: &[&str]| {
+        let out = Command::new(env!("CARGO_BIN_EXE_triaged")).current_dir(repo()).args(args).output().unwrap();
+        (out.status.code(), String::from_utf8_lossy(&out.stderr).into_owned())
+    };
+    let from = fixture();
+    let (code, err) = run(&["replay", "--from", from.to_str().unwrap(), "--output", "yaml"]);
+    assert_eq!(code, Some(2), "{err}");
+    assert!(err.contains("invalid value 'yaml' for '--output <OUTPUT>'") && err.contains("[possible values: text, json]"), "{err}");
+    let (code, err) = run(&["replay", "--from", from.to_str().unwrap(), "--output", "json", "--against", "rules"]);
+    assert_eq!(code, Some(2), "{err}");
+    assert!(err.contains("'--output <OUTPUT>' cannot be used with '--against <AGAINST>'"), "{err}");
+}

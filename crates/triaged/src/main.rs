@@ -2,7 +2,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::Context;
-use clap::{Parser, Subcommand};
+use clap::{Parser, Subcommand, ValueEnum};
 use tokio::signal::unix::{signal, SignalKind};
 use tokio_util::sync::CancellationToken;
 use tracing_subscriber::EnvFilter;
@@ -23,6 +23,13 @@ struct Cli {
     log: String,
     #[command(subcommand)]
     cmd: Cmd,
+}
+
+/// How `triaged replay` prints its incident actions.
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Output {
+    Text,
+    Json,
 }
 
 #[derive(Subcommand)]
@@ -77,6 +84,11 @@ enum Cmd {
         /// Candidate rules directory to compare with.
         #[arg(long)]
         against: Option<PathBuf>,
+        /// `text`: one line per action, then the last action of each incident.
+        /// `json`: one JSON object per action, then one per incident with
+        /// `"final": true`; the summary goes to stderr.
+        #[arg(long, value_enum, default_value_t = Output::Text, conflicts_with = "against")]
+        output: Output,
         /// The daemon's config: its `[correlation]` timers, its topics'
         /// formats, its rules and CMDB, so the replay takes the daemon's
         /// decisions on the same log.
@@ -139,8 +151,8 @@ fn main() -> ExitCode {
         Cmd::Check { config } => return check(&config),
         Cmd::Test { rules_dir, cmdb, config } => return rule_tests(&rules_dir, cmdb, config.as_deref()),
         Cmd::Explain { id, url, json } => explain(&id, &url, json),
-        Cmd::Replay { from, topic, brokers, partition, offsets, rules, cmdb, against, config } => {
-            return replay(ReplayArgs { from, topic, brokers, partition, offsets, rules, cmdb, against, config })
+        Cmd::Replay { from, topic, brokers, partition, offsets, rules, cmdb, against, output, config } => {
+            return replay(ReplayArgs { from, topic, brokers, partition, offsets, rules, cmdb, against, output, config })
         }
         Cmd::Run { config } => run(&config),
         Cmd::Demo { listen, repeats, root, metrics_out } => demo(listen, repeats, root, metrics_out),
@@ -245,6 +257,7 @@ struct ReplayArgs {
     rules: Option<PathBuf>,
     cmdb: Option<PathBuf>,
     against: Option<PathBuf>,
+    output: Output,
     config: Option<PathBuf>,
 }
 
@@ -296,10 +309,7 @@ fn replay_inner(a: ReplayArgs) -> anyhow::Result<ExitCode> {
         eprintln!("{origin}: undecodable: {e}");
     }
     let Some(dir) = &a.against else {
-        current.actions.iter().for_each(|l| println!("{l}"));
-        println!("\nincidents ({}), last action of each:", current.incidents.len());
-        current.incidents.values().for_each(|l| println!("  {l}"));
-        println!(
+        let summary = format!(
             "{} messages, {} events, {} undecodable, {} incident actions; decisions {:?}",
             current.messages,
             current.events,
@@ -307,6 +317,18 @@ fn replay_inner(a: ReplayArgs) -> anyhow::Result<ExitCode> {
             current.actions.len(),
             current.decisions
         );
+        match a.output {
+            Output::Text => {
+                current.actions.iter().for_each(|l| println!("{l}"));
+                println!("\nincidents ({}), last action of each:", current.incidents.len());
+                current.incidents.values().for_each(|l| println!("  {l}"));
+                println!("{summary}");
+            }
+            Output::Json => {
+                triaged::tools::replay_json::json_lines(&current.records).iter().for_each(|l| println!("{l}"));
+                eprintln!("{summary}");
+            }
+        }
         return Ok(ExitCode::SUCCESS);
     };
     let candidate = replay(&messages, load_rules(dir)?, cmdb, &cc, format, true);

@@ -5,7 +5,9 @@
 //! They run through the real decoder and correlation core on a virtual clock
 //! driven by the events' own times; every incident action is acknowledged at
 //! once. The result lists the incidents that would open, update, resolve and
-//! reopen; two rule sets are compared by replaying the same input through each.
+//! reopen (as text lines, and as records for `--output json`, see
+//! `replay_json`); two rule sets are compared by replaying the same input
+//! through each.
 
 use std::collections::BTreeMap;
 use std::io::IsTerminal;
@@ -24,6 +26,8 @@ use crate::incident::Action;
 use crate::rules::RuleSet;
 use crate::source::decode::decode;
 use crate::topology::Snapshot;
+
+use super::replay_json::ActionRecord;
 
 /// One recorded message: where it came from and its payload.
 pub type Recorded = (String, Vec<u8>);
@@ -51,6 +55,8 @@ pub struct ReplayReport {
     pub decisions: BTreeMap<String, u64>,
     /// One line per incident action, in order.
     pub actions: Vec<String>,
+    /// The same actions as records, in order (`replay --output json`).
+    pub records: Vec<ActionRecord>,
     /// Per incident key: its last action (final state).
     pub incidents: BTreeMap<String, String>,
 }
@@ -180,6 +186,7 @@ pub fn replay(
             let line = render(&a, at);
             report.incidents.insert(a.incident.key.clone(), line.clone());
             report.actions.push(line);
+            report.records.push(ActionRecord::of(&a, at));
             core.ack(a.id);
         }
     };
