@@ -146,22 +146,7 @@ pub(super) async fn checkpoint(l: &mut CoreLoop, only: Option<&[(String, i32)]>)
         // A partition no longer owned is not written: a late write would
         // overwrite what its new owner restored. Its actions go to the sink
         // workers, which refuse the actions of a lost claim.
-        match ownership_of(l, &cp) {
-            Verdict::Owned => {}
-            Verdict::Lost => {
-                let actions = l.core.disowned(cp);
-                dispatch(l, actions).await;
-                continue;
-            }
-            Verdict::Wait(_) => {
-                // After a stall, until the consumer confirms the assignment
-                // (or gives it up) the partition may be another's: neither
-                // written nor sent, its actions wait in the core and the next
-                // call tries again.
-                all &= cp.actions == 0;
-                continue;
-            }
-        }
+        let Some(mut cp) = still_owned(l, cp, &mut all).await else { continue };
         if !cp.records.is_empty() {
             // Once shutdown began, only the last checkpoint is waited for: an
             // earlier one is dropped (no offset moves) rather than hold the stop.
@@ -202,19 +187,9 @@ pub(super) async fn checkpoint(l: &mut CoreLoop, only: Option<&[(String, i32)]>)
             // process resumed, the partition gone meanwhile): the claim is
             // judged again with a fresh clock reading before anything is
             // sent or stored.
-            match ownership_of(l, &cp) {
-                Verdict::Owned => {}
-                Verdict::Lost => {
-                    let actions = l.core.disowned(cp);
-                    dispatch(l, actions).await;
-                    continue;
-                }
-                // Written again (same keys, same values) with the next try.
-                Verdict::Wait(_) => {
-                    all &= cp.actions == 0;
-                    continue;
-                }
-            }
+            // In doubt, it is written again (same keys, same values) with the next try.
+            let Some(back) = still_owned(l, cp, &mut all).await else { continue };
+            cp = back;
         }
         let offsets = cp.offsets.clone();
         let actions = l.core.checkpointed(cp);
@@ -234,6 +209,26 @@ pub(super) async fn checkpoint(l: &mut CoreLoop, only: Option<&[(String, i32)]>)
     }
     l.metrics.state_actions_waiting.set(l.core.waiting_actions() as i64);
     all
+}
+
+/// `cp` while its partition is still this instance's, judged now. Else
+/// `None`: lost, its actions go to the sink workers, which refuse them; in
+/// doubt after a stall (until the consumer confirms the assignment or gives
+/// it up), it is neither written nor sent, its actions wait in the core for
+/// the next call, and `all` says so.
+async fn still_owned(l: &mut CoreLoop, cp: Checkpoint, all: &mut bool) -> Option<Checkpoint> {
+    match ownership_of(l, &cp) {
+        Verdict::Owned => Some(cp),
+        Verdict::Lost => {
+            let actions = l.core.disowned(cp);
+            dispatch(l, actions).await;
+            None
+        }
+        Verdict::Wait(_) => {
+            *all &= cp.actions == 0;
+            None
+        }
+    }
 }
 
 /// Whether the partition of `cp` is still this instance's, judged now

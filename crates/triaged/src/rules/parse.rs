@@ -195,16 +195,17 @@ pub(super) fn parse_file(path: &Path, text: &str, errors: &mut Vec<RuleError>) -
         };
         let bind = template("bind", &spec.bind);
         let dedup_key = template("dedup_key", &spec.dedup_key);
-        let set_severity = match spec.set.as_ref().and_then(|s| s.severity.as_ref()) {
-            None => None,
-            Some(s) => match Severity::parse(s) {
-                Some(sev) => Some(sev),
-                None => {
-                    err(Some("severity"), format!("set.severity: unknown severity `{s}`"));
-                    None
-                }
-            },
+        let mut severity = |needle: &str, key: &str, s: Option<&String>| -> Option<Severity> {
+            let s = s?;
+            let sev = Severity::parse(s);
+            if sev.is_none() {
+                err(Some(needle), format!("{key}: unknown severity `{s}`"));
+            }
+            sev
         };
+        let set_severity = severity("severity", "set.severity", spec.set.as_ref().and_then(|s| s.severity.as_ref()));
+        let topology_min_severity =
+            severity("min_severity", "correlate.min_severity", spec.correlate.as_ref().and_then(|c| c.min_severity.as_ref()));
         let suppress = spec.suppress.as_ref().map(|s| {
             for w in &s.windows {
                 if w.end <= w.start {
@@ -231,16 +232,6 @@ pub(super) fn parse_file(path: &Path, text: &str, errors: &mut Vec<RuleError>) -
         if spec.correlate.as_ref().is_some_and(|c| !c.topology && c.window.is_some()) {
             err(Some("correlate"), "correlate.window is set but topology is false".into());
         }
-        let topology_min_severity = match spec.correlate.as_ref().and_then(|c| c.min_severity.as_ref()) {
-            None => None,
-            Some(s) => match Severity::parse(s) {
-                Some(sev) => Some(sev),
-                None => {
-                    err(Some("min_severity"), format!("correlate.min_severity: unknown severity `{s}`"));
-                    None
-                }
-            },
-        };
         out.push(Rule {
             name: spec.name.clone(),
             description: spec.description.clone(),
