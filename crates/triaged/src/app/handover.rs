@@ -199,11 +199,8 @@ pub(super) async fn checkpoint(l: &mut CoreLoop, only: Option<&[(String, i32)]>)
                 l.replay_since.remove(&(t.clone(), *p));
                 l.metrics.state_depended_offset.with_label_values(&[t, &p.to_string()]).set(*next);
             }
-            match l.offsets.store(&offsets) {
-                // Committed now rather than at the next auto-commit: a
-                // successor (a failover, a restart) then reads from here.
-                Ok(()) => l.offsets.commit_async(),
-                Err(e) => warn!(error = %e, "storing checkpointed offsets failed; they are retried with the next checkpoint"),
+            if let Err(e) = l.offsets.store(&offsets) {
+                warn!(error = %e, "storing checkpointed offsets failed; they are retried with the next checkpoint");
             }
         }
     }

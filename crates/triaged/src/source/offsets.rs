@@ -90,16 +90,6 @@ impl OffsetHandle {
         }
     }
 
-    /// Asks for a commit of the stored offsets without waiting for it (the
-    /// rebalance callback logs a failure; auto-commit tries again later).
-    pub fn commit_async(&self) {
-        match self.consumer.commit_consumer_state(CommitMode::Async) {
-            Ok(()) => {}
-            Err(e) if e.rdkafka_error_code() == Some(RDKafkaErrorCode::NoOffset) => {}
-            Err(e) => debug!(error = %e, "offset commit not started; auto-commit tries again"),
-        }
-    }
-
     /// [`OffsetHandle::commit_now`] on a thread of its own, waiting at most
     /// `within`: with the broker down librdkafka's synchronous commit waits
     /// for a coordinator (up to the session timeout), which must not hold a
