@@ -23,6 +23,8 @@ impl Core {
         now: DateTime<Utc>,
         mut reason: String,
     ) -> Decision {
+        // A bound event never takes a group meant for unbound ones.
+        let group = group.filter(|(_, g)| !(g.unbound_only && ci.is_some()));
         let (scope, window) = match group {
             Some((rule, g)) => {
                 let values = group_values(ev, g, ci.map(|i| self.cmdb.ci(i).id.as_str()));

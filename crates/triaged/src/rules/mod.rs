@@ -94,6 +94,9 @@ pub struct Suppress {
 pub struct Group {
     pub by: Vec<String>,
     pub window: Duration,
+    /// Applies only to events bound to no CI: a bound event is correlated
+    /// by topology, or is an incident of its own.
+    pub unbound_only: bool,
 }
 
 /// A compiled rule.
@@ -441,6 +444,7 @@ rules:
             ("rules:\n  - name: a\n    group: { by: [], window: 5m }\n", 3, "at least one"),
             ("rules:\n  - name: a\n    group: { by: [check], window: 5x }\n", 3, "unknown unit"),
             ("rules:\n  - name: a\n    group: { by: [chek], window: 5m }\n", 3, "did you mean `check`"),
+            ("rules:\n  - name: a\n    group: { by: [ci], window: 5m, unbound_only: true }\n", 3, "an unbound event has no CI"),
             (
                 "rules:\n  - name: a\n    correlate: { topology: true, min_severity: huge }\n",
                 3,

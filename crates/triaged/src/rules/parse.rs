@@ -98,6 +98,8 @@ pub(super) struct WindowSpec {
 pub(super) struct GroupSpec {
     by: Vec<String>,
     window: HumanDuration,
+    #[serde(default)]
+    unbound_only: bool,
 }
 
 #[derive(Debug, Deserialize)]
@@ -226,7 +228,10 @@ pub(super) fn parse_file(path: &Path, text: &str, errors: &mut Vec<RuleError>) -
                     err(Some(f), format!("group.by: {}", Event::unknown_field(f)));
                 }
             }
-            Group { by: g.by.clone(), window: g.window.0 }
+            if g.unbound_only && g.by.iter().any(|f| f == "ci") {
+                err(Some("group"), "group.by names `ci` but unbound_only is set: an unbound event has no CI".into());
+            }
+            Group { by: g.by.clone(), window: g.window.0, unbound_only: g.unbound_only }
         });
         let topology = spec.correlate.as_ref().filter(|c| c.topology).map(|c| c.window.map(|w| w.0));
         if spec.correlate.as_ref().is_some_and(|c| !c.topology && c.window.is_some()) {
