@@ -112,6 +112,7 @@ fn core(w: &World) -> Core {
     let d = |s: &str| HumanDuration(HumanDuration::parse(s).unwrap());
     let cfg = CorrelationConfig {
         group_wait: d("2s"),
+        topology_wait: d("2s"),
         update_interval: d("1s"),
         resolve_hold_down: d("2s"),
         reopen_window: d("3s"),

@@ -103,6 +103,11 @@ pub struct Incident {
     pub members: Vec<Member>,
     /// Why the incident looks the way it does (grouping, root cause, ...).
     pub reasons: Vec<String>,
+    /// Key of the incident this one was merged into (a root found upstream
+    /// after it opened): the record becomes that one's child where the ITSM
+    /// links incidents (ServiceNow `parent_incident`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub parent: Option<String>,
 }
 
 /// One instruction to the sink.

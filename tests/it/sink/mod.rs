@@ -78,6 +78,7 @@ fn sample_action(kind: ActionKind) -> Action {
                 member("fp-2", "http", "web-01", Severity::Major, 3),
             ],
             reasons: vec!["web-01 depends on sw-core-01 (topology window 5m)".into()],
+            parent: None,
         },
         notes: vec![format!("{} by triaged", kind.as_str()), "2 members firing".into()],
         claim: None,

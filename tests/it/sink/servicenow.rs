@@ -291,3 +291,31 @@ async fn body_matchers_agree_with_the_profiles() {
     sink.apply(&sample_action(ActionKind::Open)).await.unwrap();
     server.verify().await;
 }
+
+#[tokio::test]
+async fn servicenow_a_merged_record_becomes_the_child_of_its_parent() {
+    // A root found upstream after two symptom records opened: the one merged
+    // away is resolved as the child of the survivor's record.
+    let server = MockServer::start().await;
+    mount_lookup(&server, json!([{ "sys_id": "child-1", "state": "2" }]), None).await;
+    Mock::given(method("GET"))
+        .and(path(SN_TABLE))
+        .and(wiremock::matchers::query_param("sysparm_query", "correlation_id=trg-parent"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!({ "result": [{ "sys_id": "parent-9", "state": "2" }] })))
+        .mount(&server)
+        .await;
+    mount_patch(&server, "child-1").await;
+    let (sink, _) = servicenow_sink(&server);
+    let mut resolve = sample_action(ActionKind::Resolve);
+    resolve.incident.parent = Some("trg-parent".into());
+    sink.apply(&resolve).await.unwrap();
+    let patches = patches(&server, "child-1").await;
+    assert_eq!(patches.len(), 1);
+    let p = body(&patches[0]);
+    assert_eq!(p["parent_incident"], "parent-9");
+    assert_eq!(p["state"], "6");
+    // Without a parent nothing is linked.
+    sink.apply(&sample_action(ActionKind::Update)).await.unwrap();
+    let patches = super::patches(&server, "child-1").await;
+    assert!(body(&patches[1]).get("parent_incident").is_none());
+}

@@ -285,6 +285,7 @@ max_backoff = "1s"
 listen = "127.0.0.1:{metrics_port}"
 [correlation]
 group_wait = "{group_wait}"
+topology_wait = "{group_wait}"
 update_interval = "1s"
 resolve_hold_down = "{hold_down}"
 reopen_window = "2s"

@@ -30,6 +30,12 @@ pub struct CorrelationConfig {
     /// expires).
     #[serde(default = "default_topology_window")]
     pub topology_window: HumanDuration,
+    /// How long a new topology incident whose root CI has upstream
+    /// dependencies waits before it is opened (at least `group_wait`), so
+    /// that a root alert arriving after its first symptoms takes them in
+    /// before anything is paged. `0s`: `group_wait` only.
+    #[serde(default = "default_topology_wait")]
+    pub topology_wait: HumanDuration,
     /// How far up the dependency graph root-cause search goes.
     #[serde(default = "default_max_depth")]
     pub max_upstream_depth: usize,
@@ -95,6 +101,7 @@ impl Default for CorrelationConfig {
             reopen_window: default_reopen_window(),
             dedup_key: default_dedup_key(),
             topology_window: default_topology_window(),
+            topology_wait: default_topology_wait(),
             max_upstream_depth: default_max_depth(),
             flap_threshold: default_flap_threshold(),
             flap_window: default_flap_window(),
@@ -137,6 +144,10 @@ fn default_dedup_key() -> String {
 
 fn default_topology_window() -> HumanDuration {
     dur("5m")
+}
+
+fn default_topology_wait() -> HumanDuration {
+    dur("3m")
 }
 
 fn default_max_depth() -> usize {

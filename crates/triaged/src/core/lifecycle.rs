@@ -159,7 +159,10 @@ impl Core {
         if was_open {
             let f = self.incidents.get_mut(&from).unwrap();
             f.merged = true;
-            f.frozen = frozen;
+            f.frozen = frozen.map(|mut s| {
+                s.parent = into_key.clone();
+                s
+            });
             f.phase = Phase::Resolved { at: now };
             f.notes.push(format!(
                 "merged into {}: root cause {root_id} is upstream of this incident",
@@ -279,6 +282,19 @@ impl Core {
                 e.at.to_rfc3339()
             ),
         })
+    }
+
+    /// How long the new incident `inc` waits before it opens: the topology
+    /// wait when it correlates by topology and its root CI depends on
+    /// another (a root alert may still come, late, and take it in), else the
+    /// group wait.
+    pub(super) fn wait_of(&self, inc: &Inc) -> chrono::Duration {
+        let below_something = matches!(inc.scope, Scope::Topology(_)) && inc.root.is_some_and(|r| !self.cmdb.upstream(r).is_empty());
+        if below_something {
+            self.cfg.group_wait.max(self.cfg.topology_wait)
+        } else {
+            self.cfg.group_wait
+        }
     }
 
     /// The resolve hold-down of incident `id`: the flap window while a member

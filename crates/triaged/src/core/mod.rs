@@ -75,6 +75,8 @@ pub struct CoreConfig {
     pub hold_down: chrono::Duration,
     pub reopen_window: chrono::Duration,
     pub topology_window: chrono::Duration,
+    /// Group wait of a topology incident whose root has upstream CIs (at least `group_wait`).
+    pub topology_wait: chrono::Duration,
     pub max_depth: usize,
     pub dedup_key: Template,
     /// State changes within `flap_window` that make a fingerprint flapping (0: off).
@@ -104,6 +106,7 @@ impl CoreConfig {
             hold_down: chrono_dur(c.resolve_hold_down.0),
             reopen_window: chrono_dur(c.reopen_window.0),
             topology_window: chrono_dur(c.topology_window.0),
+            topology_wait: chrono_dur(c.topology_wait.0),
             max_depth: c.max_upstream_depth,
             dedup_key: Template::parse(&c.dedup_key).expect("validated dedup key template"),
             flap_threshold: c.flap_threshold as usize,
@@ -553,7 +556,7 @@ impl Core {
         for id in ids {
             let inc = &self.incidents[&id];
             match inc.phase {
-                Phase::Pending if now - inc.created >= self.cfg.group_wait => {
+                Phase::Pending if now - inc.created >= self.wait_of(inc) => {
                     let key = self.key_for(inc);
                     let inc = self.incidents.get_mut(&id).unwrap();
                     inc.key = Some(key);

@@ -128,6 +128,7 @@ mod tests {
                 event_count: 1,
                 members: vec![],
                 reasons: vec![],
+                parent: None,
             },
             notes: vec![],
             claim: None,

@@ -95,6 +95,7 @@ impl Core {
             event_count,
             members,
             reasons: inc.reasons.clone(),
+            parent: None,
         }
     }
 }

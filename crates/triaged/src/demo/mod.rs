@@ -133,6 +133,8 @@ pub fn demo_config(root: &std::path::Path, brokers: &str, sink: &str, listen: &s
         http: HttpConfig { listen: listen.into() },
         correlation: CorrelationConfig {
             group_wait: d("2s"),
+            // Compressed like the other timers: no longer than the group wait.
+            topology_wait: d("2s"),
             update_interval: d("1s"),
             resolve_hold_down: d("2s"),
             reopen_window: d("3s"),

@@ -179,6 +179,7 @@ mod tests {
             event_count: 2,
             members,
             reasons: vec!["why".into()],
+            parent: None,
         };
         Action { id: 1, kind, incident, notes: vec!["a note".into()], claim: None, resent: false }
     }

@@ -20,7 +20,7 @@
 //!       - { source: alertmanager, host: vm-2, check: HighLoad, ends: 120s }   # endsAt, relative to 0s
 //!   - at: 30s                        # a step without events just advances the clock
 //! expect:
-//!   actions:                         # `<time> <kind> P<priority> <scope> root=<ci|-> members=<n> firing=<n>`
+//!   actions:                         # `<time> <kind> P<priority> <scope> root=<ci|-> members=<n> firing=<n>[ child]`
 //!     - 30s open P1 topology:sw-core-par1-01 root=sw-core-par1-01 members=2 firing=2
 //!   decisions: { new: 1, joined: 1 }
 //!   safe_offset: 0                   # optional: the offset of partition 0 safe to commit at the end
@@ -188,14 +188,15 @@ pub fn render(t0: DateTime<Utc>, now: DateTime<Utc>, a: &Action) -> String {
     let i = &a.incident;
     let firing = i.members.iter().filter(|m| m.status == Status::Firing).count();
     format!(
-        "{} {} P{} {} root={} members={} firing={}",
+        "{} {} P{} {} root={} members={} firing={}{}",
         fmt_at(t0, now),
         a.kind.as_str(),
         i.priority,
         i.scope,
         i.root_cause.as_ref().map_or("-", |c| c.id.as_str()),
         i.members.len(),
-        firing
+        firing,
+        if i.parent.is_some() { " child" } else { "" }
     )
 }
 
@@ -246,6 +247,7 @@ pub fn run_file(path: &Path, defaults: &Defaults) -> Result<Outcome, RuleTestErr
             "resolve_hold_down" => cc.resolve_hold_down = d,
             "reopen_window" => cc.reopen_window = d,
             "topology_window" => cc.topology_window = d,
+            "topology_wait" => cc.topology_wait = d,
             "flap_window" => cc.flap_window = d,
             "max_lateness" => cc.max_lateness = d,
             "stale_after" => cc.stale_after = d,

@@ -97,6 +97,18 @@ impl RestSink {
         }
     }
 
+    /// `sys_id` of the record of `key`: cached, else looked up (and cached).
+    async fn sn_sys_id(&self, key: &str) -> Result<Option<String>, SinkError> {
+        if let Some(id) = self.inner.sys_ids.get(key) {
+            return Ok(Some(id));
+        }
+        let found = self.sn_lookup(key).await?;
+        if let Some(id) = &found {
+            self.inner.sys_ids.insert(key.to_owned(), id.clone());
+        }
+        Ok(found)
+    }
+
     /// Creates the incident from the snapshot; returns its sys_id (cached).
     async fn sn_create(&self, action: &Action) -> Result<Option<String>, SinkError> {
         let inc = &action.incident;
@@ -166,6 +178,12 @@ impl RestSink {
                 let work_notes = if notes.is_empty() { "Reopened by triaged: the problem recurred.".to_owned() } else { notes };
                 body.insert("state".into(), "2".into());
                 body.insert("work_notes".into(), work_notes.into());
+            }
+        }
+        if let Some(parent) = &inc.parent {
+            // A record merged into another becomes its child.
+            if let Some(parent_id) = self.sn_sys_id(parent).await? {
+                body.insert("parent_incident".into(), parent_id.into());
             }
         }
         let url = self.url(&["api", "now", "table", "incident", sys_id]);
