@@ -126,7 +126,7 @@ fn replay_takes_the_config_timers_and_formats() {
         let text = format!(
             "[kafka]\nbrokers = \"127.0.0.1:9\"\ngroup_id = \"g\"\ntopics = [{{ name = \"events\", format = \"{format}\" }}]\n\
              [cmdb]\npath = \"{}\"\n[rules]\ndir = \"{}\"\n[sink]\nprofile = \"generic\"\nendpoint = \"http://127.0.0.1:9\"\n\
-             [correlation]\ngroup_wait = \"5s\"\n",
+             [correlation]\ngroup_wait = \"5s\"\ntopology_wait = \"5s\"\n",
             repo().join("config/cmdb.yaml").display(),
             repo().join("rules").display()
         );
@@ -138,7 +138,9 @@ fn replay_takes_the_config_timers_and_formats() {
     assert_eq!(code, 0, "{default}");
     let (code, with) = cli(&["replay", "--from", fixture().to_str().unwrap(), "--config", config("auto").to_str().unwrap()]);
     assert_eq!(code, 0, "{with}");
-    assert_eq!(opened_at(&default).as_deref(), Some("2026-11-24T12:00:30Z"), "{default}");
+    // By default the storm's incidents, on CIs that depend on others, wait
+    // the topology wait (3m).
+    assert_eq!(opened_at(&default).as_deref(), Some("2026-11-24T12:03:00Z"), "{default}");
     assert_eq!(opened_at(&with).as_deref(), Some("2026-11-24T12:00:05Z"), "{with}");
     let (_, native) = cli(&["replay", "--from", fixture().to_str().unwrap(), "--config", config("native").to_str().unwrap()]);
     assert!(opened_at(&native).is_none(), "{native}");

@@ -94,6 +94,7 @@ impl<C> Fp<C> {
             flapping: self.flapping,
             flap_noted: self.flap_noted,
             expires: self.expires,
+            cleared_at: self.cleared_at,
         }
     }
 }

@@ -43,6 +43,25 @@ pub(super) fn hold(fp: &mut Fp, offsets: &mut OffsetBook, part: Option<(PartId, 
 }
 
 impl Core {
+    /// A firing of the cleared fingerprint `key` that happened before its
+    /// latest resolve, read after it (out of order across partitions): it
+    /// starts nothing, or the incident would be reopened with no resolve to
+    /// follow.
+    pub(super) fn stale_firing(&self, key: &str, ev: &Event) -> Option<Decision> {
+        let fp = self.fps.get(key).filter(|f| !f.firing)?;
+        let cleared = fp.cleared_at.filter(|c| ev.time <= *c)?;
+        Some(Decision {
+            kind: DecisionKind::Deduplicated,
+            fingerprint: Some(key.to_string()),
+            incident: fp.incident,
+            reason: format!(
+                "fired at {}, before its resolve at {} that was read first (out of order): ignored",
+                ev.time.to_rfc3339(),
+                cleared.to_rfc3339()
+            ),
+        })
+    }
+
     /// A repeat of the firing fingerprint `key`: counted, its severity raised
     /// if higher, its incident touched. None when `key` is not firing.
     pub(super) fn dedup(
@@ -111,6 +130,7 @@ impl Core {
             flapping: false,
             flap_noted: false,
             expires: None,
+            cleared_at: None,
         });
         fp.firing = true;
         note_change(fp, ev.time, self.cfg.flap_threshold, self.cfg.flap_window);

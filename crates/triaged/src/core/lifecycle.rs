@@ -193,6 +193,7 @@ impl Core {
             };
         };
         if !fp.firing {
+            fp.cleared_at = fp.cleared_at.max(Some(ev.time));
             return Decision {
                 kind: DecisionKind::Deduplicated,
                 fingerprint: Some(key.to_string()),
@@ -200,6 +201,22 @@ impl Core {
                 reason: "repeat of a resolve".into(),
             };
         }
+        // A repeat of the previous episode's resolve, read after this episode
+        // began. A resolve a little older than the only firing is that
+        // firing's (the monitors' clocks differ), and clears it.
+        if ev.time < fp.episode_start && fp.cleared_at.is_some_and(|c| ev.time <= c) {
+            return Decision {
+                kind: DecisionKind::Deduplicated,
+                fingerprint: Some(key.to_string()),
+                incident: fp.incident,
+                reason: format!(
+                    "resolve at {} belongs to an earlier episode, not the firing that began at {} (out of order): ignored",
+                    ev.time.to_rfc3339(),
+                    fp.episode_start.to_rfc3339()
+                ),
+            };
+        }
+        fp.cleared_at = fp.cleared_at.max(Some(ev.time));
         fp.firing = false;
         fp.last_seen = ev.time.max(fp.last_seen);
         note_change(fp, ev.time, self.cfg.flap_threshold, self.cfg.flap_window);

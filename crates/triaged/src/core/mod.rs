@@ -218,6 +218,10 @@ struct Fp<C = CiIdx> {
     /// plus `stale_after`.
     #[serde(default)]
     expires: Option<DateTime<Utc>>,
+    /// Event time of its latest resolve: a firing from before it, read
+    /// after it (another partition, a producer's retry), is stale.
+    #[serde(default)]
+    cleared_at: Option<DateTime<Utc>>,
 }
 
 /// One incident. `C` names its root CI, as in [`Fp`].
@@ -476,6 +480,9 @@ impl Core {
             }
         }
         if let Some(d) = self.dedup(&key, ev, severity, now, part) {
+            return d;
+        }
+        if let Some(d) = self.stale_firing(&key, ev) {
             return d;
         }
         if let Some(d) = self.cleared_early(&key, ev) {
