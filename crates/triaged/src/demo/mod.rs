@@ -259,9 +259,10 @@ pub async fn run(args: DemoArgs) -> Result<DemoReport, DemoError> {
         .await
         .map_err(|log| DemoError::Timeout(settle, format!("{} of {total} messages handled, {} actions received", handled(), log.len())))?;
     show(&done);
-    let metrics_text = running.metrics.render();
     shutdown.cancel();
     let summary = running.done.await.unwrap_or_default();
+    // Rendered once the daemon has stopped, so the last acknowledged actions are counted.
+    let metrics_text = running.metrics.render();
     // Every client goes before the cluster, or librdkafka reports its brokers down.
     drop(producer);
     drop(cluster_guard);
