@@ -18,6 +18,7 @@ mod fuzz_parsers;
 mod ingest;
 mod kafka_mock;
 mod kill_storm;
+mod listener;
 mod problems;
 mod reload;
 mod replay;

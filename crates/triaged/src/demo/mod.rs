@@ -130,7 +130,7 @@ pub fn demo_config(root: &std::path::Path, brokers: &str, sink: &str, listen: &s
             circuit: CircuitConfig::default(),
             routing_key: None,
         },
-        http: HttpConfig { listen: listen.into() },
+        http: HttpConfig { listen: listen.into(), ..HttpConfig::default() },
         correlation: CorrelationConfig {
             group_wait: d("2s"),
             update_interval: d("1s"),
