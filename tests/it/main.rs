@@ -20,6 +20,7 @@ mod kafka_mock;
 mod kill_storm;
 mod listener;
 mod problems;
+mod readiness;
 mod reload;
 mod replay;
 mod restart_matrix;

@@ -17,6 +17,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{error, info};
 
+mod broker_probe;
 mod core_task;
 mod handover;
 mod reconcile;
@@ -173,6 +174,7 @@ pub async fn start(cfg: Config, shutdown: CancellationToken) -> Result<Running, 
     let source_stop = CancellationToken::new();
     let sink_stop = CancellationToken::new();
     let http_stop = CancellationToken::new();
+    tracker.spawn(broker_probe::run(cfg.kafka.clone(), readiness.clone(), http_stop.clone()));
     tracker.spawn(server::serve(
         listener,
         ServerState {
@@ -281,6 +283,7 @@ pub async fn start(cfg: Config, shutdown: CancellationToken) -> Result<Running, 
         problems: ProblemTracker::new(cfg.problems.threshold, cfg.problems.period.0),
         problems_tx,
         decisions,
+        readiness,
     }));
 
     tracker.close();

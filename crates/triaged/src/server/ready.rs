@@ -3,7 +3,7 @@
 //! restored from the changelog. The Kafka side (`source/context.rs`,
 //! `app/handover.rs`) sets it; `/readyz` reads it.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use prometheus::IntGauge;
@@ -13,7 +13,7 @@ pub struct Readiness(Arc<Inner>);
 
 struct Inner {
     broker_up: AtomicBool,
-    assigned: AtomicBool,
+    assigned: AtomicUsize,
     restored: AtomicBool,
     /// `triaged_kafka_broker_up`.
     gauge: IntGauge,
@@ -25,7 +25,7 @@ impl Readiness {
         gauge.set(0);
         Readiness(Arc::new(Inner {
             broker_up: AtomicBool::new(false),
-            assigned: AtomicBool::new(false),
+            assigned: AtomicUsize::new(0),
             restored: AtomicBool::new(false),
             gauge,
         }))
@@ -36,9 +36,10 @@ impl Readiness {
         self.0.gauge.set(i64::from(up));
     }
 
-    /// Whether the consumer holds any partition now.
-    pub fn set_assigned(&self, any: bool) {
-        self.0.assigned.store(any, Ordering::Relaxed);
+    /// `assigned` partitions came, `revoked` went.
+    pub fn partitions_changed(&self, assigned: usize, revoked: usize) {
+        let a = &self.0.assigned;
+        let _ = a.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| Some((n + assigned).saturating_sub(revoked)));
     }
 
     /// Whether the state of every assigned partition has been restored.
@@ -52,7 +53,7 @@ impl Readiness {
         if !self.0.broker_up.load(Ordering::Relaxed) {
             m.push("no Kafka broker reachable");
         }
-        if !self.0.assigned.load(Ordering::Relaxed) {
+        if self.0.assigned.load(Ordering::Relaxed) == 0 {
             m.push("no partition assigned");
         }
         if !self.0.restored.load(Ordering::Relaxed) {
@@ -73,11 +74,14 @@ mod tests {
         assert_eq!(r.missing().len(), 3);
         r.set_broker_up(true);
         assert_eq!(gauge.get(), 1);
-        r.set_assigned(true);
+        r.partitions_changed(2, 0);
         assert_eq!(r.missing(), ["state not restored from the changelog"]);
         r.set_restored(true);
         assert!(r.missing().is_empty());
         r.set_broker_up(false);
         assert_eq!((r.missing(), gauge.get()), (vec!["no Kafka broker reachable"], 0));
+        r.set_broker_up(true);
+        r.partitions_changed(0, 2);
+        assert_eq!(r.missing(), ["no partition assigned"]);
     }
 }
