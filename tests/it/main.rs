@@ -16,6 +16,7 @@ mod event_time;
 mod explain;
 mod fuzz_parsers;
 mod ingest;
+mod ingest_limits;
 mod kafka_mock;
 mod kill_storm;
 mod listener;

@@ -135,20 +135,19 @@ impl Ingest {
         let mut messages = Vec::with_capacity(alerts.len());
         for (i, alert) in alerts.iter().enumerate() {
             let payload = format!("[{}]", alert.get()).into_bytes();
+            if payload.len() > self.max_message_bytes {
+                return too_big_for_kafka(i, payload.len(), self.max_message_bytes);
+            }
             let events = match decode(Format::Alertmanager, &payload, now) {
                 Ok(ev) => ev,
+                Err(e @ crate::source::decode::DecodeError::TooLarge { .. }) => {
+                    return (StatusCode::PAYLOAD_TOO_LARGE, format!("alerts[{i}]: {e}\n"))
+                }
                 Err(e) => return (StatusCode::BAD_REQUEST, format!("alerts[{i}]: {e}\n")),
             };
             let key = events.first().and_then(|e| e.ci.host.clone().or_else(|| e.ci.service.clone())).unwrap_or_default();
             if key.len() + payload.len() > self.max_message_bytes {
-                return (
-                    StatusCode::PAYLOAD_TOO_LARGE,
-                    format!(
-                        "alerts[{i}] is {} bytes, above Kafka's message.max.bytes ({}); it can never be produced\n",
-                        key.len() + payload.len(),
-                        self.max_message_bytes
-                    ),
-                );
+                return too_big_for_kafka(i, key.len() + payload.len(), self.max_message_bytes);
             }
             messages.push((key, payload));
         }
@@ -175,6 +174,13 @@ impl Ingest {
         self.metrics.ingest_alerts.inc_by(messages.len() as u64);
         (StatusCode::OK, String::new())
     }
+}
+
+fn too_big_for_kafka(i: usize, size: usize, max: usize) -> (StatusCode, String) {
+    (
+        StatusCode::PAYLOAD_TOO_LARGE,
+        format!("alerts[{i}] is {size} bytes, above Kafka's message.max.bytes ({max}); it can never be produced\n"),
+    )
 }
 
 fn too_large(max: usize) -> (StatusCode, String) {
