@@ -50,16 +50,19 @@ token = {{ file = "token" }}
     Config::load(&path).unwrap_or_else(|e| panic!("{e:?}"))
 }
 
+/// The senders behind the listener's state, kept while it serves.
+type Senders = (
+    watch::Sender<Lifecycle>,
+    watch::Sender<Arc<Vec<triaged::incident::Incident>>>,
+    watch::Sender<Arc<Vec<triaged::core::problems::ProblemCandidate>>>,
+);
+
 /// The listener of `cfg`, served until the token is cancelled.
 struct Served {
     addr: std::net::SocketAddr,
     metrics: Metrics,
     stop: CancellationToken,
-    _keep: (
-        watch::Sender<Lifecycle>,
-        watch::Sender<Arc<Vec<triaged::incident::Incident>>>,
-        watch::Sender<Arc<Vec<triaged::core::problems::ProblemCandidate>>>,
-    ),
+    _keep: Senders,
 }
 
 async fn serve(cfg: &Config) -> Served {
@@ -329,4 +332,40 @@ fn check_refuses_bad_listener_settings() {
     let errs = Config::parse(&path, &text).unwrap_err();
     let locs: Vec<&str> = errs.iter().map(|e| e.location.as_str()).collect();
     assert_eq!(locs, ["http.idle_timeout", "http.max_connections"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_serves_https_with_the_configured_certificate() {
+    let dir = tempfile::tempdir().unwrap();
+    let status = std::process::Command::new("openssl")
+        .args(["req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes", "-days", "1"])
+        .args([
+            "-subj",
+            "/CN=localhost",
+            "-addext",
+            "subjectAltName=IP:127.0.0.1",
+            "-addext",
+            "basicConstraints=critical,CA:FALSE",
+            "-keyout",
+            "key.pem",
+            "-out",
+            "cert.pem",
+        ])
+        .current_dir(dir.path())
+        .stderr(std::process::Stdio::null())
+        .status()
+        .expect("openssl runs");
+    assert!(status.success());
+    let cfg = config(dir.path(), "tls = { cert = \"cert.pem\", key = \"key.pem\" }\n");
+    let served = serve(&cfg).await;
+    let ca = reqwest::Certificate::from_pem(&std::fs::read(dir.path().join("cert.pem")).unwrap()).unwrap();
+    let https = reqwest::Client::builder().add_root_certificate(ca).build().unwrap();
+    let r = https.get(format!("https://{}/healthz", served.addr)).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    let r = https.get(format!("https://{}/incidents", served.addr)).bearer_auth(TOKEN).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    // Plain HTTP on the TLS port gets no HTTP answer.
+    let plain = reqwest::Client::new().get(format!("http://{}/healthz", served.addr)).send().await;
+    assert!(plain.is_err(), "plain HTTP was answered");
+    served.stop.cancel();
 }
