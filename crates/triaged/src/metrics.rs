@@ -59,6 +59,8 @@ pub struct Metrics {
     pub ingest_requests: IntCounterVec,
     /// Alerts accepted by the ingest and produced into Kafka.
     pub ingest_alerts: IntCounter,
+    /// The HTTP listener's connections and the broker state behind `/readyz`.
+    pub listener: crate::server::metrics::ServerMetrics,
     /// Problem candidates raised (one CI causing repeated incidents).
     pub problem_candidates: IntCounter,
     /// Time from a Kafka message's timestamp to the core's decision on it.
@@ -249,6 +251,7 @@ impl Metrics {
             messages_handled,
             ingest_requests: counter(&reg, "ingest_requests_total", "Requests to /api/v2/alerts by status code.", &["code"]),
             ingest_alerts,
+            listener: crate::server::metrics::ServerMetrics::register(&reg),
             problem_candidates,
             event_lag,
             sink_circuit_state,
@@ -313,7 +316,8 @@ impl Metrics {
             &self.events_out_of_order,
             &self.fields_truncated,
         ];
-        all.iter().flat_map(|c| c.desc()).map(|d| format!("triaged_{}", d.fq_name)).collect()
+        let listener = self.listener.names().into_iter();
+        all.iter().flat_map(|c| c.desc()).map(|d| d.fq_name.clone()).chain(listener).map(|n| format!("triaged_{n}")).collect()
     }
 
     /// Text exposition format.

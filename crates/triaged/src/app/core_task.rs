@@ -74,6 +74,8 @@ pub(super) struct CoreLoop {
     pub(super) problems: ProblemTracker,
     pub(super) problems_tx: watch::Sender<Arc<Vec<ProblemCandidate>>>,
     pub(super) decisions: DecisionLog,
+    /// Assignment and restore, for `/readyz`.
+    pub(super) readiness: crate::server::ready::Readiness,
 }
 
 /// The core task: the only owner of correlation state. It ends when the

@@ -23,6 +23,14 @@ pub(super) async fn partitions_changed(l: &mut CoreLoop, changes: Vec<PartitionC
     // (a failover, a restart) it is read back whole from the changelog,
     // where the previous owner checkpointed it before its revoke completed.
     let changes_assigned = changes.iter().any(|c| matches!(c, PartitionChange::Assigned { .. }));
+    let (assigned, revoked) = changes.iter().fold((0, 0), |(a, r), c| match c {
+        PartitionChange::Assigned { .. } => (a + 1, r),
+        PartitionChange::Revoked { .. } => (a, r + 1),
+    });
+    l.readiness.partitions_changed(assigned, revoked);
+    if changes_assigned {
+        l.readiness.set_restored(false);
+    }
     if !l.core.has_partition_cores() && changes_assigned {
         checkpoint(l, None).await;
         if !restore_single(l).await {
@@ -51,6 +59,7 @@ pub(super) async fn partitions_changed(l: &mut CoreLoop, changes: Vec<PartitionC
     if changes_assigned {
         l.core.assigned(chrono::Utc::now());
     }
+    l.readiness.set_restored(true);
     l.metrics.correlation_partitions.set(l.core.partitions() as i64);
     true
 }

@@ -17,6 +17,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{error, info};
 
+mod broker_probe;
 mod core_task;
 mod handover;
 mod reconcile;
@@ -46,6 +47,7 @@ use crate::scale::ownership::Ownership;
 use crate::scale::rekey::{self, Rekeyer, Router};
 use crate::server::explain::DecisionLog;
 use crate::server::ingest::{Ingest, IngestError};
+use crate::server::ready::Readiness;
 use crate::server::{self, Lifecycle, ServerState};
 use crate::sink::RestSink;
 use crate::source::{KafkaSource, SourceItem};
@@ -71,6 +73,8 @@ pub enum AppError {
     ChangelogTopic(#[from] crate::scale::changelog::TopicError),
     #[error("HTTP server on {addr}: {source}")]
     Http { addr: String, source: std::io::Error },
+    #[error("{0}")]
+    Listener(#[from] server::ListenerError),
 }
 
 /// Errors as one line, `; `-separated.
@@ -119,6 +123,8 @@ pub async fn start(cfg: Config, shutdown: CancellationToken) -> Result<Running, 
     let sink = Arc::new(sink);
     let dead_letter = DeadLetter::new(&cfg.kafka)?.map(Arc::new);
     let ingest = Ingest::new(&cfg, metrics.clone())?.map(Arc::new);
+    let listener_setup = server::Listener::new(&cfg.http)?;
+    let readiness = Readiness::new(metrics.listener.kafka_broker_up.clone());
     // With `[rekey]`, `input` feeds the re-key stage and `source` reads the
     // repartition topic; without, `source` reads the input topics.
     let (input, source) = match (&cfg.rekey, &ownership) {
@@ -168,11 +174,14 @@ pub async fn start(cfg: Config, shutdown: CancellationToken) -> Result<Running, 
     let source_stop = CancellationToken::new();
     let sink_stop = CancellationToken::new();
     let http_stop = CancellationToken::new();
+    tracker.spawn(broker_probe::run(cfg.kafka.clone(), readiness.clone(), http_stop.clone()));
     tracker.spawn(server::serve(
         listener,
         ServerState {
             metrics: metrics.clone(),
             phase: phase_rx,
+            readiness: readiness.clone(),
+            listener: listener_setup,
             incidents: incidents_rx,
             ingest,
             problems: problems_rx,
@@ -274,6 +283,7 @@ pub async fn start(cfg: Config, shutdown: CancellationToken) -> Result<Running, 
         problems: ProblemTracker::new(cfg.problems.threshold, cfg.problems.period.0),
         problems_tx,
         decisions,
+        readiness,
     }));
 
     tracker.close();

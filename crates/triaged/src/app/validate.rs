@@ -65,6 +65,11 @@ pub fn check(path: &Path) -> Report {
         },
         Err(errs) => r.error_each(&errs),
     }
+    if !config_errors.iter().any(|e| e.location.starts_with("http")) {
+        if let Err(e) = crate::server::Listener::new(&cfg.http) {
+            r.error(format!("{}: {e}", path.display()));
+        }
+    }
     // The sink's secrets and endpoint are only worth checking on a valid sink section.
     let sink_valid = !config_errors.iter().any(|e| e.location.starts_with("sink"));
     if let Some(ic) = cfg.ingest.as_ref().filter(|_| !config_errors.iter().any(|e| e.location.starts_with("ingest"))) {

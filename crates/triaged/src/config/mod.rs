@@ -8,11 +8,13 @@ use std::time::Duration;
 use serde::{Deserialize, Deserializer};
 
 mod correlation;
+mod http;
 mod kafka;
 mod rekey;
 mod sink;
 
 pub use self::correlation::{CorrelationConfig, ProblemsConfig};
+pub use self::http::{HttpConfig, TlsConfig};
 pub use self::kafka::{Format, KafkaConfig, TopicConfig, OWNED_KAFKA_OPTIONS};
 pub use self::rekey::{IngestConfig, RekeyConfig, RekeyScope, StateConfig};
 pub use self::sink::{AuthConfig, CircuitConfig, RetryConfig, SecretSource, SinkConfig, SinkProfile};
@@ -106,24 +108,6 @@ pub struct CmdbConfig {
 pub struct RulesConfig {
     /// Directory of `*.yaml` rule files, loaded in name order.
     pub dir: PathBuf,
-}
-
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct HttpConfig {
-    /// Address of `/metrics`, `/healthz`, `/readyz`.
-    #[serde(default = "default_listen")]
-    pub listen: String,
-}
-
-impl Default for HttpConfig {
-    fn default() -> Self {
-        HttpConfig { listen: default_listen() }
-    }
-}
-
-fn default_listen() -> String {
-    "127.0.0.1:9464".into()
 }
 
 /// `[changes]`: the change calendar file (`topology/changes.rs` shows its format).
@@ -224,6 +208,13 @@ impl Config {
         if let Some(token) = self.ingest.as_mut().and_then(|i| i.token.as_mut()) {
             fix_secret(token);
         }
+        if let Some(token) = self.http.token.as_mut() {
+            fix_secret(token);
+        }
+        if let Some(tls) = self.http.tls.as_mut() {
+            fix(&mut tls.cert);
+            fix(&mut tls.key);
+        }
     }
 
     /// Checks everything serde cannot; returns every problem found.
@@ -320,6 +311,9 @@ impl Config {
             (None, None) => err(loc, "set `env` or `file`".into()),
             _ => {}
         };
+        if let Some(t) = &self.http.token {
+            check_secret("http.token", t);
+        }
         match &self.sink.auth {
             AuthConfig::None => {}
             AuthConfig::Bearer { token } => check_secret("sink.auth.token", token),
@@ -331,9 +325,7 @@ impl Config {
             (_, Some(_)) => err("sink.routing_key", "is only used by the pagerduty profile".into()),
             _ => {}
         }
-        if self.http.listen.parse::<std::net::SocketAddr>().is_err() {
-            err("http.listen", format!("`{}` is not an address:port", self.http.listen));
-        }
+        self.http.validate(&mut err);
         let c = &self.correlation;
         if c.max_upstream_depth == 0 || c.max_upstream_depth > 64 {
             err("correlation.max_upstream_depth", "must be between 1 and 64".into());

@@ -130,7 +130,7 @@ pub fn demo_config(root: &std::path::Path, brokers: &str, sink: &str, listen: &s
             circuit: CircuitConfig::default(),
             routing_key: None,
         },
-        http: HttpConfig { listen: listen.into() },
+        http: HttpConfig { listen: listen.into(), ..HttpConfig::default() },
         correlation: CorrelationConfig {
             group_wait: d("2s"),
             // Compressed like the other timers: no longer than the group wait.
@@ -261,9 +261,10 @@ pub async fn run(args: DemoArgs) -> Result<DemoReport, DemoError> {
         .await
         .map_err(|log| DemoError::Timeout(settle, format!("{} of {total} messages handled, {} actions received", handled(), log.len())))?;
     show(&done);
-    let metrics_text = running.metrics.render();
     shutdown.cancel();
     let summary = running.done.await.unwrap_or_default();
+    // Rendered once the daemon has stopped, so the last acknowledged actions are counted.
+    let metrics_text = running.metrics.render();
     // Every client goes before the cluster, or librdkafka reports its brokers down.
     drop(producer);
     drop(cluster_guard);
