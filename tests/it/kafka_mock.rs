@@ -64,6 +64,9 @@ fn config(servers: &str, group: &str, capacity: usize, dead_letter: Option<&str>
         channel_capacity: capacity,
         commit_interval: HumanDuration(Duration::from_millis(200)),
         options: test_options(),
+        sasl_password: None,
+        ssl_key_password: None,
+        secrets: Default::default(),
     }
 }
 

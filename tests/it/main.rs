@@ -17,6 +17,7 @@ mod explain;
 mod fuzz_parsers;
 mod ingest;
 mod kafka_mock;
+mod kafka_tls;
 mod kill_storm;
 mod problems;
 mod reload;

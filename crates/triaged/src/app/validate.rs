@@ -77,8 +77,17 @@ pub fn check(path: &Path) -> Report {
             r.error(format!("{}: sink: {e}", path.display()));
         }
     }
+    // librdkafka's own refusals (TLS files, mechanisms), as `run` would meet them.
+    let kafka_valid = !config_errors.iter().any(|e| e.location.starts_with("kafka"));
+    if kafka_valid {
+        if let Err(e) = crate::kafka::build_clients(&cfg.kafka) {
+            r.error(format!("{}: kafka: {e}", path.display()));
+        } else if let Some(reason) = crate::kafka::refused_by_brokers(&cfg.kafka, TOPIC_CHECK_WITHIN) {
+            r.error(format!("{}: kafka: the brokers refused this client: {reason}", path.display()));
+        }
+    }
     // The changelog topic is the one broker-side thing `run` refuses to start without.
-    if config_errors.is_empty() {
+    if config_errors.is_empty() && r.errors == 0 {
         let topic = &cfg.state.changelog_topic;
         match crate::scale::changelog::check_topic(&cfg.kafka, &cfg.state, cfg.rekey.as_ref(), TOPIC_CHECK_WITHIN) {
             Ok(true) => r.ok(format!("changelog: topic `{topic}` OK")),
