@@ -173,7 +173,7 @@ fn check(path: &Path) -> ExitCode {
     for line in &report.lines {
         match line {
             Line::Ok(l) => println!("{l}"),
-            Line::Error(l) => eprintln!("{l}"),
+            Line::Warning(l) | Line::Error(l) => eprintln!("{l}"),
         }
     }
     if report.errors > 0 {

@@ -513,6 +513,29 @@ endpoint = "http://127.0.0.1:8080"
     }
 
     #[test]
+    fn an_inline_secret_says_how_to_write_one() {
+        let text = MINIMAL.replace(
+            "endpoint = \"http://127.0.0.1:8080\"",
+            "endpoint = \"http://127.0.0.1:8080\"\nauth = { kind = \"bearer\", token = \"abc\" }",
+        );
+        let errs = Config::parse(Path::new("t.toml"), &text).unwrap_err();
+        assert!(errs[0].message.contains("secrets are not written inline: use { env = \"VAR\" } or { file = \"/path\" }"), "{}", errs[0]);
+        assert!(errs[0].location.starts_with("line 13"), "{}", errs[0]);
+        let typo = text.replace("token = \"abc\"", "token = { envv = \"X\" }");
+        let errs = Config::parse(Path::new("t.toml"), &typo).unwrap_err();
+        assert!(errs[0].message.contains("envv"), "{}", errs[0]);
+        let ok = text.replace("token = \"abc\"", "token = { env = \"X\" }");
+        assert!(Config::parse(Path::new("t.toml"), &ok).is_ok());
+    }
+
+    #[test]
+    fn an_overflowing_backoff_is_an_error() {
+        let text = format!("{MINIMAL}[sink.retry]\nmax_backoff = \"307445734561825861m\"\n");
+        let errs = Config::parse(Path::new("t.toml"), &text).unwrap_err();
+        assert!(errs[0].message.contains("too long"), "{}", errs[0]);
+    }
+
+    #[test]
     fn durations() {
         assert_eq!(HumanDuration::parse("250ms").unwrap(), Duration::from_millis(250));
         assert_eq!(HumanDuration::parse("5m").unwrap(), Duration::from_secs(300));

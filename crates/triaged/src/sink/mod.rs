@@ -20,7 +20,7 @@ mod secret;
 pub(crate) mod worker;
 
 pub use http::error_chain;
-pub(crate) use secret::{read_secret, Secret};
+pub(crate) use secret::{loose_permissions, read_secret, Secret};
 
 use std::fmt;
 use std::path::PathBuf;
