@@ -89,6 +89,19 @@ pub struct Config {
     /// Where the correlation state is checkpointed (`scale/changelog.rs`).
     #[serde(default)]
     pub state: StateConfig,
+    /// `[metrics]`: what metric labels may say.
+    #[serde(default)]
+    pub metrics: MetricsConfig,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MetricsConfig {
+    /// Event `source` values shown as themselves in the `source` label,
+    /// besides the decoder kinds (native, alertmanager, zabbix, nagios);
+    /// every other source is counted as `other`.
+    #[serde(default)]
+    pub source_labels: Vec<String>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -369,6 +382,14 @@ impl Config {
                     err("correlation.dedup_key", crate::event::Event::unknown_field(f));
                 }
             }
+        }
+        for (i, l) in self.metrics.source_labels.iter().enumerate() {
+            if l.trim().is_empty() || l.len() > 64 {
+                err(&format!("metrics.source_labels[{i}]"), "must be 1 to 64 characters".into());
+            }
+        }
+        if self.metrics.source_labels.len() > 100 {
+            err("metrics.source_labels", "lists more than 100 sources; each adds series to every source family".into());
         }
         if self.shutdown.deadline.0.is_zero() {
             err("shutdown.deadline", "must be greater than zero".into());

@@ -145,6 +145,7 @@ pub fn demo_config(root: &std::path::Path, brokers: &str, sink: &str, listen: &s
         ingest: None,
         rekey: None,
         state: Default::default(),
+        metrics: Default::default(),
         problems: Default::default(),
         changes: None,
     }
