@@ -337,6 +337,9 @@ impl Config {
         if self.sink.concurrency == 0 || self.sink.concurrency > 256 {
             err("sink.concurrency", "must be between 1 and 256".into());
         }
+        if self.sink.max_response_bytes == 0 || self.sink.max_response_bytes > 64 << 20 {
+            err("sink.max_response_bytes", "must be between 1 and 67108864".into());
+        }
         if self.sink.timeout.0.is_zero() {
             err("sink.timeout", "must be greater than zero".into());
         }

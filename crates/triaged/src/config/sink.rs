@@ -155,6 +155,15 @@ pub struct SinkConfig {
     /// PagerDuty integration (routing) key; required for the pagerduty profile.
     #[serde(default)]
     pub routing_key: Option<SecretSource>,
+    /// Largest response body read from the ITSM, in bytes; a successful
+    /// reply with a larger one is an error naming this cap, and an error
+    /// reply's body is cut at it.
+    #[serde(default = "default_max_response_bytes")]
+    pub max_response_bytes: usize,
+}
+
+fn default_max_response_bytes() -> usize {
+    64 << 10
 }
 
 fn default_sink_timeout() -> HumanDuration {

@@ -132,6 +132,7 @@ pub fn demo_config(root: &std::path::Path, brokers: &str, sink: &str, listen: &s
             retry: RetryConfig::default(),
             circuit: CircuitConfig::default(),
             routing_key: None,
+            max_response_bytes: 64 << 10,
         },
         http: HttpConfig { listen: listen.into() },
         correlation: CorrelationConfig {
