@@ -197,3 +197,44 @@ fn a_secret_file_others_can_read_gets_a_warning() {
     assert_eq!(code, 0, "{stderr}");
     assert!(!stderr.contains("warning"), "{stderr}");
 }
+
+/// `run` with `args`, until its stderr shows `until` (bounded); returns
+/// (stdout, stderr).
+fn run_until(args: &[&str], until: &str) -> (String, String) {
+    use crate::support::process::{free_port, write_config};
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(dir.path(), "127.0.0.1:1", "g", 6000, "http://127.0.0.1:1", free_port());
+    let (out, err) = (dir.path().join("stdout"), dir.path().join("stderr"));
+    let mut child = Command::new(env!("CARGO_BIN_EXE_triaged"))
+        .args(["run", "--config", config.to_str().unwrap()])
+        .args(args)
+        .env_remove("TRIAGED_LOG")
+        .stdout(std::fs::File::create(&out).unwrap())
+        .stderr(std::fs::File::create(&err).unwrap())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while !std::fs::read_to_string(&err).unwrap().contains(until) {
+        if std::time::Instant::now() > deadline || child.try_wait().unwrap().is_some() {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    (std::fs::read_to_string(&out).unwrap(), std::fs::read_to_string(&err).unwrap())
+}
+
+#[test]
+fn logs_go_to_stderr_one_json_object_a_line_without_colour() {
+    let (stdout, stderr) = run_until(&["--log-format", "json"], "rules and CMDB loaded");
+    assert!(stderr.contains("rules and CMDB loaded"), "{stderr}");
+    assert_eq!(stdout, "", "nothing on stdout");
+    for line in stderr.lines() {
+        let v: serde_json::Value = serde_json::from_str(line).unwrap_or_else(|e| panic!("not one JSON object a line ({e}): {line}"));
+        assert!(v["level"].is_string() && v["message"].is_string(), "{line}");
+    }
+    let (_, text) = run_until(&[], "rules and CMDB loaded");
+    assert!(text.contains("rules and CMDB loaded"), "{text}");
+    assert!(!text.contains('\u{1b}'), "no ANSI codes when stderr is a file: {text}");
+}
