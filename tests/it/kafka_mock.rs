@@ -206,7 +206,7 @@ fn consumes_decodes_and_dead_letters_in_partition_order() {
         }
         assert_no_more(&mut run.items).await;
         assert_eq!(counter(&run.metrics.messages_received, TOPIC), N as u64 + 1);
-        assert_eq!(counter(&run.metrics.events_decoded, "mocktest"), N as u64);
+        assert_eq!(counter(&run.metrics.events_decoded, "other"), N as u64);
         assert_eq!(counter(&run.metrics.events_failed, TOPIC), 1);
         assert_eq!(counter(&run.metrics.dead_letters, "decode"), 1);
         run.stop().await;
