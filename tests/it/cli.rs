@@ -119,3 +119,122 @@ fn a_closed_output_pipe_ends_a_report_quietly() {
     assert!(!stderr.contains("panicked"), "{stderr}");
     assert_eq!(out.status.signal(), Some(libc::SIGPIPE), "{:?}", out.status);
 }
+
+/// A config directory whose rules and CMDB are both broken, and whose
+/// config file is `config` with `rules` and `cmdb.yaml` beside it.
+fn broken_rules_and_cmdb(config: &str) -> (tempfile::TempDir, std::path::PathBuf) {
+    let dir = tempfile::tempdir().unwrap();
+    let rules = dir.path().join("rules");
+    std::fs::create_dir(&rules).unwrap();
+    std::fs::write(rules.join("bad.yaml"), "rules:\n  - name: x\n    match: { check: { regex: \"([\" } }\n").unwrap();
+    std::fs::write(dir.path().join("cmdb.yaml"), "cis:\n  - { id: a, name: a, type: vm, runs_on: [nowhere] }\n").unwrap();
+    let path = dir.path().join("triaged.toml");
+    std::fs::write(&path, config).unwrap();
+    (dir, path)
+}
+
+const SMALL: &str = r#"
+[kafka]
+brokers = "127.0.0.1:1"
+group_id = "g"
+topics = [{ name = "events" }]
+[cmdb]
+path = "cmdb.yaml"
+[rules]
+dir = "rules"
+[sink]
+profile = "generic"
+endpoint = "http://127.0.0.1:1"
+"#;
+
+#[test]
+fn a_config_that_does_not_load_still_gets_its_rules_and_cmdb_checked() {
+    let bad = SMALL.replace("profile = \"generic\"", "profile = \"generic\"\nauth = { kind = \"bearer\", token = \"abc\" }");
+    let (_dir, config) = broken_rules_and_cmdb(&bad);
+    let (code, stderr) = check(&config);
+    assert_eq!(code, 2, "{stderr}");
+    assert!(
+        stderr.contains("triaged.toml: line 12")
+            && stderr.contains("secrets are not written inline: use { env = \"VAR\" } or { file = \"/path\" }"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("bad.yaml:3: rule `x`: match.check: invalid regex"), "{stderr}");
+    assert!(stderr.contains("cmdb.yaml") && stderr.contains("nowhere"), "{stderr}");
+    assert!(stderr.contains("3 error(s)"), "{stderr}");
+}
+
+#[test]
+fn what_librdkafka_refuses_check_refuses_with_the_option() {
+    let text = format!("{SMALL}[kafka.options]\n\"sesion.timeout.ms\" = \"6000\"\n");
+    let (_dir, config) = broken_rules_and_cmdb(&text);
+    let (code, stderr) = check(&config);
+    assert_eq!(code, 2, "{stderr}");
+    assert!(stderr.contains("triaged.toml: kafka.options.\"sesion.timeout.ms\": No such configuration property"), "{stderr}");
+}
+
+#[test]
+fn a_secret_file_others_can_read_gets_a_warning() {
+    use std::os::unix::fs::PermissionsExt;
+    let root = crate::repo();
+    let dir = tempfile::tempdir().unwrap();
+    let token = dir.path().join("token");
+    std::fs::write(&token, "t0ken\n").unwrap();
+    std::fs::set_permissions(&token, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let text = SMALL
+        .replace("profile = \"generic\"", "profile = \"generic\"\nauth = { kind = \"bearer\", token = { file = \"token\" } }")
+        .replace("cmdb.yaml", root.join("config/cmdb.yaml").to_str().unwrap())
+        .replace("dir = \"rules\"", &format!("dir = \"{}\"", root.join("rules").display()));
+    let config = dir.path().join("triaged.toml");
+    std::fs::write(&config, text).unwrap();
+    let (code, stderr) = check(&config);
+    assert_eq!(code, 0, "a warning only: {stderr}");
+    assert!(
+        stderr.contains("warning: sink.auth.token: secret file") && stderr.contains("readable by group or others (mode 644)"),
+        "{stderr}"
+    );
+    std::fs::set_permissions(&token, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let (code, stderr) = check(&config);
+    assert_eq!(code, 0, "{stderr}");
+    assert!(!stderr.contains("warning"), "{stderr}");
+}
+
+/// `run` with `args`, until its stderr shows `until` (bounded); returns
+/// (stdout, stderr).
+fn run_until(args: &[&str], until: &str) -> (String, String) {
+    use crate::support::process::{free_port, write_config};
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(dir.path(), "127.0.0.1:1", "g", 6000, "http://127.0.0.1:1", free_port());
+    let (out, err) = (dir.path().join("stdout"), dir.path().join("stderr"));
+    let mut child = Command::new(env!("CARGO_BIN_EXE_triaged"))
+        .args(["run", "--config", config.to_str().unwrap()])
+        .args(args)
+        .env_remove("TRIAGED_LOG")
+        .stdout(std::fs::File::create(&out).unwrap())
+        .stderr(std::fs::File::create(&err).unwrap())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while !std::fs::read_to_string(&err).unwrap().contains(until) {
+        if std::time::Instant::now() > deadline || child.try_wait().unwrap().is_some() {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    (std::fs::read_to_string(&out).unwrap(), std::fs::read_to_string(&err).unwrap())
+}
+
+#[test]
+fn logs_go_to_stderr_one_json_object_a_line_without_colour() {
+    let (stdout, stderr) = run_until(&["--log-format", "json"], "rules and CMDB loaded");
+    assert!(stderr.contains("rules and CMDB loaded"), "{stderr}");
+    assert_eq!(stdout, "", "nothing on stdout");
+    for line in stderr.lines() {
+        let v: serde_json::Value = serde_json::from_str(line).unwrap_or_else(|e| panic!("not one JSON object a line ({e}): {line}"));
+        assert!(v["level"].is_string() && v["message"].is_string(), "{line}");
+    }
+    let (_, text) = run_until(&[], "rules and CMDB loaded");
+    assert!(text.contains("rules and CMDB loaded"), "{text}");
+    assert!(!text.contains('\u{1b}'), "no ANSI codes when stderr is a file: {text}");
+}

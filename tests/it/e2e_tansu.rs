@@ -21,7 +21,7 @@ use crate::support::process::{all_resolved, assert_settled, free_port, log_tails
 const GROUP: &str = "triaged-e2e";
 const PARTITIONS: i32 = 4;
 
-fn tansu_bin() -> PathBuf {
+pub(crate) fn tansu_bin() -> PathBuf {
     let home = std::env::var("HOME").unwrap_or_default();
     let cargo_bin = Path::new(&home).join(".cargo/bin/tansu");
     if cargo_bin.exists() {

@@ -18,6 +18,7 @@ mod fuzz_parsers;
 mod ingest;
 mod ingest_limits;
 mod kafka_mock;
+mod kafka_tls;
 mod kill_storm;
 mod listener;
 mod problems;

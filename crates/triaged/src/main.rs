@@ -21,11 +21,15 @@ struct Cli {
     /// Log filter (tracing EnvFilter syntax), e.g. `info`, `triaged=debug`.
     #[arg(long, global = true, env = "TRIAGED_LOG", default_value = "info")]
     log: String,
+    /// Log line format: `text`, or `json` (one object per line). Logs go to
+    /// stderr, coloured only when stderr is a terminal.
+    #[arg(long, global = true, env = "TRIAGED_LOG_FORMAT", value_enum, default_value_t = Output::Text)]
+    log_format: Output,
     #[command(subcommand)]
     cmd: Cmd,
 }
 
-/// How `triaged replay` prints its incident actions.
+/// How `triaged replay` prints its incident actions, and the log format.
 #[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
 enum Output {
     Text,
@@ -143,7 +147,12 @@ fn main() -> ExitCode {
     // The demo prints its own story; keep library logs to
     // warnings unless asked.
     let filter = if is_demo && std::env::var_os("TRIAGED_LOG").is_none() && cli.log == "info" { EnvFilter::new("warn") } else { filter };
-    tracing_subscriber::fmt().with_env_filter(filter).with_target(false).init();
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let logs = tracing_subscriber::fmt().with_env_filter(filter).with_target(false).with_writer(std::io::stderr);
+    match cli.log_format {
+        Output::Text => logs.with_ansi(ansi).init(),
+        Output::Json => logs.json().with_ansi(false).flatten_event(true).init(),
+    }
     if matches!(cli.cmd, Cmd::Check { .. } | Cmd::Test { .. } | Cmd::Explain { .. } | Cmd::Replay { .. }) {
         end_quietly_on_closed_pipe();
     }
@@ -173,7 +182,7 @@ fn check(path: &Path) -> ExitCode {
     for line in &report.lines {
         match line {
             Line::Ok(l) => println!("{l}"),
-            Line::Error(l) => eprintln!("{l}"),
+            Line::Warning(l) | Line::Error(l) => eprintln!("{l}"),
         }
     }
     if report.errors > 0 {

@@ -11,6 +11,10 @@ use prometheus::{
 #[derive(Clone)]
 pub struct Metrics {
     pub registry: Registry,
+    /// `process_*` (CPU, memory, file descriptors), without the `triaged_` prefix.
+    process: Registry,
+    /// The `source` label values besides `other` ([`Metrics::source_label`]).
+    sources: std::sync::Arc<rustc_hash::FxHashSet<String>>,
     /// Kafka messages received, by topic.
     pub messages_received: IntCounterVec,
     /// Events decoded, by source system.
@@ -113,8 +117,51 @@ fn histogram(reg: &Registry, name: &str, help: &str, labels: &[&str], buckets: V
     h
 }
 
+/// The `source` label values every daemon has: the decoder kinds.
+pub const DECODER_SOURCES: &[&str] = &["native", "alertmanager", "zabbix", "nagios"];
+
+/// The label every other source gets.
+pub const OTHER_SOURCE: &str = "other";
+
+/// Priorities of `open_incidents`, present at zero from the start.
+const PRIORITIES: &[&str] = &["P1", "P2", "P3", "P4", "P5"];
+
 impl Metrics {
+    /// Metrics whose `source` label is one of the decoder kinds, one of
+    /// `sources` (`[metrics] source_labels`), or else `other`.
+    pub fn with_sources(sources: &[String]) -> Metrics {
+        let mut m = Metrics::build();
+        let mut names: rustc_hash::FxHashSet<String> = DECODER_SOURCES.iter().map(|s| s.to_string()).collect();
+        names.extend(sources.iter().cloned());
+        for s in &names {
+            m.source_families_at_zero(s);
+        }
+        m.sources = std::sync::Arc::new(names);
+        m
+    }
+
+    /// The `source` label value of an event from `source`: never event
+    /// content beyond the fixed set, one hash lookup.
+    pub fn source_label<'a>(&self, source: &'a str) -> &'a str {
+        if self.sources.contains(source) {
+            source
+        } else {
+            OTHER_SOURCE
+        }
+    }
+
+    fn source_families_at_zero(&self, s: &str) {
+        self.events_decoded.with_label_values(&[s]);
+        self.events_deduplicated.with_label_values(&[s]);
+        self.events_dropped.with_label_values(&[s]);
+        self.events_suppressed.with_label_values(&[s, "rule"]);
+    }
+
     pub fn new() -> Metrics {
+        Metrics::with_sources(&[])
+    }
+
+    fn build() -> Metrics {
         let reg = Registry::new_custom(Some("triaged".into()), None).expect("valid registry");
         let fingerprints = IntGauge::new("fingerprints", "Live fingerprints held by the dedup state.").unwrap();
         reg.register(Box::new(fingerprints.clone())).unwrap();
@@ -124,9 +171,10 @@ impl Metrics {
         reg.register(Box::new(cmdb_last_load.clone())).unwrap();
         let paused_partitions = IntGauge::new("kafka_paused_partitions", "Partitions paused because the pipeline is full.").unwrap();
         reg.register(Box::new(paused_partitions.clone())).unwrap();
-        let build_info = GaugeVec::new(Opts::new("build_info", "Build information, always 1."), &["version"]).unwrap();
+        let build_info =
+            GaugeVec::new(Opts::new("build_info", "Build information, always 1."), &["version", "commit", "features"]).unwrap();
         reg.register(Box::new(build_info.clone())).unwrap();
-        build_info.with_label_values(&[env!("CARGO_PKG_VERSION")]).set(1.0);
+        build_info.with_label_values(&[env!("CARGO_PKG_VERSION"), env!("TRIAGED_COMMIT"), &kafka_features()]).set(1.0);
         let messages_handled = IntCounter::new("core_messages_handled_total", "Kafka messages handled by the correlation core.").unwrap();
         reg.register(Box::new(messages_handled.clone())).unwrap();
         let ingest_alerts = IntCounter::new("ingest_alerts_total", "Alerts accepted on /api/v2/alerts and produced into Kafka.").unwrap();
@@ -193,8 +241,12 @@ impl Metrics {
         reg.register(Box::new(event_lag.clone())).unwrap();
         let latency_buckets = vec![0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0];
         let eval_buckets = vec![1e-6, 5e-6, 1e-5, 5e-5, 1e-4, 5e-4, 1e-3, 5e-3, 1e-2];
-        Metrics {
+        let process = Registry::new();
+        process.register(Box::new(prometheus::process_collector::ProcessCollector::for_self())).expect("process collector");
+        let m = Metrics {
             registry: reg.clone(),
+            process,
+            sources: Default::default(),
             messages_received: counter(&reg, "kafka_messages_received_total", "Kafka messages received.", &["topic"]),
             events_decoded: counter(&reg, "events_decoded_total", "Events decoded.", &["source"]),
             events_failed: counter(&reg, "events_failed_total", "Messages that failed to decode.", &["topic"]),
@@ -271,7 +323,12 @@ impl Metrics {
             state_depended_age,
             events_out_of_order,
             fields_truncated,
+        };
+        for p in PRIORITIES {
+            m.open_incidents.with_label_values(&[p]);
         }
+        m.source_families_at_zero(OTHER_SOURCE);
+        m
     }
 
     /// Exposed name of every metric (`triaged_…`), whether or not it has samples yet.
@@ -317,15 +374,28 @@ impl Metrics {
             &self.fields_truncated,
         ];
         let listener = self.listener.names().into_iter();
-        all.iter().flat_map(|c| c.desc()).map(|d| d.fq_name.clone()).chain(listener).map(|n| format!("triaged_{n}")).collect()
+        let own = all.iter().flat_map(|c| c.desc()).map(|d| d.fq_name.clone()).chain(listener).map(|n| format!("triaged_{n}"));
+        own.chain(self.process.gather().iter().map(|f| f.name().to_owned())).collect()
     }
 
     /// Text exposition format.
     pub fn render(&self) -> String {
         let mut buf = Vec::new();
-        TextEncoder::new().encode(&self.registry.gather(), &mut buf).expect("encode metrics");
+        let mut families = self.registry.gather();
+        families.extend(self.process.gather());
+        TextEncoder::new().encode(&families, &mut buf).expect("encode metrics");
         String::from_utf8(buf).expect("metrics are UTF-8")
     }
+}
+
+/// librdkafka's `builtin.features` (ssl, sasl_scram, zstd, ...), `+`-joined.
+fn kafka_features() -> String {
+    rdkafka::ClientConfig::new()
+        .create_native_config()
+        .ok()
+        .and_then(|c| c.get("builtin.features").ok())
+        .map(|f| f.replace(',', "+"))
+        .unwrap_or_else(|| "unknown".into())
 }
 
 impl Default for Metrics {
@@ -350,5 +420,38 @@ mod tests {
             assert!(names.contains(name), "{name} missing from names()");
         }
         assert!(names.contains("triaged_sink_errors_total"), "families without samples are named too");
+    }
+
+    #[test]
+    fn source_labels_are_decoder_kinds_or_configured_names_never_event_content() {
+        let m = Metrics::with_sources(&["checks".to_string()]);
+        for i in 0..500 {
+            m.events_decoded.with_label_values(&[m.source_label(&format!("tenant-{i}"))]).inc();
+        }
+        m.events_decoded.with_label_values(&[m.source_label("checks")]).inc();
+        m.events_decoded.with_label_values(&[m.source_label("zabbix")]).inc();
+        let text = m.render();
+        let series: Vec<_> = text.lines().filter(|l| l.starts_with("triaged_events_decoded_total{")).collect();
+        assert_eq!(series.len(), 1 + DECODER_SOURCES.len() + 1, "{series:?}");
+        assert!(text.contains("triaged_events_decoded_total{source=\"other\"} 500"), "{text}");
+        assert!(text.contains("triaged_events_decoded_total{source=\"checks\"} 1"), "{text}");
+        assert!(!text.contains("tenant-"), "no label value from event content");
+    }
+
+    #[test]
+    fn families_exist_at_zero_from_the_start() {
+        let text = Metrics::new().render();
+        for p in ["P1", "P2", "P3", "P4", "P5"] {
+            assert!(text.contains(&format!("triaged_open_incidents{{priority=\"{p}\"}} 0")), "{p}: {text}");
+        }
+        for line in ["triaged_events_decoded_total{source=\"other\"} 0", "triaged_events_dropped_total{source=\"native\"} 0"] {
+            assert!(text.contains(line), "{line}: {text}");
+        }
+        assert!(text.contains("process_resident_memory_bytes"), "process metrics");
+        let info = text.lines().find(|l| l.starts_with("triaged_build_info{")).expect("build info");
+        for label in ["commit=\"", "features=\"", "version=\""] {
+            assert!(info.contains(label), "{info}");
+        }
+        assert!(info.contains("ssl"), "librdkafka's TLS is in the features: {info}");
     }
 }

@@ -4,6 +4,7 @@
 //! action, configs, mounted answers, what the server received); each area
 //! is a submodule.
 
+mod body_cap;
 mod delivery;
 mod generic;
 mod lookup;
@@ -100,6 +101,7 @@ fn config(profile: SinkProfile, endpoint: &str) -> SinkConfig {
         // These tests are about single requests; the breaker has its own.
         circuit: CircuitConfig { failure_threshold: 0, ..CircuitConfig::default() },
         routing_key: None,
+        max_response_bytes: 64 << 10,
     }
 }
 

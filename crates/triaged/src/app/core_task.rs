@@ -273,9 +273,13 @@ pub(super) fn handle_item(l: &mut CoreLoop, item: SourceItem, now: chrono::DateT
                 l.metrics.rule_evaluation.with_label_values(&["event"]).observe(started.elapsed().as_secs_f64());
                 l.metrics.decisions.with_label_values(&[d.kind.as_str()]).inc();
                 match d.kind {
-                    DecisionKind::Deduplicated => l.metrics.events_deduplicated.with_label_values(&[&ev.source]).inc(),
-                    DecisionKind::Suppressed => l.metrics.events_suppressed.with_label_values(&[&ev.source, "rule"]).inc(),
-                    DecisionKind::Dropped => l.metrics.events_dropped.with_label_values(&[&ev.source]).inc(),
+                    DecisionKind::Deduplicated => {
+                        l.metrics.events_deduplicated.with_label_values(&[l.metrics.source_label(&ev.source)]).inc()
+                    }
+                    DecisionKind::Suppressed => {
+                        l.metrics.events_suppressed.with_label_values(&[l.metrics.source_label(&ev.source), "rule"]).inc()
+                    }
+                    DecisionKind::Dropped => l.metrics.events_dropped.with_label_values(&[l.metrics.source_label(&ev.source)]).inc(),
                     DecisionKind::Cleared if ev.status == crate::event::Status::Firing => l.metrics.events_out_of_order.inc(),
                     DecisionKind::Refused if l.refused_logged.is_none_or(|t| t.elapsed() >= Duration::from_secs(60)) => {
                         l.refused_logged = Some(Instant::now());
@@ -292,13 +296,19 @@ pub(super) fn handle_item(l: &mut CoreLoop, item: SourceItem, now: chrono::DateT
 
 pub(super) fn publish_gauges(l: &mut CoreLoop) {
     let open = l.core.open_incidents();
-    l.metrics.open_incidents.reset();
+    // P1..P5 stay at zero when none is open (families exist from the start).
+    let mut by_priority = [0i64; 5];
     l.metrics.open_incidents_by_service.reset();
     for i in &open {
-        l.metrics.open_incidents.with_label_values(&[&format!("P{}", i.priority)]).inc();
+        if let Some(n) = (i.priority as usize).checked_sub(1).and_then(|p| by_priority.get_mut(p)) {
+            *n += 1;
+        }
         for s in &i.impacted_services {
             l.metrics.open_incidents_by_service.with_label_values(&[s]).inc();
         }
+    }
+    for (p, n) in by_priority.iter().enumerate() {
+        l.metrics.open_incidents.with_label_values(&[&format!("P{}", p + 1)]).set(*n);
     }
     l.metrics.fingerprints.set(l.core.fingerprint_count() as i64);
     for (t, p) in l.core.read_partitions() {

@@ -109,7 +109,7 @@ pub struct Summary {
 
 /// Starts the daemon; it runs until `shutdown` is cancelled.
 pub async fn start(cfg: Config, shutdown: CancellationToken) -> Result<Running, AppError> {
-    let metrics = Metrics::new();
+    let metrics = Metrics::with_sources(&cfg.metrics.source_labels);
     let (rules, cmdb) = load_rules_and_cmdb(&cfg)?;
     metrics.cmdb_cis.set(cmdb.len() as i64);
     metrics.cmdb_last_load.set(Utc::now().timestamp() as f64);

@@ -2,9 +2,9 @@
 //! rules, CMDB and change calendar, ingest token, sink) without starting any,
 //! and reports every error with its file and field or line.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
-use crate::config::Config;
+use crate::config::{AuthConfig, Config, SecretSource};
 
 /// How long `check` waits for the brokers to describe the changelog topic.
 const TOPIC_CHECK_WITHIN: std::time::Duration = std::time::Duration::from_secs(3);
@@ -13,6 +13,8 @@ const TOPIC_CHECK_WITHIN: std::time::Duration = std::time::Duration::from_secs(3
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Line {
     Ok(String),
+    /// Accepted, but worth fixing (a secret file others can read).
+    Warning(String),
     Error(String),
 }
 
@@ -34,28 +36,44 @@ impl Report {
         self.lines.push(Line::Error(l.to_string()));
     }
 
+    fn warning(&mut self, l: String) {
+        self.lines.push(Line::Warning(l));
+    }
+
     fn error_each<E: ToString>(&mut self, errs: &[E]) {
         errs.iter().for_each(|e| self.error(e.to_string()));
     }
 }
 
 /// Validates the config, then the rules and CMDB it names; a config that
-/// parses but fails validation does not stop the rest from being checked.
+/// fails validation, or does not even deserialize, does not stop the rest
+/// from being checked.
 pub fn check(path: &Path) -> Report {
     let mut r = Report::default();
     let (cfg, config_errors) = match Config::load_checked(path) {
         Ok(c) => c,
         Err(errs) => {
             r.error_each(&errs);
-            r.lines.push(Line::Error(format!("{} error(s) in {}", errs.len(), path.display())));
+            let (rules, cmdb) = named_files(path);
+            if let Some(dir) = rules {
+                check_rules(&mut r, &dir);
+            }
+            if let Some(cmdb) = cmdb {
+                match crate::topology::Snapshot::load(&cmdb) {
+                    Ok(s) => r.ok(format!("cmdb: {} CIs from {} OK", s.len(), cmdb.display())),
+                    Err(errs) => r.error_each(&errs),
+                }
+            }
+            let n = r.errors;
+            r.lines.push(Line::Error(format!(
+                "{n} error(s); {} did not load, so only the rules and CMDB it names were checked",
+                path.display()
+            )));
             return r;
         }
     };
     r.error_each(&config_errors);
-    match crate::rules::RuleSet::load_dir(&cfg.rules.dir) {
-        Ok(rules) => r.ok(format!("rules: {} rules in {} files OK", rules.len(), rules.files().len())),
-        Err(errs) => r.error_each(&errs),
-    }
+    check_rules(&mut r, &cfg.rules.dir);
     match super::load_cmdb(&cfg) {
         Ok(s) => match &cfg.changes {
             Some(ch) => {
@@ -70,6 +88,11 @@ pub fn check(path: &Path) -> Report {
             r.error(format!("{}: {e}", path.display()));
         }
     }
+    for (field, secret) in secret_sources(&cfg) {
+        if let Some(w) = crate::sink::loose_permissions(field, secret) {
+            r.warning(format!("{}: warning: {w}", path.display()));
+        }
+    }
     // The sink's secrets and endpoint are only worth checking on a valid sink section.
     let sink_valid = !config_errors.iter().any(|e| e.location.starts_with("sink"));
     if let Some(ic) = cfg.ingest.as_ref().filter(|_| !config_errors.iter().any(|e| e.location.starts_with("ingest"))) {
@@ -82,8 +105,17 @@ pub fn check(path: &Path) -> Report {
             r.error(format!("{}: sink: {e}", path.display()));
         }
     }
+    // librdkafka's own refusals (TLS files, mechanisms), as `run` would meet them.
+    let kafka_valid = !config_errors.iter().any(|e| e.location.starts_with("kafka"));
+    if kafka_valid {
+        if let Err(e) = crate::kafka::build_clients(&cfg.kafka) {
+            r.error(format!("{}: kafka: {e}", path.display()));
+        } else if let Some(reason) = crate::kafka::refused_by_brokers(&cfg.kafka, TOPIC_CHECK_WITHIN) {
+            r.error(format!("{}: kafka: the brokers refused this client: {reason}", path.display()));
+        }
+    }
     // The changelog topic is the one broker-side thing `run` refuses to start without.
-    if config_errors.is_empty() {
+    if config_errors.is_empty() && r.errors == 0 {
         let topic = &cfg.state.changelog_topic;
         match crate::scale::changelog::check_topic(&cfg.kafka, &cfg.state, cfg.rekey.as_ref(), TOPIC_CHECK_WITHIN) {
             Ok(true) => r.ok(format!("changelog: topic `{topic}` OK")),
@@ -101,4 +133,35 @@ pub fn check(path: &Path) -> Report {
         r.ok(format!("config: {} OK", path.display()));
     }
     r
+}
+
+fn check_rules(r: &mut Report, dir: &Path) {
+    match crate::rules::RuleSet::load_dir(dir) {
+        Ok(rules) => r.ok(format!("rules: {} rules in {} files OK", rules.len(), rules.files().len())),
+        Err(errs) => r.error_each(&errs),
+    }
+}
+
+/// `rules.dir` and `cmdb.path` of a config that does not deserialize, when
+/// it is TOML at all (relative paths against its directory).
+fn named_files(path: &Path) -> (Option<PathBuf>, Option<PathBuf>) {
+    let Some(table) = std::fs::read_to_string(path).ok().and_then(|t| t.parse::<toml::Table>().ok()) else { return (None, None) };
+    let base = path.parent().map(Path::to_path_buf).unwrap_or_default();
+    let get = |section: &str, key: &str| table.get(section)?.get(key)?.as_str().map(|p| base.join(p));
+    (get("rules", "dir"), get("cmdb", "path"))
+}
+
+/// Every secret of the config, with its field.
+fn secret_sources(cfg: &Config) -> Vec<(&'static str, &SecretSource)> {
+    let mut out = Vec::new();
+    match &cfg.sink.auth {
+        AuthConfig::None => {}
+        AuthConfig::Bearer { token } => out.push(("sink.auth.token", token)),
+        AuthConfig::Basic { password, .. } => out.push(("sink.auth.password", password)),
+    }
+    out.extend(cfg.sink.routing_key.as_ref().map(|s| ("sink.routing_key", s)));
+    out.extend(cfg.ingest.as_ref().and_then(|i| i.token.as_ref()).map(|s| ("ingest.token", s)));
+    out.extend(cfg.kafka.sasl_password.as_ref().map(|s| ("kafka.sasl_password", s)));
+    out.extend(cfg.kafka.ssl_key_password.as_ref().map(|s| ("kafka.ssl_key_password", s)));
+    out
 }

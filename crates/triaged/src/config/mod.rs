@@ -15,7 +15,7 @@ mod sink;
 
 pub use self::correlation::{CorrelationConfig, ProblemsConfig};
 pub use self::http::{HttpConfig, TlsConfig};
-pub use self::kafka::{Format, KafkaConfig, TopicConfig, OWNED_KAFKA_OPTIONS};
+pub use self::kafka::{Format, KafkaConfig, KafkaSecrets, TopicConfig, OWNED_KAFKA_OPTIONS, SECRET_KAFKA_OPTIONS};
 pub use self::rekey::{IngestConfig, RekeyConfig, RekeyScope, StateConfig};
 pub use self::sink::{AuthConfig, CircuitConfig, RetryConfig, SecretSource, SinkConfig, SinkProfile};
 
@@ -91,6 +91,19 @@ pub struct Config {
     /// Where the correlation state is checkpointed (`scale/changelog.rs`).
     #[serde(default)]
     pub state: StateConfig,
+    /// `[metrics]`: what metric labels may say.
+    #[serde(default)]
+    pub metrics: MetricsConfig,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MetricsConfig {
+    /// Event `source` values shown as themselves in the `source` label,
+    /// besides the decoder kinds (native, alertmanager, zabbix, nagios);
+    /// every other source is counted as `other`.
+    #[serde(default)]
+    pub source_labels: Vec<String>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -150,9 +163,12 @@ impl Config {
     pub fn load_checked(path: &Path) -> Result<(Config, Vec<ConfigError>), Vec<ConfigError>> {
         let text = std::fs::read_to_string(path)
             .map_err(|e| vec![ConfigError { file: path.to_owned(), location: "file".into(), message: e.to_string() }])?;
-        let (mut cfg, errors) = Config::parse_checked(path, &text)?;
+        let (mut cfg, mut errors) = Config::parse_checked(path, &text)?;
         let base = path.parent().map(Path::to_path_buf).unwrap_or_default();
         cfg.resolve_paths(&base);
+        for (field, message) in cfg.kafka.read_secrets() {
+            errors.push(ConfigError { file: path.to_owned(), location: field.into(), message });
+        }
         Ok((cfg, errors))
     }
 
@@ -215,6 +231,9 @@ impl Config {
             fix(&mut tls.cert);
             fix(&mut tls.key);
         }
+        for secret in [self.kafka.sasl_password.as_mut(), self.kafka.ssl_key_password.as_mut()].into_iter().flatten() {
+            fix_secret(secret);
+        }
     }
 
     /// Checks everything serde cannot; returns every problem found.
@@ -253,6 +272,9 @@ impl Config {
             if t.name.trim().is_empty() {
                 err(&format!("kafka.topics[{i}].name"), "must not be empty".into());
             }
+            if let Some(first) = self.kafka.topics[..i].iter().position(|o| o.name == t.name) {
+                err(&format!("kafka.topics[{i}].name"), format!("`{}` is already kafka.topics[{first}]", t.name));
+            }
             if Some(&t.name) == self.kafka.dead_letter_topic.as_ref() {
                 err(&format!("kafka.topics[{i}].name"), "is also the dead-letter topic".into());
             }
@@ -288,6 +310,15 @@ impl Config {
             if OWNED_KAFKA_OPTIONS.contains(&key.as_str()) {
                 err(&format!("kafka.options.{key}"), "is set by triaged itself and cannot be overridden".into());
             }
+            if let Some((_, field)) = SECRET_KAFKA_OPTIONS.iter().find(|(k, _)| k == key) {
+                err(
+                    &format!("kafka.options.{key}"),
+                    format!("is a secret, not written inline: use kafka.{field} = {{ env = \"VAR\" }} or {{ file = \"/path\" }}"),
+                );
+            }
+        }
+        for (key, message) in crate::kafka::check_options(&self.kafka) {
+            err(&format!("kafka.options.\"{key}\""), message);
         }
         match reqwest::Url::parse(&self.sink.endpoint) {
             Ok(u) if u.scheme() == "http" || u.scheme() == "https" => {}
@@ -296,6 +327,9 @@ impl Config {
         }
         if self.sink.concurrency == 0 || self.sink.concurrency > 256 {
             err("sink.concurrency", "must be between 1 and 256".into());
+        }
+        if self.sink.max_response_bytes == 0 || self.sink.max_response_bytes > 64 << 20 {
+            err("sink.max_response_bytes", "must be between 1 and 67108864".into());
         }
         if self.sink.timeout.0.is_zero() {
             err("sink.timeout", "must be greater than zero".into());
@@ -313,6 +347,12 @@ impl Config {
         };
         if let Some(t) = &self.http.token {
             check_secret("http.token", t);
+        }
+        if let Some(s) = &self.kafka.sasl_password {
+            check_secret("kafka.sasl_password", s);
+        }
+        if let Some(s) = &self.kafka.ssl_key_password {
+            check_secret("kafka.ssl_key_password", s);
         }
         match &self.sink.auth {
             AuthConfig::None => {}
@@ -337,6 +377,14 @@ impl Config {
                     err("correlation.dedup_key", crate::event::Event::unknown_field(f));
                 }
             }
+        }
+        for (i, l) in self.metrics.source_labels.iter().enumerate() {
+            if l.trim().is_empty() || l.len() > 64 {
+                err(&format!("metrics.source_labels[{i}]"), "must be 1 to 64 characters".into());
+            }
+        }
+        if self.metrics.source_labels.len() > 100 {
+            err("metrics.source_labels", "lists more than 100 sources; each adds series to every source family".into());
         }
         if self.shutdown.deadline.0.is_zero() {
             err("shutdown.deadline", "must be greater than zero".into());
@@ -434,6 +482,73 @@ endpoint = "http://127.0.0.1:8080"
         let text = MINIMAL.replace("\"generic\"", "\"pagerduty\"");
         let errs = Config::parse(Path::new("t.toml"), &text).unwrap_err();
         assert_eq!(errs[0].location, "sink.routing_key");
+    }
+
+    #[test]
+    fn kafka_options_librdkafka_refuses_are_errors_naming_the_option() {
+        let text = MINIMAL.replace("[cmdb]", "[kafka.options]\n\"sesion.timeout.ms\" = \"6000\"\n\"security.protocol\" = \"sasl_ssl\"\n\"sasl.mechanism\" = \"SCRAM-SHA-512\"\n[cmdb]");
+        let errs = Config::parse(Path::new("t.toml"), &text).unwrap_err();
+        assert_eq!(errs.len(), 1, "TLS and SCRAM are built in: {errs:?}");
+        assert_eq!(errs[0].location, "kafka.options.\"sesion.timeout.ms\"");
+        assert!(errs[0].message.contains("No such configuration property"), "{}", errs[0]);
+    }
+
+    #[test]
+    fn kafka_secrets_are_not_inline_and_come_from_env_or_file() {
+        let inline = MINIMAL.replace("[cmdb]", "[kafka.options]\n\"sasl.password\" = \"hunter2\"\n[cmdb]");
+        let errs = Config::parse(Path::new("t.toml"), &inline).unwrap_err();
+        assert_eq!(errs[0].location, "kafka.options.sasl.password");
+        assert!(errs[0].message.contains("kafka.sasl_password = { env = \"VAR\" }"), "{}", errs[0]);
+
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("kafka.pw"), "s3cret\n").unwrap();
+        let text = MINIMAL.replace(
+            "group_id = \"triaged\"",
+            "group_id = \"triaged\"\nsasl_password = { file = \"kafka.pw\" }\nssl_key_password = { env = \"TRIAGED_TEST_UNSET_KEY_PW\" }",
+        );
+        std::fs::write(dir.path().join("t.toml"), &text).unwrap();
+        let errs = Config::load(&dir.path().join("t.toml")).unwrap_err();
+        let locs: Vec<_> = errs.iter().map(|e| e.location.as_str()).collect();
+        assert_eq!(locs, ["kafka.ssl_key_password"], "{errs:?}");
+        assert!(errs[0].message.contains("TRIAGED_TEST_UNSET_KEY_PW"), "{}", errs[0]);
+
+        let text = text.replace("\nssl_key_password = { env = \"TRIAGED_TEST_UNSET_KEY_PW\" }", "");
+        std::fs::write(dir.path().join("t.toml"), &text).unwrap();
+        let cfg = Config::load(&dir.path().join("t.toml")).unwrap();
+        assert_eq!(crate::kafka::consumer_config(&cfg.kafka).get("sasl.password"), Some("s3cret"));
+        assert!(!format!("{:?}", cfg.kafka).contains("s3cret"), "Debug hides the secret");
+    }
+
+    #[test]
+    fn a_topic_listed_twice_is_an_error() {
+        let text = MINIMAL
+            .replace("topics = [{ name = \"events\" }]", "topics = [{ name = \"events\" }, { name = \"events\", format = \"native\" }]");
+        let errs = Config::parse(Path::new("t.toml"), &text).unwrap_err();
+        assert_eq!(errs[0].location, "kafka.topics[1].name");
+        assert!(errs[0].message.contains("already kafka.topics[0]"), "{}", errs[0]);
+    }
+
+    #[test]
+    fn an_inline_secret_says_how_to_write_one() {
+        let text = MINIMAL.replace(
+            "endpoint = \"http://127.0.0.1:8080\"",
+            "endpoint = \"http://127.0.0.1:8080\"\nauth = { kind = \"bearer\", token = \"abc\" }",
+        );
+        let errs = Config::parse(Path::new("t.toml"), &text).unwrap_err();
+        assert!(errs[0].message.contains("secrets are not written inline: use { env = \"VAR\" } or { file = \"/path\" }"), "{}", errs[0]);
+        assert!(errs[0].location.starts_with("line 13"), "{}", errs[0]);
+        let typo = text.replace("token = \"abc\"", "token = { envv = \"X\" }");
+        let errs = Config::parse(Path::new("t.toml"), &typo).unwrap_err();
+        assert!(errs[0].message.contains("envv"), "{}", errs[0]);
+        let ok = text.replace("token = \"abc\"", "token = { env = \"X\" }");
+        assert!(Config::parse(Path::new("t.toml"), &ok).is_ok());
+    }
+
+    #[test]
+    fn an_overflowing_backoff_is_an_error() {
+        let text = format!("{MINIMAL}[sink.retry]\nmax_backoff = \"307445734561825861m\"\n");
+        let errs = Config::parse(Path::new("t.toml"), &text).unwrap_err();
+        assert!(errs[0].message.contains("too long"), "{}", errs[0]);
     }
 
     #[test]

@@ -28,16 +28,47 @@ impl SinkProfile {
     }
 }
 
-/// Where a secret comes from. Secrets are never logged.
-#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
-#[serde(deny_unknown_fields)]
+/// Where a secret comes from. Secrets are never logged, and never written
+/// inline: a string where a secret goes is an error saying how to write it.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SecretSource {
     /// Name of an environment variable holding the secret.
-    #[serde(default)]
     pub env: Option<String>,
     /// File holding the secret (trailing newline stripped).
-    #[serde(default)]
     pub file: Option<PathBuf>,
+}
+
+/// What a secret table may hold.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SecretTable {
+    #[serde(default)]
+    env: Option<String>,
+    #[serde(default)]
+    file: Option<PathBuf>,
+}
+
+/// The error for a secret written inline.
+pub const INLINE_SECRET: &str = "secrets are not written inline: use { env = \"VAR\" } or { file = \"/path\" }";
+
+impl<'de> Deserialize<'de> for SecretSource {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Visitor;
+        impl<'de> serde::de::Visitor<'de> for Visitor {
+            type Value = SecretSource;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("{ env = \"VAR\" } or { file = \"/path\" }")
+            }
+            fn visit_str<E: serde::de::Error>(self, _: &str) -> Result<SecretSource, E> {
+                Err(E::custom(INLINE_SECRET))
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(self, map: A) -> Result<SecretSource, A::Error> {
+                let t = SecretTable::deserialize(serde::de::value::MapAccessDeserializer::new(map))?;
+                Ok(SecretSource { env: t.env, file: t.file })
+            }
+        }
+        d.deserialize_any(Visitor)
+    }
 }
 
 #[derive(Debug, Clone, Deserialize, PartialEq, Eq, Default)]
@@ -124,6 +155,15 @@ pub struct SinkConfig {
     /// PagerDuty integration (routing) key; required for the pagerduty profile.
     #[serde(default)]
     pub routing_key: Option<SecretSource>,
+    /// Largest response body read from the ITSM, in bytes; a successful
+    /// reply with a larger one is an error naming this cap, and an error
+    /// reply's body is cut at it.
+    #[serde(default = "default_max_response_bytes")]
+    pub max_response_bytes: usize,
+}
+
+fn default_max_response_bytes() -> usize {
+    64 << 10
 }
 
 fn default_sink_timeout() -> HumanDuration {

@@ -117,6 +117,9 @@ pub fn demo_config(root: &std::path::Path, brokers: &str, sink: &str, listen: &s
             channel_capacity: 4096,
             commit_interval: d("1s"),
             options: BTreeMap::new(),
+            sasl_password: None,
+            ssl_key_password: None,
+            secrets: Default::default(),
         },
         cmdb: CmdbConfig { path: root.join("config/cmdb.yaml"), refresh_interval: None },
         rules: RulesConfig { dir: root.join("rules") },
@@ -129,6 +132,7 @@ pub fn demo_config(root: &std::path::Path, brokers: &str, sink: &str, listen: &s
             retry: RetryConfig::default(),
             circuit: CircuitConfig::default(),
             routing_key: None,
+            max_response_bytes: 64 << 10,
         },
         http: HttpConfig { listen: listen.into(), ..HttpConfig::default() },
         correlation: CorrelationConfig {
@@ -144,6 +148,7 @@ pub fn demo_config(root: &std::path::Path, brokers: &str, sink: &str, listen: &s
         ingest: None,
         rekey: None,
         state: Default::default(),
+        metrics: Default::default(),
         problems: Default::default(),
         changes: None,
     }

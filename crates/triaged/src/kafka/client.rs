@@ -4,11 +4,14 @@
 
 use std::time::Duration;
 
-use rdkafka::config::ClientConfig;
+use rdkafka::client::ClientContext;
+use rdkafka::config::{ClientConfig, RDKafkaLogLevel};
 use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::producer::BaseProducer;
 use rdkafka::types::RDKafkaRespErr;
 
-use crate::config::{KafkaConfig, OWNED_KAFKA_OPTIONS};
+use crate::config::{KafkaConfig, OWNED_KAFKA_OPTIONS, SECRET_KAFKA_OPTIONS};
 use crate::source::SourceError;
 
 pub(crate) fn check_config(cfg: &KafkaConfig) -> Result<(), SourceError> {
@@ -40,12 +43,44 @@ pub(crate) fn check_config(cfg: &KafkaConfig) -> Result<(), SourceError> {
     }
 }
 
+/// Each `kafka.options` property librdkafka itself refuses (an unknown name,
+/// an unsupported value such as a protocol this build lacks), as (property,
+/// librdkafka's reason). Properties triaged owns or that are secrets are
+/// reported by the config's own checks.
+pub(crate) fn check_options(cfg: &KafkaConfig) -> Vec<(String, String)> {
+    let skip = |k: &str| OWNED_KAFKA_OPTIONS.contains(&k) || SECRET_KAFKA_OPTIONS.iter().any(|(s, _)| *s == k);
+    cfg.options
+        .iter()
+        .filter(|(k, _)| !skip(k))
+        .filter_map(|(k, v)| match ClientConfig::new().set(k, v).create_native_config() {
+            Ok(_) => None,
+            Err(KafkaError::ClientConfig(_, reason, _, _)) => Some((k.clone(), reason)),
+            Err(e) => Some((k.clone(), e.to_string())),
+        })
+        .collect()
+}
+
+/// Creates the clients `run` would (the consumer and a producer beside it)
+/// without subscribing or sending anything, so librdkafka's own refusals
+/// (a TLS file it cannot load, a mechanism this build lacks) come out now.
+pub(crate) fn build_clients(cfg: &KafkaConfig) -> Result<(), String> {
+    let mut consumer = consumer_config(cfg);
+    // Without a group the consumer does not look for a coordinator.
+    consumer.remove("group.id");
+    consumer.create::<BaseConsumer>().map_err(|e| format!("consumer: {e}"))?;
+    producer_config(cfg).create::<BaseProducer>().map_err(|e| format!("producer: {e}"))?;
+    Ok(())
+}
+
 /// The client configuration of a producer beside the consumer (dead letters,
 /// ingest): the brokers and the shared `kafka.options`, without the
 /// consumer-only ones a producer would warn about and ignore.
 pub(crate) fn producer_config(cfg: &KafkaConfig) -> ClientConfig {
     let mut cc = ClientConfig::new();
     for (k, v) in cfg.options.iter().filter(|(k, _)| !is_consumer_only(k)) {
+        cc.set(k, v);
+    }
+    for (k, v) in cfg.secrets.properties() {
         cc.set(k, v);
     }
     cc.set("bootstrap.servers", &cfg.brokers);
@@ -55,6 +90,9 @@ pub(crate) fn producer_config(cfg: &KafkaConfig) -> ClientConfig {
 pub fn consumer_config(cfg: &KafkaConfig) -> ClientConfig {
     let mut cc = ClientConfig::new();
     for (k, v) in &cfg.options {
+        cc.set(k, v);
+    }
+    for (k, v) in cfg.secrets.properties() {
         cc.set(k, v);
     }
     cc.set("bootstrap.servers", &cfg.brokers)
@@ -117,6 +155,9 @@ mod tests {
             channel_capacity: 1,
             commit_interval: crate::config::HumanDuration(Duration::ZERO),
             options: [("group.id".to_string(), "x".to_string())].into_iter().collect(),
+            sasl_password: None,
+            ssl_key_password: None,
+            secrets: Default::default(),
         };
         let SourceError::Config(msg) = check_config(&cfg).unwrap_err() else { panic!("config error expected") };
         for part in ["brokers", "group_id", "topics", "commit_interval", "group.id"] {
@@ -134,6 +175,9 @@ mod tests {
             channel_capacity: 1,
             commit_interval: crate::config::HumanDuration(Duration::from_millis(250)),
             options: [("security.protocol".to_string(), "ssl".to_string())].into_iter().collect(),
+            sasl_password: None,
+            ssl_key_password: None,
+            secrets: Default::default(),
         };
         let cc = consumer_config(&cfg);
         let want = [
@@ -172,4 +216,45 @@ pub fn describe_topic(cc: &ClientConfig, topic: &str, within: Duration) -> Descr
             _ => Described::Unknown,
         },
     }
+}
+
+/// Records the client errors librdkafka reports, for [`refused_by_brokers`].
+#[derive(Default)]
+struct Recorder {
+    errors: std::sync::Mutex<Vec<(Option<RDKafkaErrorCode>, String)>>,
+}
+
+impl ClientContext for Recorder {
+    fn log(&self, level: RDKafkaLogLevel, _fac: &str, message: &str) {
+        if matches!(level, RDKafkaLogLevel::Emerg | RDKafkaLogLevel::Alert | RDKafkaLogLevel::Critical | RDKafkaLogLevel::Error) {
+            let mut errors = self.errors.lock().unwrap_or_else(|p| p.into_inner());
+            errors.push((None, message.to_owned()));
+        }
+    }
+
+    fn error(&self, error: KafkaError, reason: &str) {
+        let mut errors = self.errors.lock().unwrap_or_else(|p| p.into_inner());
+        errors.push((error.rdkafka_error_code(), reason.to_owned()));
+    }
+}
+
+impl rdkafka::consumer::ConsumerContext for Recorder {}
+
+/// Asks the brokers for metadata (up to `within`) and returns why they
+/// refused this client: a TLS handshake or an authentication that failed.
+/// Brokers that are only down or slow are not a refusal (`None`).
+pub(crate) fn refused_by_brokers(cfg: &KafkaConfig, within: Duration) -> Option<String> {
+    let consumer: BaseConsumer<Recorder> = producer_config(cfg).create_with_context(Recorder::default()).ok()?;
+    let answered = consumer.fetch_metadata(None, within).is_ok();
+    // Error events are served by a poll; logs arrive on their own.
+    let _ = consumer.poll(Duration::from_millis(100));
+    let errors = std::mem::take(&mut *consumer.context().errors.lock().unwrap_or_else(|p| p.into_inner()));
+    if answered {
+        return None;
+    }
+    let refusal = |code: Option<RDKafkaErrorCode>, reason: &str| {
+        matches!(code, Some(RDKafkaErrorCode::SSL | RDKafkaErrorCode::Authentication | RDKafkaErrorCode::SaslAuthenticationFailed))
+            || ["SSL handshake failed", "SASL authentication error", "Authentication failed"].iter().any(|m| reason.contains(m))
+    };
+    errors.into_iter().find_map(|(code, reason)| refusal(code, &reason).then_some(reason))
 }

@@ -27,6 +27,13 @@ pub(super) fn client(timeout: Duration) -> Result<reqwest::Client, SinkBuildErro
         .map_err(|e| SinkBuildError::Client(error_chain(&e)))
 }
 
+/// Why a request got no usable reply.
+enum Failed {
+    Transport(reqwest::Error),
+    /// A success whose body is over the cap.
+    TooLarge(StatusCode),
+}
+
 /// A response that arrived (any status), body read.
 pub(super) struct Reply {
     pub(super) status: StatusCode,
@@ -62,16 +69,31 @@ impl RestSink {
         }
         self.claim_holds().await?;
         let started = Instant::now();
+        let cap = self.inner.max_response_bytes;
         let result = async {
-            let resp = req.send().await?;
+            let mut resp = req.send().await.map_err(Failed::Transport)?;
             let status = resp.status();
             let retry_after = retry_after(resp.headers());
-            match resp.bytes().await {
-                Ok(body) => Ok(Reply { status, retry_after, body: body.to_vec() }),
-                // The status decides for a failure; a success needs its body.
-                Err(_) if !status.is_success() => Ok(Reply { status, retry_after, body: Vec::new() }),
-                Err(e) => Err(e),
+            // Read at most `cap` bytes, chunk by chunk: a larger body is never buffered.
+            let mut body = Vec::new();
+            let over = loop {
+                match resp.chunk().await {
+                    Ok(None) => break false,
+                    Ok(Some(chunk)) if body.len() + chunk.len() > cap => {
+                        body.extend_from_slice(&chunk[..cap - body.len()]);
+                        break true;
+                    }
+                    Ok(Some(chunk)) => body.extend_from_slice(&chunk),
+                    // The status decides for a failure; a success needs its body.
+                    Err(_) if !status.is_success() => break false,
+                    Err(e) => return Err(Failed::Transport(e)),
+                }
+            };
+            // An error reply's body is only an excerpt; a success's must be whole.
+            if over && status.is_success() {
+                return Err(Failed::TooLarge(status));
             }
+            Ok(Reply { status, retry_after, body })
         }
         .await;
         self.inner
@@ -79,7 +101,14 @@ impl RestSink {
             .sink_request_duration
             .with_label_values(&[self.inner.profile.as_str(), op])
             .observe(started.elapsed().as_secs_f64());
-        result.map_err(|e| self.transport_error(op, e))
+        result.map_err(|e| match e {
+            Failed::Transport(e) => self.transport_error(op, e),
+            Failed::TooLarge(status) => SinkError::Permanent(format!(
+                "{} {op}: HTTP {status} with a response body over sink.max_response_bytes ({} bytes); not read further",
+                self.inner.profile.as_str(),
+                cap
+            )),
+        })
     }
 
     /// Status classification shared by all profiles.

@@ -20,7 +20,7 @@ mod secret;
 pub(crate) mod worker;
 
 pub use http::error_chain;
-pub(crate) use secret::{read_secret, Secret};
+pub(crate) use secret::{loose_permissions, read_secret, Secret};
 
 use std::fmt;
 use std::path::PathBuf;
@@ -119,6 +119,8 @@ struct SinkInner {
     /// Shared by every worker delivering through this sink.
     breaker: Breaker,
     metrics: Metrics,
+    /// Largest response body read (`sink.max_response_bytes`).
+    max_response_bytes: usize,
     /// ServiceNow: correlation key -> sys_id of incidents seen or created.
     sys_ids: Cache<String, String>,
 }
@@ -214,6 +216,7 @@ impl RestSink {
                 backoff: Backoff::new(&cfg.retry),
                 breaker: Breaker::new(&cfg.circuit, metrics.clone()),
                 metrics,
+                max_response_bytes: cfg.max_response_bytes,
                 sys_ids,
             }),
         })

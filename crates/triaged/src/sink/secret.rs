@@ -51,9 +51,38 @@ pub(crate) fn read_secret(field: &'static str, src: &SecretSource) -> Result<Sec
     }
 }
 
+/// A warning when the secret file `src` names can be read by its group or
+/// by others (mode bits 0o077), as a secret file should not.
+pub(crate) fn loose_permissions(field: &str, src: &SecretSource) -> Option<String> {
+    use std::os::unix::fs::PermissionsExt;
+    let path = src.file.as_ref()?;
+    let mode = std::fs::metadata(path).ok()?.permissions().mode();
+    (mode & 0o077 != 0).then(|| {
+        format!("{field}: secret file `{}` is readable by group or others (mode {:o}); chmod 600 it", path.display(), mode & 0o777)
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn secret_files_open_to_group_or_others_get_a_warning() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("token");
+        std::fs::write(&path, "t").unwrap();
+        let src = SecretSource { env: None, file: Some(path.clone()) };
+        for (mode, warned) in [(0o600, false), (0o400, false), (0o640, true), (0o604, true)] {
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode)).unwrap();
+            let w = loose_permissions("sink.auth.token", &src);
+            assert_eq!(w.is_some(), warned, "{mode:o}: {w:?}");
+            if let Some(w) = w {
+                assert!(w.contains("sink.auth.token") && w.contains("readable by group or others"), "{w}");
+            }
+        }
+        assert_eq!(loose_permissions("x", &SecretSource { env: Some("V".into()), file: None }), None);
+    }
 
     #[test]
     fn secrets_do_not_debug() {

@@ -168,7 +168,7 @@ impl Runner {
                         self.metrics.fields_truncated.inc_by(cut as u64);
                         debug!(%origin, fields = cut, "oversized event fields cut");
                     }
-                    count_decoded(&mut self.decoded, &self.metrics, &ev.source);
+                    count_decoded(&mut self.decoded, &self.metrics, self.metrics.source_label(&ev.source));
                     ev.origin = Some(origin.clone());
                 }
                 Step::Emit(SourceItem::Events { origin, events, timestamp })
@@ -266,8 +266,9 @@ impl Runner {
     }
 }
 
-/// Counts one decoded event of `source`. Sources are few and messages come
-/// in runs from the same one: a short scan beats hashing the name.
+/// Counts one decoded event under its `source` label ([`Metrics::source_label`]).
+/// Labels are few and messages come in runs from the same one: a short scan
+/// of the labels seen beats hashing the name.
 fn count_decoded(counters: &mut Vec<(String, IntCounter)>, metrics: &Metrics, source: &str) {
     match counters.iter().position(|(s, _)| s == source) {
         Some(0) => counters[0].1.inc(),
@@ -294,11 +295,16 @@ mod tests {
         let metrics = Metrics::new();
         let mut counters = Vec::new();
         for source in ["zabbix", "zabbix", "nagios", "zabbix", "alertmanager", "nagios"] {
-            count_decoded(&mut counters, &metrics, source);
+            count_decoded(&mut counters, &metrics, metrics.source_label(source));
         }
         let got = |s: &str| metrics.events_decoded.with_label_values(&[s]).get();
         assert_eq!((got("zabbix"), got("nagios"), got("alertmanager")), (3, 2, 1));
         assert_eq!(counters.len(), 3);
         assert_eq!(counters[0].0, "nagios", "most recent first");
+        for i in 0..1000 {
+            count_decoded(&mut counters, &metrics, metrics.source_label(&format!("tenant-{i}")));
+        }
+        assert_eq!(metrics.events_decoded.with_label_values(&["other"]).get(), 1000);
+        assert_eq!(counters.len(), 4, "the scan is over labels, not over sources seen");
     }
 }
