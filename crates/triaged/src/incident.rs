@@ -108,6 +108,25 @@ pub struct Incident {
     /// links incidents (ServiceNow `parent_incident`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub parent: Option<String>,
+    /// The redundancy group of the root cause, when it is in one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub redundancy_group: Option<GroupState>,
+}
+
+/// A redundancy group as an incident shows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GroupState {
+    pub id: String,
+    /// Member CI ids.
+    pub members: Vec<String>,
+    /// Members whose alerts fire.
+    pub down: Vec<String>,
+    /// Members that must be up for the group to work.
+    pub min_up: usize,
+    /// The group fell below `min_up` while the incident lived: it is the root
+    /// cause. Otherwise its peers carry the load and the incident has no
+    /// business-service impact.
+    pub failed: bool,
 }
 
 /// One instruction to the sink.

@@ -80,6 +80,7 @@ fn sample_action(kind: ActionKind) -> Action {
             ],
             reasons: vec!["web-01 depends on sw-core-01 (topology window 5m)".into()],
             parent: None,
+            redundancy_group: None,
         },
         notes: vec![format!("{} by triaged", kind.as_str()), "2 members firing".into()],
         claim: None,

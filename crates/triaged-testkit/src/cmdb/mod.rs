@@ -9,7 +9,9 @@
 //! the hypervisors. Applications run on VMs in two sites, depend on their
 //! databases (primary and standby, each on a VM) and on the load balancer (and
 //! firewall for internet-facing ones) of their home site; business services
-//! depend on applications.
+//! depend on applications. Redundancy groups: the core switches of a site
+//! (`core-<site>`) and each primary/standby database pair (`<primary>-pair`),
+//! each needing one member up.
 
 use chrono::{DateTime, TimeZone, Utc};
 
@@ -17,7 +19,7 @@ mod yaml;
 
 pub use self::yaml::{example_yaml, write_yaml};
 
-use triaged::topology::{CiSpec, CiType, CmdbFile, Criticality, MaintenanceWindow};
+use triaged::topology::{CiSpec, CiType, CmdbFile, Criticality, GroupSpec, MaintenanceWindow};
 
 /// Shape of a synthetic estate.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -325,6 +327,7 @@ pub fn synthetic(p: &GenParams) -> CmdbFile {
     let (wa, wh, wv) = (width(p.access_per_site, 2), width(hv_per_site, 2), width(vms_per_site, 4));
     let wb = width(p.access_per_site * p.hosts_per_access, 2);
     let wc = width(p.cores_per_site, 2);
+    let mut groups: Vec<GroupSpec> = Vec::new();
 
     for (si, code) in codes.iter().enumerate() {
         let site_id = format!("site-{code}");
@@ -334,6 +337,9 @@ pub fn synthetic(p: &GenParams) -> CmdbFile {
         cis.push(site);
 
         let cores: Vec<String> = (1..=p.cores_per_site).map(|k| format!("sw-core-{code}-{k:0wc$}")).collect();
+        if cores.len() >= 2 {
+            groups.push(GroupSpec { id: format!("core-{code}"), members: cores.clone(), min_up: 1 });
+        }
         let rtr = format!("rtr-{code}-01");
         let mut c = ci(rtr, CiType::Router, "network-ops", "network/wan-router", High);
         c.connects_to = cores.clone();
@@ -439,6 +445,7 @@ pub fn synthetic(p: &GenParams) -> CmdbFile {
                 let primary = pair.pop().expect("two databases");
                 c.depends_on.push(primary.clone());
                 c.depends_on.push(standby.clone());
+                groups.push(GroupSpec { id: format!("{primary}-pair"), members: vec![primary.clone(), standby.clone()], min_up: 1 });
                 app_dbs.push(Some((primary, standby)));
             }
             _ => app_dbs.push(None),
@@ -520,7 +527,7 @@ pub fn synthetic(p: &GenParams) -> CmdbFile {
             });
         }
     }
-    CmdbFile { cis }
+    CmdbFile { cis, redundancy_groups: groups }
 }
 
 /// Business service of a numbered (non-catalog) application.

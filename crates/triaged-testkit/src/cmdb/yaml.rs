@@ -33,6 +33,13 @@ pub const EXAMPLE_HEADER: &str = "\
 #       maintenance:            planned windows, RFC 3339 UTC, [start, end)
 #         - { start: ..., end: ..., change_id: CHG..., reason: \"...\" }
 #   Business services are CIs of type business_service that depend_on applications.
+#   redundancy_groups:          optional: peers that back each other up
+#     - id: core-par1           unique, required
+#       members: [ids]          CI ids, at least two, each in one group only
+#       min_up: 1               members that must be up (default 1, fewer than the members).
+#                               A member down while min_up others are up is a low-priority
+#                               incident without business impact; below min_up the group is
+#                               the root cause and the impact follows.
 ";
 
 /// `config/cmdb.yaml`: the header and the example estate.
@@ -114,6 +121,20 @@ pub fn write_yaml(file: &CmdbFile) -> String {
                 }
                 out.push_str(" }\n");
             }
+        }
+    }
+    if !file.redundancy_groups.is_empty() {
+        out.push_str("redundancy_groups:\n");
+        for g in &file.redundancy_groups {
+            out.push_str("  - { id: ");
+            scalar(&mut out, &g.id, true);
+            out.push_str(", members: ");
+            list(&mut out, &g.members);
+            out.pop(); // `list` ends the line
+            if g.min_up != 1 {
+                out.push_str(&format!(", min_up: {}", g.min_up));
+            }
+            out.push_str(" }\n");
         }
     }
     out
@@ -268,7 +289,7 @@ mod tests {
         let mut c = CiSpec::new("x", "y", CiType::Other);
         c.aliases = nasty.iter().map(|s| s.to_string()).collect();
         c.runbook = Some("https://runbooks.example.net/x".into());
-        let mut file = CmdbFile { cis: vec![c] };
+        let mut file = CmdbFile { cis: vec![c], ..Default::default() };
         for (k, n) in nasty.iter().enumerate() {
             let mut d = CiSpec::new(format!("d{k}"), *n, CiType::Host);
             d.site = Some(n.to_string());

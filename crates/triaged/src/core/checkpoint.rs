@@ -122,6 +122,7 @@ impl<C> Inc<C> {
             pending: self.pending,
             acked: self.acked,
             last_action: self.last_action,
+            failed_group: self.failed_group,
         }
     }
 }
@@ -471,6 +472,38 @@ cis:
 
     fn shape(actions: &[Action]) -> Vec<(String, String, usize, crate::incident::IncidentState)> {
         actions.iter().map(|a| (a.kind.as_str().to_owned(), a.incident.key.clone(), a.incident.members.len(), a.incident.state)).collect()
+    }
+
+    /// A group that failed and recovered one member before a restart: the
+    /// restored incident still carries the failed group and its priority.
+    #[test]
+    fn a_failed_redundancy_group_survives_a_restore() {
+        const GROUPED: &str = "cis:\n  - { id: db-a, name: db-a, type: database, criticality: critical }\n  - { id: db-b, name: db-b, type: database, criticality: critical }\nredundancy_groups:\n  - { id: db, members: [db-a, db-b] }\n";
+        let t0 = Utc::now();
+        let s = chrono::Duration::seconds;
+        let grouped = || {
+            let cmdb = Snapshot::from_str(Path::new("cmdb.yaml"), GROUPED, false).unwrap();
+            let rules = RuleSet::from_texts(&[(PathBuf::from("r.yaml"), RULES.into())]).unwrap();
+            Core::new(CoreConfig::from_config(&CorrelationConfig::default()), Arc::new(rules), Arc::new(cmdb))
+        };
+        let mut a = grouped();
+        a.handle(&ev("db-a", Status::Firing, t0), t0);
+        a.handle(&ev("db-b", Status::Firing, t0 + s(5)), t0 + s(5));
+        let opened = settle(&mut a, t0 + s(40));
+        assert_eq!(opened.len(), 1, "one incident for the group");
+        let group = |a: &Action| a.incident.redundancy_group.as_ref().map(|g| (g.id.clone(), g.failed));
+        assert_eq!((opened[0].incident.priority, group(&opened[0])), (1, Some(("db".into(), true))));
+        a.handle(&ev("db-b", Status::Resolved, t0 + s(50)), t0 + s(50));
+
+        let mut b = grouped();
+        let (restored, bad) = b.restore(&a.checkpoint());
+        assert_eq!((restored, bad.len()), (1, 0));
+        b.handle(&ev("db-a", Status::Firing, t0 + s(60)), t0 + s(60));
+        let later = settle(&mut b, t0 + s(400));
+        assert!(!later.is_empty());
+        for act in &later {
+            assert_eq!((act.incident.priority, group(act)), (1, Some(("db".into(), true))), "{:?}", act.kind);
+        }
     }
 
     #[test]

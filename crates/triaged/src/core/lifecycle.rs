@@ -58,6 +58,7 @@ impl Core {
                 pending: None,
                 acked: None,
                 last_action: 0,
+                failed_group: None,
             },
         );
         self.join(fp, id, now, reason);

@@ -47,6 +47,7 @@ pub mod offset_book;
 pub mod partitions;
 mod priority;
 pub mod problems;
+mod redundancy;
 mod snapshot;
 mod suppress;
 mod topology;
@@ -258,6 +259,10 @@ struct Inc<C = CiIdx> {
     /// The last action the ITSM acknowledged.
     #[serde(default)]
     acked: Option<ActionKind>,
+    /// The redundancy group that fell below its `min_up` while this incident
+    /// had it as its root cause: its members' impact counts from then on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    failed_group: Option<String>,
     /// Core id of the latest action decided (not checkpointed).
     #[serde(skip)]
     last_action: u64,

@@ -46,7 +46,8 @@ impl Core {
         if let Some(r) = inc.root {
             cis.insert(r);
         }
-        for c in cis {
+        // A redundancy group member whose peers carry the load impacts nothing.
+        for c in cis.into_iter().filter(|&c| self.counts_for_impact(inc, c)) {
             crit = crit.min(self.cmdb.ci(c).criticality);
             services.extend(self.cmdb.impacted_services(c));
         }

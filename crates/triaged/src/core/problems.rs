@@ -129,6 +129,7 @@ mod tests {
                 members: vec![],
                 reasons: vec![],
                 parent: None,
+                redundancy_group: None,
             },
             notes: vec![],
             claim: None,

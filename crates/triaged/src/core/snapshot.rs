@@ -96,6 +96,7 @@ impl Core {
             members,
             reasons: inc.reasons.clone(),
             parent: None,
+            redundancy_group: self.group_state(inc),
         }
     }
 }

@@ -44,6 +44,7 @@ impl Core {
             }
             self.join(&key, inc_id, now, &reason);
             self.mark_ci_active(ci, now, inc_id);
+            let inc_id = self.after_member_fired(ci, inc_id, window, now, &mut reason);
             return Decision { kind: DecisionKind::Joined, fingerprint: Some(key), incident: Some(inc_id), reason };
         }
         let scope = Scope::Topology(self.cmdb.ci(ci).id.clone());
@@ -64,6 +65,13 @@ impl Core {
             }
         };
         self.mark_ci_active(ci, now, inc_id);
+        if let Some(why) = self.covered_reason(ci) {
+            // Its peers carry the load: its dependents' alerts are not its doing.
+            reason.push_str(&why);
+            return Decision { kind, fingerprint: Some(key), incident: Some(inc_id), reason };
+        }
+        // A failed group first picks which of its members' incidents carries it.
+        let inc_id = self.after_member_fired(ci, inc_id, window, now, &mut reason);
         let inc_id = self.absorb_downstream(inc_id, ci, window, now);
         Decision { kind, fingerprint: Some(key), incident: Some(inc_id), reason }
     }
@@ -72,7 +80,9 @@ impl Core {
     /// its source has been silent (Alertmanager re-sends every
     /// `repeat_interval`, Zabbix sends a problem once; stale alerts expire,
     /// `expiry.rs`), or cleared within `window` but only after `event_time`
-    /// (the downstream fault began while it failed).
+    /// (the downstream fault began while it failed). A member of a
+    /// redundancy group whose peers carry the load explains nothing
+    /// (`redundancy.rs`).
     pub(super) fn failing_upstream(
         &self,
         ci: CiIdx,
@@ -88,6 +98,9 @@ impl Core {
             let Some(a) = self.ci_active.get(&up) else { continue };
             let failing = a.firing > 0 || a.cleared_at.is_some_and(|c| event_time <= c);
             if !failing || (a.firing == 0 && now - a.seen > window) || !self.incidents.contains_key(&a.incident) {
+                continue;
+            }
+            if self.covered_by_peers(up) {
                 continue;
             }
             let inc = a.incident;
@@ -225,8 +238,10 @@ impl Core {
             return id;
         }
         victims.sort();
-        // Keep the incident the ITSM already knows (earliest opened); otherwise the new one.
-        let mut candidates: Vec<u64> = victims.iter().map(|v| v.0).filter(|v| self.incidents[v].opened_at.is_some()).collect();
+        // Keep the incident the ITSM already knows (earliest opened, the
+        // root's own included); otherwise the new one.
+        let mut candidates: Vec<u64> =
+            victims.iter().map(|v| v.0).chain(std::iter::once(id)).filter(|v| self.incidents[v].opened_at.is_some()).collect();
         candidates.sort_by_key(|v| (self.incidents[v].opened_at, *v));
         let survivor = candidates.first().copied().unwrap_or(id);
         let root_id = self.cmdb.ci(root).id.clone();

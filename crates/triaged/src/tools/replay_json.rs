@@ -180,6 +180,7 @@ mod tests {
             members,
             reasons: vec!["why".into()],
             parent: None,
+            redundancy_group: None,
         };
         Action { id: 1, kind, incident, notes: vec!["a note".into()], claim: None, resent: false }
     }

@@ -20,7 +20,7 @@
 //!       - { source: alertmanager, host: vm-2, check: HighLoad, ends: 120s }   # endsAt, relative to 0s
 //!   - at: 30s                        # a step without events just advances the clock
 //! expect:
-//!   actions:                         # `<time> <kind> P<priority> <scope> root=<ci|-> members=<n> firing=<n>[ child]`
+//!   actions:                         # `<time> <kind> P<priority> <scope> root=<ci|-> members=<n> firing=<n>[ child][ group=<id>[ failed]]`
 //!     - 30s open P1 topology:sw-core-par1-01 root=sw-core-par1-01 members=2 firing=2
 //!   decisions: { new: 1, joined: 1 }
 //!   safe_offset: 0                   # optional: the offset of partition 0 safe to commit at the end
@@ -188,7 +188,7 @@ pub fn render(t0: DateTime<Utc>, now: DateTime<Utc>, a: &Action) -> String {
     let i = &a.incident;
     let firing = i.members.iter().filter(|m| m.status == Status::Firing).count();
     format!(
-        "{} {} P{} {} root={} members={} firing={}{}",
+        "{} {} P{} {} root={} members={} firing={}{}{}",
         fmt_at(t0, now),
         a.kind.as_str(),
         i.priority,
@@ -196,7 +196,12 @@ pub fn render(t0: DateTime<Utc>, now: DateTime<Utc>, a: &Action) -> String {
         i.root_cause.as_ref().map_or("-", |c| c.id.as_str()),
         i.members.len(),
         firing,
-        if i.parent.is_some() { " child" } else { "" }
+        if i.parent.is_some() { " child" } else { "" },
+        match &i.redundancy_group {
+            Some(g) if g.failed => format!(" group={} failed", g.id),
+            Some(g) => format!(" group={}", g.id),
+            None => String::new(),
+        }
     )
 }
 

@@ -8,7 +8,10 @@ use std::sync::OnceLock;
 
 use regex::Regex;
 
-use super::{short_host, with_lower, Ci, CiIdx, CiSpec, CiType, CmdbError, CmdbFile, FastMap, RelKind, Snapshot, AMBIGUOUS};
+use super::{
+    short_host, with_lower, Ci, CiIdx, CiSpec, CiType, CmdbError, CmdbFile, FastMap, GroupSpec, RedundancyGroup, RelKind, Snapshot,
+    AMBIGUOUS, NO_GROUP,
+};
 
 /// Parses CMDB text into the file model; syntax and schema errors carry their line.
 pub(super) fn parse(path: &Path, text: &str, json: bool) -> Result<CmdbFile, Vec<CmdbError>> {
@@ -47,6 +50,7 @@ fn strip_location(msg: String, line: usize, col: usize) -> String {
 
 /// A validation error not yet tied to a line.
 struct Pending {
+    /// The entry it is about: a CI's index, or the CI count plus a group's index.
     ci: usize,
     message: String,
     /// Another CI the message refers to ("first defined at line N").
@@ -79,13 +83,15 @@ impl NameKind {
     }
 }
 
-/// Finds the line of each CI when there are errors to report.
-pub(super) type LineFinder<'a> = &'a dyn Fn(&[CiSpec]) -> Vec<Option<usize>>;
+/// Finds the line of each entry (the CIs' ids, then the groups' ids) when
+/// there are errors to report.
+pub(super) type LineFinder<'a> = &'a dyn Fn(&[&str]) -> Vec<Option<usize>>;
 
 /// Validates the model and builds the snapshot. `file` names the source in
 /// errors (and in [`Snapshot::source`]); `lines` locates CIs for error messages.
 pub(super) fn build(model: CmdbFile, file: Option<&Path>, lines: LineFinder<'_>) -> Result<Snapshot, Vec<CmdbError>> {
     let specs = model.cis;
+    let group_specs = model.redundancy_groups;
     let n = specs.len();
     if n >= AMBIGUOUS as usize {
         return Err(vec![CmdbError { file: file_of(file), line: None, message: format!("{n} CIs exceed the supported maximum") }]);
@@ -247,8 +253,10 @@ pub(super) fn build(model: CmdbFile, file: Option<&Path>, lines: LineFinder<'_>)
         }
     }
 
+    let (groups, group_of) = redundancy_groups(&group_specs, &specs, &resolve, &mut errors);
+
     if !errors.is_empty() {
-        return Err(locate(errors, &specs, file, lines));
+        return Err(locate(errors, &specs, &group_specs, file, lines));
     }
 
     // Downstream CSR: dependents in ascending index order.
@@ -325,6 +333,8 @@ pub(super) fn build(model: CmdbFile, file: Option<&Path>, lines: LineFinder<'_>)
         names,
         short_names,
         ips,
+        groups,
+        group_of,
         loaded_at: chrono::Utc::now(),
         source: file.map(Path::to_path_buf),
     })
@@ -334,9 +344,67 @@ fn file_of(file: Option<&Path>) -> PathBuf {
     file.map_or_else(|| PathBuf::from("<cmdb model>"), Path::to_path_buf)
 }
 
-/// Turns pending errors into [`CmdbError`]s with the line where each CI starts.
-fn locate(errors: Vec<Pending>, specs: &[CiSpec], file: Option<&Path>, lines: LineFinder<'_>) -> Vec<CmdbError> {
-    let lines = lines(specs);
+/// Checks the redundancy groups against the CIs and indexes them: every
+/// member exists, is listed once and is in one group only; a group has at
+/// least two members and `min_up` between 1 and one fewer than its members.
+fn redundancy_groups(
+    specs: &[GroupSpec],
+    cis: &[CiSpec],
+    resolve: &dyn Fn(&str) -> Option<usize>,
+    errors: &mut Vec<Pending>,
+) -> (Vec<RedundancyGroup>, Vec<u32>) {
+    let n = cis.len();
+    let mut group_of = vec![NO_GROUP; if specs.is_empty() { 0 } else { n }];
+    let mut groups = Vec::with_capacity(specs.len());
+    let mut ids: HashMap<&str, usize> = HashMap::new();
+    for (g, spec) in specs.iter().enumerate() {
+        let mut err = |message: String, other: Option<usize>| errors.push(Pending { ci: n + g, message, other });
+        let name = if spec.id.trim().is_empty() { format!("#{}", g + 1) } else { spec.id.clone() };
+        if spec.id.trim().is_empty() {
+            err(format!("redundancy group #{}: empty id", g + 1), None);
+        } else if let Some(&first) = ids.get(spec.id.as_str()) {
+            err(format!("duplicate redundancy group id {}", spec.id), Some(n + first));
+        } else {
+            ids.insert(&spec.id, g);
+        }
+        let mut members: Vec<CiIdx> = Vec::with_capacity(spec.members.len());
+        for m in &spec.members {
+            match resolve(m) {
+                None => err(format!("redundancy group {name}: member {m} is not a CI"), None),
+                Some(i) if members.contains(&(i as CiIdx)) => err(format!("redundancy group {name}: member {m} is listed twice"), None),
+                Some(i) => {
+                    if group_of[i] != NO_GROUP {
+                        let other = &specs[group_of[i] as usize].id;
+                        err(format!("redundancy group {name}: member {m} is already in redundancy group {other}"), None);
+                    } else {
+                        group_of[i] = g as u32;
+                    }
+                    members.push(i as CiIdx);
+                }
+            }
+        }
+        if spec.members.len() < 2 {
+            err(format!("redundancy group {name}: needs at least two members, has {}", spec.members.len()), None);
+        } else if spec.min_up == 0 || spec.min_up >= spec.members.len() {
+            err(
+                format!(
+                    "redundancy group {name}: min_up {} must be at least 1 and fewer than its {} members",
+                    spec.min_up,
+                    spec.members.len()
+                ),
+                None,
+            );
+        }
+        members.sort_unstable();
+        groups.push(RedundancyGroup { id: spec.id.clone(), members, min_up: spec.min_up });
+    }
+    (groups, group_of)
+}
+
+/// Turns pending errors into [`CmdbError`]s with the line where each CI or group starts.
+fn locate(errors: Vec<Pending>, specs: &[CiSpec], groups: &[GroupSpec], file: Option<&Path>, lines: LineFinder<'_>) -> Vec<CmdbError> {
+    let ids: Vec<&str> = specs.iter().map(|c| c.id.as_str()).chain(groups.iter().map(|g| g.id.as_str())).collect();
+    let lines = lines(&ids);
     let file = file_of(file);
     let mut out: Vec<(usize, CmdbError)> = errors
         .into_iter()
@@ -382,10 +450,10 @@ fn id_entries(text: &str) -> Vec<(String, usize)> {
     out
 }
 
-/// The line where each CI's `id` entry is, when it can be found.
-pub(super) fn ci_lines(text: &str, specs: &[CiSpec]) -> Vec<Option<usize>> {
+/// The line of each `id` entry of `ids` (the CIs', then the groups'), when it can be found.
+pub(super) fn entry_lines(text: &str, ids: &[&str]) -> Vec<Option<usize>> {
     let found = id_entries(text);
-    if found.len() == specs.len() && found.iter().zip(specs).all(|((v, _), s)| *v == s.id) {
+    if found.len() == ids.len() && found.iter().zip(ids).all(|((v, _), s)| v == s) {
         return found.into_iter().map(|(_, l)| Some(l)).collect();
     }
     // Stray `id:` text (in a reason, say): match by value, k-th occurrence to k-th CI.
@@ -393,5 +461,5 @@ pub(super) fn ci_lines(text: &str, specs: &[CiSpec]) -> Vec<Option<usize>> {
     for (v, l) in &found {
         by_value.entry(v.as_str()).or_default().push_back(*l);
     }
-    specs.iter().map(|s| by_value.get_mut(s.id.as_str()).and_then(|q| q.pop_front())).collect()
+    ids.iter().map(|s| by_value.get_mut(s).and_then(|q| q.pop_front())).collect()
 }

@@ -25,6 +25,10 @@
 //!     connects_to: [sw-core-par1-02]
 //!     maintenance:
 //!       - { start: 2026-11-24T22:00:00Z, end: 2026-11-25T02:00:00Z, change_id: CHG0031337, reason: "firmware upgrade" }
+//! redundancy_groups:               # optional: peers of which min_up must be up
+//!   - id: core-par1                # unique, required
+//!     members: [sw-core-par1-01, sw-core-par1-02]   # CI ids, at least two, each in one group only
+//!     min_up: 1                    # default 1, fewer than the members
 //! ```
 //!
 //! Relations are stored as CSR adjacency arrays in both directions; name
@@ -45,13 +49,16 @@ use std::path::{Path, PathBuf};
 
 use chrono::{DateTime, Utc};
 
-pub use model::{CiSpec, CiType, CmdbFile, Criticality, MaintenanceWindow, RelKind};
+pub use model::{CiSpec, CiType, CmdbFile, Criticality, GroupSpec, MaintenanceWindow, RelKind};
 
 /// Index of a CI inside one [`Snapshot`] (not stable across reloads: re-bind by id).
 pub type CiIdx = u32;
 
 /// Sentinel in the short-host map: more than one CI has this short host.
 const AMBIGUOUS: CiIdx = CiIdx::MAX;
+
+/// Sentinel in the group index: the CI is in no redundancy group.
+const NO_GROUP: u32 = u32::MAX;
 
 /// One configuration item as loaded.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -70,6 +77,21 @@ pub struct Ci {
     pub runbook: Option<String>,
     pub criticality: Criticality,
     pub maintenance: Vec<MaintenanceWindow>,
+}
+
+/// A redundancy group as loaded: its members by index, sorted.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RedundancyGroup {
+    pub id: String,
+    pub members: Vec<CiIdx>,
+    pub min_up: usize,
+}
+
+impl RedundancyGroup {
+    /// With `down` members down, fewer than `min_up` are up.
+    pub fn fails_with(&self, down: usize) -> bool {
+        self.members.len().saturating_sub(down) < self.min_up
+    }
 }
 
 /// A CMDB load or validation error. Displays as `file:line: message`.
@@ -99,6 +121,9 @@ pub struct Snapshot {
     /// Lowercased short hosts of FQDN keys that are not keys themselves.
     short_names: FastMap<String, CiIdx>,
     ips: FastMap<IpAddr, CiIdx>,
+    groups: Vec<RedundancyGroup>,
+    /// `group_of[ci]`: index in `groups`, or [`NO_GROUP`].
+    group_of: Vec<u32>,
     loaded_at: DateTime<Utc>,
     source: Option<PathBuf>,
 }
@@ -117,9 +142,9 @@ impl Snapshot {
         let model = build::parse(path, &text, json)?;
         drop(text); // a big export is not kept while the indexes are built
                     // Only when there are errors: read the text again to locate them.
-        let lines = |specs: &[CiSpec]| match std::fs::read_to_string(path) {
-            Ok(text) => build::ci_lines(&text, specs),
-            Err(_) => vec![None; specs.len()],
+        let lines = |ids: &[&str]| match std::fs::read_to_string(path) {
+            Ok(text) => build::entry_lines(&text, ids),
+            Err(_) => vec![None; ids.len()],
         };
         build::build(model, Some(path), &lines)
     }
@@ -127,12 +152,12 @@ impl Snapshot {
     /// Parses and validates CMDB text; `path_for_errors` only names the file in errors.
     pub fn from_str(path_for_errors: &Path, text: &str, json: bool) -> Result<Snapshot, Vec<CmdbError>> {
         let model = build::parse(path_for_errors, text, json)?;
-        build::build(model, Some(path_for_errors), &|specs| build::ci_lines(text, specs))
+        build::build(model, Some(path_for_errors), &|ids| build::entry_lines(text, ids))
     }
 
     /// Validates an in-memory model (generated topologies); errors carry no line.
     pub fn from_file_model(model: CmdbFile) -> Result<Snapshot, Vec<CmdbError>> {
-        build::build(model, None, &|specs| vec![None; specs.len()])
+        build::build(model, None, &|ids| vec![None; ids.len()])
     }
 
     /// A snapshot without CIs.
@@ -175,6 +200,19 @@ impl Snapshot {
             *m.entry(c.ci_type.as_str()).or_insert(0) += 1;
         }
         m
+    }
+
+    /// The redundancy groups.
+    pub fn groups(&self) -> &[RedundancyGroup] {
+        &self.groups
+    }
+
+    /// The redundancy group `idx` is a member of.
+    pub fn group_of(&self, idx: CiIdx) -> Option<&RedundancyGroup> {
+        match self.group_of.get(idx as usize) {
+            Some(&g) if g != NO_GROUP => self.groups.get(g as usize),
+            _ => None,
+        }
     }
 
     /// Number of relations (edges).

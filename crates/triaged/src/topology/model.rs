@@ -149,6 +149,32 @@ impl MaintenanceWindow {
 #[serde(deny_unknown_fields)]
 pub struct CmdbFile {
     pub cis: Vec<CiSpec>,
+    /// Sets of peers of which a number must be up (`redundancy_groups:`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub redundancy_groups: Vec<GroupSpec>,
+}
+
+/// A redundancy group as written in the CMDB file: the service its members
+/// give stays up while at least `min_up` of them are up (two core switches,
+/// a primary and a standby database). Icinga's `redundancy_group` and
+/// Zabbix's service rules ("at least N children") are the model.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GroupSpec {
+    pub id: String,
+    /// CI ids, at least two.
+    pub members: Vec<String>,
+    /// Members that must be up for the group to work (default 1, fewer than the members).
+    #[serde(default = "one", skip_serializing_if = "is_one")]
+    pub min_up: usize,
+}
+
+fn one() -> usize {
+    1
+}
+
+fn is_one(n: &usize) -> bool {
+    *n == 1
 }
 
 /// One CI as written in the CMDB file. Relations name target CI ids.

@@ -275,7 +275,7 @@ fn long_cycles_do_not_hang() {
             c
         }))
         .collect();
-    let s = Snapshot::from_file_model(CmdbFile { cis }).unwrap();
+    let s = Snapshot::from_file_model(CmdbFile { cis, ..Default::default() }).unwrap();
     let cl = s.upstream_closure(0, usize::MAX);
     assert_eq!(cl.len(), n - 1);
     assert_eq!(s.impacted_services(1234), vec![n as CiIdx]);
@@ -405,7 +405,7 @@ fn stray_id_text_does_not_shift_lines() {
 fn model_errors_have_no_line() {
     let mut a = CiSpec::new("a", "a", CiType::Vm);
     a.runs_on = vec!["hv".into()];
-    let e = Snapshot::from_file_model(CmdbFile { cis: vec![a] }).unwrap_err();
+    let e = Snapshot::from_file_model(CmdbFile { cis: vec![a], ..Default::default() }).unwrap_err();
     assert_eq!(e.len(), 1);
     assert_eq!(e[0].line, None);
     assert_eq!(e[0].message, "ci a: runs_on target hv does not exist");
@@ -483,4 +483,63 @@ fn snapshot_is_shareable() {
         std::thread::spawn(move || s.lookup_name("web-01"))
     };
     assert_eq!(t.join().unwrap(), s.by_id("vm-1"));
+}
+
+const GROUPS: &str = r#"cis:
+  - { id: core-1, name: core-1, type: switch }
+  - { id: core-2, name: core-2, type: switch }
+  - { id: db-1, name: db-1, type: database }
+  - { id: db-2, name: db-2, type: database }
+  - { id: db-3, name: db-3, type: database }
+redundancy_groups:
+  - id: core
+    members: [core-1, core-2]
+  - { id: db, members: [db-1, db-2, db-3], min_up: 2 }
+"#;
+
+#[test]
+fn redundancy_groups_load_with_their_members() {
+    let s = Snapshot::from_str(Path::new("g.yaml"), GROUPS, false).unwrap_or_else(|e| panic!("{e:?}"));
+    assert_eq!(s.groups().len(), 2);
+    let core = s.group_of(s.by_id("core-2").unwrap()).unwrap();
+    assert_eq!((core.id.as_str(), ids(&s, &core.members), core.min_up), ("core", vec!["core-1".to_string(), "core-2".into()], 1));
+    let db = s.group_of(s.by_id("db-1").unwrap()).unwrap();
+    assert_eq!(db.min_up, 2);
+    assert!(!db.fails_with(1) && db.fails_with(2));
+    assert!(!core.fails_with(1) && core.fails_with(2));
+    assert!(estate().group_of(0).is_none(), "a CMDB without groups");
+}
+
+#[test]
+fn every_redundancy_group_error_is_reported_with_its_line() {
+    let text = r#"cis:
+  - { id: a, name: a, type: switch }
+  - { id: b, name: b, type: switch }
+  - { id: c, name: c, type: switch }
+redundancy_groups:
+  - id: g1
+    members: [a, b, nope]
+  - id: g1
+    members: [c, c]
+  - id: g3
+    members: [a, c]
+    min_up: 2
+  - id: g4
+    members: [b]
+  - { id: "", members: [] }
+"#;
+    let got = errors(text, false);
+    let want: Vec<(Option<usize>, String)> = vec![
+        (Some(6), "redundancy group g1: member nope is not a CI".into()),
+        (Some(8), "duplicate redundancy group id g1 (first defined at line 6)".into()),
+        (Some(8), "redundancy group g1: member c is listed twice".into()),
+        (Some(10), "redundancy group g3: member a is already in redundancy group g1".into()),
+        (Some(10), "redundancy group g3: member c is already in redundancy group g1".into()),
+        (Some(10), "redundancy group g3: min_up 2 must be at least 1 and fewer than its 2 members".into()),
+        (Some(13), "redundancy group g4: member b is already in redundancy group g1".into()),
+        (Some(13), "redundancy group g4: needs at least two members, has 1".into()),
+        (Some(15), "redundancy group #5: empty id".into()),
+        (Some(15), "redundancy group #5: needs at least two members, has 0".into()),
+    ];
+    assert_eq!(got, want);
 }
