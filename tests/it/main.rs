@@ -7,6 +7,7 @@ mod support;
 mod changelog;
 mod cli;
 mod core_fuzz;
+mod correlation_quality;
 mod dashboard;
 mod decode_fixtures;
 mod demo;

@@ -30,7 +30,7 @@ fn storm_lines() -> String {
     // The faults last ten minutes, well past the default group wait.
     let recovery = triaged::demo::storm(&cmdb, 2, at + chrono::Duration::minutes(10)).unwrap().recovery;
     let mut out =
-        String::from("# triaged demo storm at 2026-11-24T12:00:00Z: sw-core-par1-01 and db-pay-fra1-01 fail, recover 10 min later\n");
+        String::from("# triaged demo storm at 2026-11-24T12:00:00Z: sw-core-par1-01 and db-bank-fra1-01 fail, recover 10 min later\n");
     for (_, payload) in storm.firing.iter().chain(&recovery) {
         out.push_str(std::str::from_utf8(payload).unwrap());
         out.push('\n');
@@ -59,7 +59,7 @@ fn replaying_the_storm_gives_its_two_incidents() {
     let opens: Vec<&String> = r.actions.iter().filter(|l| l.contains(" open ")).collect();
     assert_eq!(opens.len(), 2, "{:#?}", r.actions);
     assert!(opens.iter().any(|l| l.contains("root=sw-core-par1-01")), "{opens:?}");
-    assert!(opens.iter().any(|l| l.contains("root=db-pay-fra1-01")), "{opens:?}");
+    assert!(opens.iter().any(|l| l.contains("root=db-bank-fra1-01")), "{opens:?}");
     assert_eq!(r.incidents.len(), 2);
     assert!(r.incidents.values().all(|l| l.contains(" resolve ")), "both end resolved: {:?}", r.incidents);
     assert_eq!(r.undecodable.len(), 1, "the storm's malformed message");
@@ -188,12 +188,12 @@ fn replay_prints_actions_as_json() {
     for f in &finals {
         assert_eq!((f["last_kind"].as_str(), f["state"].as_str()), (Some("resolve"), Some("resolved")), "{f}");
         let root = f["root"].as_str().unwrap();
-        assert!(["sw-core-par1-01", "db-pay-fra1-01"].contains(&root), "{f}");
+        assert!(["sw-core-par1-01", "db-bank-fra1-01"].contains(&root), "{f}");
         let last = actions.iter().rev().find(|a| a["key"] == f["key"]).unwrap();
         assert_eq!((&f["members"], f["priority"].as_u64()), (&last["members"], last["priority"].as_u64()), "{f}");
     }
-    let db = finals.iter().find(|f| f["root"] == "db-pay-fra1-01").unwrap();
-    assert_eq!(db["member_cis"], serde_json::json!(["db-pay-fra1-01"]), "{db}");
+    let db = finals.iter().find(|f| f["root"] == "db-bank-fra1-01").unwrap();
+    assert_eq!(db["member_cis"], serde_json::json!(["db-bank-fra1-01"]), "{db}");
 }
 
 #[test]

@@ -74,25 +74,34 @@ impl Core {
         if !g.fails_with(down.len()) || !rooted_here {
             return inc_id;
         }
+        // The incidents rooted at a member: a member down inside another
+        // fault's incident (below a failed switch) stays there.
         let mut incs: Vec<u64> = down
             .iter()
             .filter_map(|m| self.ci_active.get(m).map(|a| a.incident))
             .filter(|i| {
-                self.incidents
-                    .get(i)
-                    .is_some_and(|inc| !inc.merged && matches!(inc.phase, Phase::Pending | Phase::Open | Phase::Resolving { .. }))
+                self.incidents.get(i).is_some_and(|inc| {
+                    !inc.merged
+                        && matches!(inc.phase, Phase::Pending | Phase::Open | Phase::Resolving { .. })
+                        && inc.root.is_some_and(|r| g.members.contains(&r))
+                })
             })
             .chain(std::iter::once(inc_id))
             .collect();
         incs.sort_unstable();
         incs.dedup();
-        // The one the ITSM knew first; else the one of the member that failed first.
+        // The one the ITSM knew first; else, as in a dependency cycle, the
+        // one of the member that failed first by event time (ties to the
+        // lower id), so a replay names the same root.
         let survivor = incs
             .iter()
             .copied()
             .min_by_key(|i| {
                 let inc = &self.incidents[i];
-                (inc.opened_at.is_none(), inc.opened_at, inc.created, *i)
+                let root = inc.root.expect("rooted at a member");
+                let began =
+                    inc.members.iter().filter_map(|m| self.fps.get(m)).filter(|f| f.ci == Some(root)).map(|f| f.episode_start).min();
+                (inc.opened_at.is_none(), inc.opened_at, began, cmdb.ci(root).id.as_str(), *i)
             })
             .unwrap_or(inc_id);
         let what = format!("redundancy group {}", g.id);

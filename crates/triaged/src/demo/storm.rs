@@ -86,8 +86,13 @@ pub fn storm(cmdb: &Snapshot, repeats: u32, now: DateTime<Utc>) -> Option<Storm>
         |kind: &str, name_part: &str| (0..cmdb.len() as CiIdx).find(|&i| cmdb.ci(i).kind == kind && cmdb.ci(i).name.contains(name_part));
     let root = find("switch", "core")?;
     let site = cmdb.ci(root).site.clone();
-    let unrelated = (0..cmdb.len() as CiIdx).find(|&i| cmdb.ci(i).kind == "database" && cmdb.ci(i).site != site)?;
     let down = downstream(cmdb, root);
+    // A database away from the storm, and so are its redundancy peers: its
+    // fault is its own, not its group's.
+    let in_storm: std::collections::HashSet<CiIdx> = down.iter().copied().collect();
+    let peers_clear = |i: CiIdx| cmdb.group_of(i).is_none_or(|g| g.members.iter().all(|m| !in_storm.contains(m)));
+    let unrelated = (0..cmdb.len() as CiIdx)
+        .find(|&i| cmdb.ci(i).kind == "database" && cmdb.ci(i).site != site && !in_storm.contains(&i) && peers_clear(i))?;
     let mut seq = 0u64;
     let mut enc = |ci: CiIdx, firing: bool, at: DateTime<Utc>| {
         seq += 1;
