@@ -5,10 +5,10 @@ use anyhow::Context;
 use clap::{Parser, Subcommand, ValueEnum};
 use tokio::signal::unix::{signal, SignalKind};
 use tokio_util::sync::CancellationToken;
-use tracing_subscriber::EnvFilter;
 
 use triaged::app::validate::Line;
 use triaged::config::Config;
+use triaged::logs::LogFormat;
 
 // The pipeline allocates and frees many small strings per event; mimalloc
 // handles that faster than the system allocator (see docs/benchmarks.md).
@@ -142,16 +142,17 @@ fn end_quietly_on_closed_pipe() {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let filter = EnvFilter::try_new(&cli.log).unwrap_or_else(|_| EnvFilter::new("info"));
     let is_demo = matches!(cli.cmd, Cmd::Demo { .. });
     // The demo prints its own story; keep library logs to
     // warnings unless asked.
-    let filter = if is_demo && std::env::var_os("TRIAGED_LOG").is_none() && cli.log == "info" { EnvFilter::new("warn") } else { filter };
-    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
-    let logs = tracing_subscriber::fmt().with_env_filter(filter).with_target(false).with_writer(std::io::stderr);
-    match cli.log_format {
-        Output::Text => logs.with_ansi(ansi).init(),
-        Output::Json => logs.json().with_ansi(false).flatten_event(true).init(),
+    let filter = if is_demo && std::env::var_os("TRIAGED_LOG").is_none() && cli.log == "info" { "warn" } else { cli.log.as_str() };
+    let format = match cli.log_format {
+        Output::Text => LogFormat::Text,
+        Output::Json => LogFormat::Json,
+    };
+    if let Err(e) = triaged::logs::init(format, filter) {
+        eprintln!("triaged: --log: {e}");
+        return ExitCode::from(2);
     }
     if matches!(cli.cmd, Cmd::Check { .. } | Cmd::Test { .. } | Cmd::Explain { .. } | Cmd::Replay { .. }) {
         end_quietly_on_closed_pipe();
