@@ -201,14 +201,22 @@ fn a_secret_file_others_can_read_gets_a_warning() {
 /// `run` with `args`, until its stderr shows `until` (bounded); returns
 /// (stdout, stderr).
 fn run_until(args: &[&str], until: &str) -> (String, String) {
-    use crate::support::process::{free_port, write_config};
+    run_with(args, "", &[], until)
+}
+
+/// [`run_until`] with `sections` appended to the config and `env` set.
+fn run_with(args: &[&str], sections: &str, env: &[(&str, &str)], until: &str) -> (String, String) {
+    use crate::support::process::{free_port, write_config_with, Extra};
     let dir = tempfile::tempdir().unwrap();
-    let config = write_config(dir.path(), "127.0.0.1:1", "g", 6000, "http://127.0.0.1:1", free_port());
+    let extra = Extra { sections: sections.into(), ..Extra::default() };
+    let config = write_config_with(dir.path(), "127.0.0.1:1", "g", 6000, "http://127.0.0.1:1", free_port(), &extra);
     let (out, err) = (dir.path().join("stdout"), dir.path().join("stderr"));
     let mut child = Command::new(env!("CARGO_BIN_EXE_triaged"))
         .args(["run", "--config", config.to_str().unwrap()])
         .args(args)
         .env_remove("TRIAGED_LOG")
+        .env_remove("TRIAGED_LOG_FORMAT")
+        .envs(env.iter().copied())
         .stdout(std::fs::File::create(&out).unwrap())
         .stderr(std::fs::File::create(&err).unwrap())
         .spawn()
@@ -223,6 +231,40 @@ fn run_until(args: &[&str], until: &str) -> (String, String) {
     let _ = child.kill();
     let _ = child.wait();
     (std::fs::read_to_string(&out).unwrap(), std::fs::read_to_string(&err).unwrap())
+}
+
+fn all_json(stderr: &str) -> bool {
+    !stderr.is_empty() && stderr.lines().all(|l| serde_json::from_str::<serde_json::Value>(l).is_ok())
+}
+
+#[test]
+fn the_log_section_sets_format_and_level_and_given_flags_override_it() {
+    const LOADED: &str = "rules and CMDB loaded";
+    let json = "[log]\nformat = \"json\"\n";
+    let (_, stderr) = run_with(&[], json, &[], LOADED);
+    assert!(stderr.contains(LOADED) && all_json(&stderr), "[log] format = json: {stderr}");
+    let (_, stderr) = run_with(&["--log-format", "text"], json, &[], LOADED);
+    assert!(stderr.contains(LOADED) && !stderr.lines().any(|l| l.starts_with('{')), "--log-format overrides: {stderr}");
+    let (_, stderr) = run_with(&[], json, &[("TRIAGED_LOG_FORMAT", "text")], LOADED);
+    assert!(stderr.contains(LOADED) && !stderr.lines().any(|l| l.starts_with('{')), "TRIAGED_LOG_FORMAT overrides: {stderr}");
+
+    // `warn` hides the info lines; the broker at 127.0.0.1:1 is down, so librdkafka warns.
+    let warn = "[log]\nlevel = \"warn\"\n";
+    let (_, stderr) = run_with(&[], warn, &[], "librdkafka");
+    assert!(stderr.contains("librdkafka") && !stderr.contains(LOADED) && !stderr.contains(" INFO "), "[log] level = warn: {stderr}");
+    let (_, stderr) = run_with(&["--log", "info"], warn, &[], LOADED);
+    assert!(stderr.contains(LOADED), "--log overrides: {stderr}");
+    let (_, stderr) = run_with(&[], warn, &[("TRIAGED_LOG", "info")], LOADED);
+    assert!(stderr.contains(LOADED), "TRIAGED_LOG overrides: {stderr}");
+}
+
+#[test]
+fn check_names_an_invalid_log_level() {
+    let text = format!("{SMALL}[log]\nlevel = \"info,[\"\n");
+    let (_dir, config) = broken_rules_and_cmdb(&text);
+    let (code, stderr) = check(&config);
+    assert_eq!(code, 2, "{stderr}");
+    assert!(stderr.contains("triaged.toml: log.level: `info,[` is not a log filter"), "{stderr}");
 }
 
 #[test]

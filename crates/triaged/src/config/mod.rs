@@ -10,12 +10,14 @@ use serde::{Deserialize, Deserializer};
 mod correlation;
 mod http;
 mod kafka;
+mod log;
 mod rekey;
 mod sink;
 
 pub use self::correlation::{CorrelationConfig, ProblemsConfig};
 pub use self::http::{HttpConfig, TlsConfig};
 pub use self::kafka::{Format, KafkaConfig, KafkaSecrets, TopicConfig, OWNED_KAFKA_OPTIONS, SECRET_KAFKA_OPTIONS};
+pub use self::log::LogConfig;
 pub use self::rekey::{IngestConfig, RekeyConfig, RekeyScope, StateConfig};
 pub use self::sink::{AuthConfig, CircuitConfig, RetryConfig, SecretSource, SinkConfig, SinkProfile};
 
@@ -94,6 +96,9 @@ pub struct Config {
     /// `[metrics]`: what metric labels may say.
     #[serde(default)]
     pub metrics: MetricsConfig,
+    /// `[log]`: the log format and filter.
+    #[serde(default)]
+    pub log: LogConfig,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -366,6 +371,7 @@ impl Config {
             _ => {}
         }
         self.http.validate(&mut err);
+        self.log.validate(&mut err);
         let c = &self.correlation;
         if c.max_upstream_depth == 0 || c.max_upstream_depth > 64 {
             err("correlation.max_upstream_depth", "must be between 1 and 64".into());
@@ -549,6 +555,24 @@ endpoint = "http://127.0.0.1:8080"
         let text = format!("{MINIMAL}[sink.retry]\nmax_backoff = \"307445734561825861m\"\n");
         let errs = Config::parse(Path::new("t.toml"), &text).unwrap_err();
         assert!(errs[0].message.contains("too long"), "{}", errs[0]);
+    }
+
+    #[test]
+    fn the_log_section_has_defaults_and_a_checked_filter() {
+        let cfg = Config::parse(Path::new("t.toml"), MINIMAL).unwrap();
+        assert_eq!((cfg.log.format, cfg.log.level.as_str()), (crate::logs::LogFormat::Text, "info"));
+        let json = format!("{MINIMAL}[log]\nformat = \"json\"\nlevel = \"warn,triaged::sink=debug\"\n");
+        let cfg = Config::parse(Path::new("t.toml"), &json).unwrap();
+        assert_eq!((cfg.log.format, cfg.log.level.as_str()), (crate::logs::LogFormat::Json, "warn,triaged::sink=debug"));
+        let bad = format!("{MINIMAL}[log]\nlevel = \"info,[\"\n");
+        let errs = Config::parse(Path::new("t.toml"), &bad).unwrap_err();
+        assert_eq!(errs.len(), 1, "{errs:?}");
+        assert_eq!(errs[0].location, "log.level");
+        assert!(errs[0].message.contains("`info,[`"), "{}", errs[0]);
+        let unknown = format!("{MINIMAL}[log]\nformat = \"xml\"\n");
+        assert!(Config::parse(Path::new("t.toml"), &unknown).unwrap_err()[0].message.contains("xml"));
+        let typo = format!("{MINIMAL}[log]\nlevle = \"info\"\n");
+        assert!(Config::parse(Path::new("t.toml"), &typo).unwrap_err()[0].message.contains("levle"));
     }
 
     #[test]

@@ -149,6 +149,7 @@ pub fn demo_config(root: &std::path::Path, brokers: &str, sink: &str, listen: &s
         rekey: None,
         state: Default::default(),
         metrics: Default::default(),
+        log: Default::default(),
         problems: Default::default(),
         changes: None,
     }
