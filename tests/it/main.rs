@@ -21,6 +21,7 @@ mod kafka_mock;
 mod kafka_tls;
 mod kill_storm;
 mod listener;
+mod logs;
 mod problems;
 mod readiness;
 mod reload;
