@@ -226,6 +226,9 @@ impl Config {
         if let Some(rk) = self.sink.routing_key.as_mut() {
             fix_secret(rk);
         }
+        for p in [&mut self.sink.ca_file, &mut self.sink.client_cert_file, &mut self.sink.client_key_file].into_iter().flatten() {
+            fix(p);
+        }
         if let Some(token) = self.ingest.as_mut().and_then(|i| i.token.as_mut()) {
             fix_secret(token);
         }
@@ -341,6 +344,11 @@ impl Config {
         }
         if self.sink.circuit.failure_threshold > 0 && self.sink.circuit.open_for.0.is_zero() {
             err("sink.circuit.open_for", "must be above zero (set failure_threshold = 0 to disable the breaker)".into());
+        }
+        match (&self.sink.client_cert_file, &self.sink.client_key_file) {
+            (Some(_), None) => err("sink.client_key_file", "is needed with sink.client_cert_file: set both or neither".into()),
+            (None, Some(_)) => err("sink.client_cert_file", "is needed with sink.client_key_file: set both or neither".into()),
+            _ => {}
         }
         if self.sink.retry.initial_backoff > self.sink.retry.max_backoff {
             err("sink.retry.initial_backoff", "is larger than sink.retry.max_backoff".into());
@@ -555,6 +563,20 @@ endpoint = "http://127.0.0.1:8080"
         let text = format!("{MINIMAL}[sink.retry]\nmax_backoff = \"307445734561825861m\"\n");
         let errs = Config::parse(Path::new("t.toml"), &text).unwrap_err();
         assert!(errs[0].message.contains("too long"), "{}", errs[0]);
+    }
+
+    #[test]
+    fn a_client_certificate_needs_its_key_and_paths_resolve() {
+        let half = MINIMAL.replace("[sink]\n", "[sink]\nclient_cert_file = \"c.pem\"\n");
+        let errs = Config::parse(Path::new("t.toml"), &half).unwrap_err();
+        assert_eq!(errs[0].location, "sink.client_key_file");
+        assert!(errs[0].message.contains("both or neither"), "{}", errs[0]);
+        let dir = tempfile::tempdir().unwrap();
+        let both = MINIMAL.replace("[sink]\n", "[sink]\nca_file = \"ca.pem\"\nclient_cert_file = \"c.pem\"\nclient_key_file = \"c.key\"\n");
+        std::fs::write(dir.path().join("t.toml"), both).unwrap();
+        let (cfg, _) = Config::load_checked(&dir.path().join("t.toml")).unwrap();
+        assert_eq!(cfg.sink.ca_file, Some(dir.path().join("ca.pem")));
+        assert_eq!(cfg.sink.client_key_file, Some(dir.path().join("c.key")));
     }
 
     #[test]
