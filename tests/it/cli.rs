@@ -206,9 +206,13 @@ fn run_until(args: &[&str], until: &str) -> (String, String) {
 
 /// [`run_until`] with `sections` appended to the config and `env` set.
 fn run_with(args: &[&str], sections: &str, env: &[(&str, &str)], until: &str) -> (String, String) {
-    use crate::support::process::{free_port, write_config_with, Extra};
+    run_extra(args, crate::support::process::Extra { sections: sections.into(), ..Default::default() }, env, until)
+}
+
+/// [`run_until`] with the config changed by `extra` and `env` set.
+fn run_extra(args: &[&str], extra: crate::support::process::Extra, env: &[(&str, &str)], until: &str) -> (String, String) {
+    use crate::support::process::{free_port, write_config_with};
     let dir = tempfile::tempdir().unwrap();
-    let extra = Extra { sections: sections.into(), ..Extra::default() };
     let config = write_config_with(dir.path(), "127.0.0.1:1", "g", 6000, "http://127.0.0.1:1", free_port(), &extra);
     let (out, err) = (dir.path().join("stdout"), dir.path().join("stderr"));
     let mut child = Command::new(env!("CARGO_BIN_EXE_triaged"))
@@ -256,6 +260,26 @@ fn the_log_section_sets_format_and_level_and_given_flags_override_it() {
     assert!(stderr.contains(LOADED), "--log overrides: {stderr}");
     let (_, stderr) = run_with(&[], warn, &[("TRIAGED_LOG", "info")], LOADED);
     assert!(stderr.contains(LOADED), "TRIAGED_LOG overrides: {stderr}");
+}
+
+#[test]
+fn run_warns_of_a_secret_file_others_can_read_as_check_does() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let token = dir.path().join("token");
+    std::fs::write(&token, "t0ken\n").unwrap();
+    std::fs::set_permissions(&token, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let sink = crate::support::process::Sink {
+        profile: "generic",
+        routing_key_env: None,
+        auth: Some(format!("{{ kind = \"bearer\", token = {{ file = \"{}\" }} }}", token.display())),
+    };
+    let extra = crate::support::process::Extra { sink: Some(sink), ..Default::default() };
+    let (_, stderr) = run_extra(&[], extra, &[], "Kafka consumer subscribed");
+    assert!(stderr.contains("Kafka consumer subscribed"), "{stderr}");
+    let warning = stderr.lines().find(|l| l.contains("readable by group or others")).unwrap_or_else(|| panic!("no warning: {stderr}"));
+    assert!(warning.contains(" WARN ") && warning.contains("sink.auth.token: secret file") && warning.contains("(mode 644)"), "{warning}");
+    assert!(!stderr.contains("t0ken"), "the secret itself is not logged: {stderr}");
 }
 
 #[test]
