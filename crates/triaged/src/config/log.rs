@@ -35,3 +35,30 @@ impl LogConfig {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use super::super::tests::MINIMAL;
+    use super::super::Config;
+    use super::*;
+
+    #[test]
+    fn the_log_section_has_defaults_and_a_checked_filter() {
+        let cfg = Config::parse(Path::new("t.toml"), MINIMAL).unwrap();
+        assert_eq!((cfg.log.format, cfg.log.level.as_str()), (LogFormat::Text, "info"));
+        let json = format!("{MINIMAL}[log]\nformat = \"json\"\nlevel = \"warn,triaged::sink=debug\"\n");
+        let cfg = Config::parse(Path::new("t.toml"), &json).unwrap();
+        assert_eq!((cfg.log.format, cfg.log.level.as_str()), (LogFormat::Json, "warn,triaged::sink=debug"));
+        let bad = format!("{MINIMAL}[log]\nlevel = \"info,[\"\n");
+        let errs = Config::parse(Path::new("t.toml"), &bad).unwrap_err();
+        assert_eq!(errs.len(), 1, "{errs:?}");
+        assert_eq!(errs[0].location, "log.level");
+        assert!(errs[0].message.contains("`info,[`"), "{}", errs[0]);
+        let unknown = format!("{MINIMAL}[log]\nformat = \"xml\"\n");
+        assert!(Config::parse(Path::new("t.toml"), &unknown).unwrap_err()[0].message.contains("xml"));
+        let typo = format!("{MINIMAL}[log]\nlevle = \"info\"\n");
+        assert!(Config::parse(Path::new("t.toml"), &typo).unwrap_err()[0].message.contains("levle"));
+    }
+}

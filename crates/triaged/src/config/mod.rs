@@ -419,7 +419,7 @@ pub fn line_col(text: &str, pos: usize) -> (usize, usize) {
 mod tests {
     use super::*;
 
-    const MINIMAL: &str = r#"
+    pub(super) const MINIMAL: &str = r#"
 [kafka]
 brokers = "127.0.0.1:9092"
 group_id = "triaged"
@@ -577,24 +577,6 @@ endpoint = "http://127.0.0.1:8080"
         let (cfg, _) = Config::load_checked(&dir.path().join("t.toml")).unwrap();
         assert_eq!(cfg.sink.ca_file, Some(dir.path().join("ca.pem")));
         assert_eq!(cfg.sink.client_key_file, Some(dir.path().join("c.key")));
-    }
-
-    #[test]
-    fn the_log_section_has_defaults_and_a_checked_filter() {
-        let cfg = Config::parse(Path::new("t.toml"), MINIMAL).unwrap();
-        assert_eq!((cfg.log.format, cfg.log.level.as_str()), (crate::logs::LogFormat::Text, "info"));
-        let json = format!("{MINIMAL}[log]\nformat = \"json\"\nlevel = \"warn,triaged::sink=debug\"\n");
-        let cfg = Config::parse(Path::new("t.toml"), &json).unwrap();
-        assert_eq!((cfg.log.format, cfg.log.level.as_str()), (crate::logs::LogFormat::Json, "warn,triaged::sink=debug"));
-        let bad = format!("{MINIMAL}[log]\nlevel = \"info,[\"\n");
-        let errs = Config::parse(Path::new("t.toml"), &bad).unwrap_err();
-        assert_eq!(errs.len(), 1, "{errs:?}");
-        assert_eq!(errs[0].location, "log.level");
-        assert!(errs[0].message.contains("`info,[`"), "{}", errs[0]);
-        let unknown = format!("{MINIMAL}[log]\nformat = \"xml\"\n");
-        assert!(Config::parse(Path::new("t.toml"), &unknown).unwrap_err()[0].message.contains("xml"));
-        let typo = format!("{MINIMAL}[log]\nlevle = \"info\"\n");
-        assert!(Config::parse(Path::new("t.toml"), &typo).unwrap_err()[0].message.contains("levle"));
     }
 
     #[test]
