@@ -2,7 +2,8 @@
 //! syslog level maps to (0-3 error, 4 warn, 5-6 info, 7 debug), and
 //! rate-limited. With the brokers down librdkafka repeats the same few lines
 //! (connect failed, all brokers down) many times a second and reports most of
-//! them twice (as a log line and as an error event); here the first of a kind
+//! them twice (as a log line and as an error event), and the consumer's
+//! `recv` returns them again on every poll; here the first of a kind
 //! is logged, its repeats within [`WINDOW`] are counted, and the next one
 //! after the window is logged with "(repeated N times in 30s)".
 //!
@@ -133,6 +134,16 @@ pub fn error(error: &KafkaError, reason: &str) {
     let Some(repeats) = admit(reason) else { return };
     let reason = with_repeats(reason, repeats, WINDOW);
     tracing::warn!(%error, "librdkafka: {reason}");
+}
+
+/// An error the consumer's `recv` returned: librdkafka's error events on
+/// the consumer queue (all brokers down, a transport failure), the same
+/// conditions again, one per poll. Logged as a warning, rate-limited like
+/// the lines above.
+pub fn consume_error(e: &KafkaError) {
+    let text = e.to_string();
+    let Some(repeats) = admit(&text) else { return };
+    tracing::warn!(error = %text, "{}", with_repeats("Kafka consume error", repeats, WINDOW));
 }
 
 /// The client context of the daemon's Kafka clients that need no other:
