@@ -201,14 +201,26 @@ fn a_secret_file_others_can_read_gets_a_warning() {
 /// `run` with `args`, until its stderr shows `until` (bounded); returns
 /// (stdout, stderr).
 fn run_until(args: &[&str], until: &str) -> (String, String) {
-    use crate::support::process::{free_port, write_config};
+    run_with(args, "", &[], until)
+}
+
+/// [`run_until`] with `sections` appended to the config and `env` set.
+fn run_with(args: &[&str], sections: &str, env: &[(&str, &str)], until: &str) -> (String, String) {
+    run_extra(args, crate::support::process::Extra { sections: sections.into(), ..Default::default() }, env, until)
+}
+
+/// [`run_until`] with the config changed by `extra` and `env` set.
+fn run_extra(args: &[&str], extra: crate::support::process::Extra, env: &[(&str, &str)], until: &str) -> (String, String) {
+    use crate::support::process::{free_port, write_config_with};
     let dir = tempfile::tempdir().unwrap();
-    let config = write_config(dir.path(), "127.0.0.1:1", "g", 6000, "http://127.0.0.1:1", free_port());
+    let config = write_config_with(dir.path(), "127.0.0.1:1", "g", 6000, "http://127.0.0.1:1", free_port(), &extra);
     let (out, err) = (dir.path().join("stdout"), dir.path().join("stderr"));
     let mut child = Command::new(env!("CARGO_BIN_EXE_triaged"))
         .args(["run", "--config", config.to_str().unwrap()])
         .args(args)
         .env_remove("TRIAGED_LOG")
+        .env_remove("TRIAGED_LOG_FORMAT")
+        .envs(env.iter().copied())
         .stdout(std::fs::File::create(&out).unwrap())
         .stderr(std::fs::File::create(&err).unwrap())
         .spawn()
@@ -223,6 +235,60 @@ fn run_until(args: &[&str], until: &str) -> (String, String) {
     let _ = child.kill();
     let _ = child.wait();
     (std::fs::read_to_string(&out).unwrap(), std::fs::read_to_string(&err).unwrap())
+}
+
+fn all_json(stderr: &str) -> bool {
+    !stderr.is_empty() && stderr.lines().all(|l| serde_json::from_str::<serde_json::Value>(l).is_ok())
+}
+
+#[test]
+fn the_log_section_sets_format_and_level_and_given_flags_override_it() {
+    const LOADED: &str = "rules and CMDB loaded";
+    let json = "[log]\nformat = \"json\"\n";
+    let (_, stderr) = run_with(&[], json, &[], LOADED);
+    assert!(stderr.contains(LOADED) && all_json(&stderr), "[log] format = json: {stderr}");
+    let (_, stderr) = run_with(&["--log-format", "text"], json, &[], LOADED);
+    assert!(stderr.contains(LOADED) && !stderr.lines().any(|l| l.starts_with('{')), "--log-format overrides: {stderr}");
+    let (_, stderr) = run_with(&[], json, &[("TRIAGED_LOG_FORMAT", "text")], LOADED);
+    assert!(stderr.contains(LOADED) && !stderr.lines().any(|l| l.starts_with('{')), "TRIAGED_LOG_FORMAT overrides: {stderr}");
+
+    // `warn` hides the info lines; the broker at 127.0.0.1:1 is down, so librdkafka warns.
+    let warn = "[log]\nlevel = \"warn\"\n";
+    let (_, stderr) = run_with(&[], warn, &[], "librdkafka");
+    assert!(stderr.contains("librdkafka") && !stderr.contains(LOADED) && !stderr.contains(" INFO "), "[log] level = warn: {stderr}");
+    let (_, stderr) = run_with(&["--log", "info"], warn, &[], LOADED);
+    assert!(stderr.contains(LOADED), "--log overrides: {stderr}");
+    let (_, stderr) = run_with(&[], warn, &[("TRIAGED_LOG", "info")], LOADED);
+    assert!(stderr.contains(LOADED), "TRIAGED_LOG overrides: {stderr}");
+}
+
+#[test]
+fn run_warns_of_a_secret_file_others_can_read_as_check_does() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let token = dir.path().join("token");
+    std::fs::write(&token, "t0ken\n").unwrap();
+    std::fs::set_permissions(&token, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let sink = crate::support::process::Sink {
+        profile: "generic",
+        routing_key_env: None,
+        auth: Some(format!("{{ kind = \"bearer\", token = {{ file = \"{}\" }} }}", token.display())),
+    };
+    let extra = crate::support::process::Extra { sink: Some(sink), ..Default::default() };
+    let (_, stderr) = run_extra(&[], extra, &[], "Kafka consumer subscribed");
+    assert!(stderr.contains("Kafka consumer subscribed"), "{stderr}");
+    let warning = stderr.lines().find(|l| l.contains("readable by group or others")).unwrap_or_else(|| panic!("no warning: {stderr}"));
+    assert!(warning.contains(" WARN ") && warning.contains("sink.auth.token: secret file") && warning.contains("(mode 644)"), "{warning}");
+    assert!(!stderr.contains("t0ken"), "the secret itself is not logged: {stderr}");
+}
+
+#[test]
+fn check_names_an_invalid_log_level() {
+    let text = format!("{SMALL}[log]\nlevel = \"info,[\"\n");
+    let (_dir, config) = broken_rules_and_cmdb(&text);
+    let (code, stderr) = check(&config);
+    assert_eq!(code, 2, "{stderr}");
+    assert!(stderr.contains("triaged.toml: log.level: `info,[` is not a log filter"), "{stderr}");
 }
 
 #[test]

@@ -4,11 +4,10 @@
 //! names the failed verification with another one; the daemon consumes,
 //! produces (its changelog) and commits through TLS with verification on.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair};
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::{ClientConfig, Offset, TopicPartitionList};
@@ -16,33 +15,10 @@ use triaged::topology::Snapshot;
 use triaged_testkit::itsm::{opened_keys, IncidentReceiver};
 
 use crate::e2e_tansu::tansu_bin;
+use crate::support::ca::{make_ca, server_cert};
 use crate::support::process::{free_port, log_tails, write_config_with, Daemon, Extra, LogDir};
 
 const GROUP: &str = "triaged-tls";
-
-/// A CA and a server certificate for 127.0.0.1 and localhost signed by it,
-/// written as `<name>-ca.pem`, `server.pem` and `server.key` in `dir`.
-fn make_ca(dir: &Path, name: &str) -> (rcgen::Certificate, KeyPair, PathBuf) {
-    let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
-    params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    params.distinguished_name.push(DnType::CommonName, format!("triaged test CA {name}"));
-    let key = KeyPair::generate().unwrap();
-    let cert = params.self_signed(&key).unwrap();
-    let path = dir.join(format!("{name}-ca.pem"));
-    std::fs::write(&path, cert.pem()).unwrap();
-    (cert, key, path)
-}
-
-fn server_cert(dir: &Path, ca: &rcgen::Certificate, ca_key: &KeyPair) -> (PathBuf, PathBuf) {
-    let mut params = CertificateParams::new(vec!["localhost".to_string(), "127.0.0.1".to_string()]).unwrap();
-    params.distinguished_name.push(DnType::CommonName, "localhost");
-    let key = KeyPair::generate().unwrap();
-    let cert = params.signed_by(&key, ca, ca_key).unwrap();
-    let (cert_path, key_path) = (dir.join("server.pem"), dir.join("server.key"));
-    std::fs::write(&cert_path, cert.pem()).unwrap();
-    std::fs::write(&key_path, key.serialize_pem()).unwrap();
-    (cert_path, key_path)
-}
 
 fn wait_listening(port: u16, what: &str) {
     let deadline = Instant::now() + Duration::from_secs(30);

@@ -22,6 +22,7 @@ mod kafka_mock;
 mod kafka_tls;
 mod kill_storm;
 mod listener;
+mod logs;
 mod problems;
 mod readiness;
 mod reload;

@@ -9,6 +9,7 @@ mod duration;
 pub mod event;
 pub mod incident;
 pub mod kafka;
+pub mod logs;
 pub mod metrics;
 pub mod rules;
 pub mod scale;

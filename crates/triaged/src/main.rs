@@ -2,13 +2,14 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::Context;
-use clap::{Parser, Subcommand, ValueEnum};
+use clap::parser::ValueSource;
+use clap::{CommandFactory, FromArgMatches, Parser, Subcommand, ValueEnum};
 use tokio::signal::unix::{signal, SignalKind};
 use tokio_util::sync::CancellationToken;
-use tracing_subscriber::EnvFilter;
 
 use triaged::app::validate::Line;
-use triaged::config::Config;
+use triaged::config::{Config, ConfigError};
+use triaged::logs::LogFormat;
 
 // The pipeline allocates and frees many small strings per event; mimalloc
 // handles that faster than the system allocator (see docs/benchmarks.md).
@@ -18,11 +19,13 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 #[derive(Parser)]
 #[command(name = "triaged", version, about = "Monitoring events from Kafka -> dedup -> CMDB topology correlation -> ITSM incidents")]
 struct Cli {
-    /// Log filter (tracing EnvFilter syntax), e.g. `info`, `triaged=debug`.
+    /// Log filter (tracing EnvFilter syntax), e.g. `info`, `triaged=debug`;
+    /// when given, overrides the config's `[log] level`.
     #[arg(long, global = true, env = "TRIAGED_LOG", default_value = "info")]
     log: String,
     /// Log line format: `text`, or `json` (one object per line). Logs go to
-    /// stderr, coloured only when stderr is a terminal.
+    /// stderr, coloured only when stderr is a terminal. When given, overrides
+    /// the config's `[log] format`.
     #[arg(long, global = true, env = "TRIAGED_LOG_FORMAT", value_enum, default_value_t = Output::Text)]
     log_format: Output,
     #[command(subcommand)]
@@ -141,17 +144,38 @@ fn end_quietly_on_closed_pipe() {
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
-    let filter = EnvFilter::try_new(&cli.log).unwrap_or_else(|_| EnvFilter::new("info"));
-    let is_demo = matches!(cli.cmd, Cmd::Demo { .. });
-    // The demo prints its own story; keep library logs to
-    // warnings unless asked.
-    let filter = if is_demo && std::env::var_os("TRIAGED_LOG").is_none() && cli.log == "info" { EnvFilter::new("warn") } else { filter };
-    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
-    let logs = tracing_subscriber::fmt().with_env_filter(filter).with_target(false).with_writer(std::io::stderr);
-    match cli.log_format {
-        Output::Text => logs.with_ansi(ansi).init(),
-        Output::Json => logs.json().with_ansi(false).flatten_event(true).init(),
+    let matches = Cli::command().get_matches();
+    let cli = match Cli::from_arg_matches(&matches) {
+        Ok(cli) => cli,
+        Err(e) => e.exit(),
+    };
+    // Given on the command line or in the environment, not defaulted.
+    let given = |id: &str| matches!(matches.value_source(id), Some(ValueSource::CommandLine | ValueSource::EnvVariable));
+    // `run` reads its config first: its `[log]` applies unless overridden.
+    let (config, log) = match &cli.cmd {
+        Cmd::Run { config } => {
+            let loaded = Config::load(config);
+            let log = loaded.as_ref().ok().map(|c| c.log.clone());
+            (Some(loaded), log)
+        }
+        _ => (None, None),
+    };
+    let log = log.unwrap_or_default();
+    let format = match (given("log_format"), cli.log_format) {
+        (false, _) => log.format,
+        (true, Output::Text) => LogFormat::Text,
+        (true, Output::Json) => LogFormat::Json,
+    };
+    let filter = match &cli.cmd {
+        _ if given("log") => cli.log.as_str(),
+        // The demo prints its own story; keep library logs to warnings unless asked.
+        Cmd::Demo { .. } => "warn",
+        Cmd::Run { .. } => log.level.as_str(),
+        _ => cli.log.as_str(),
+    };
+    if let Err(e) = triaged::logs::init(format, filter) {
+        eprintln!("triaged: --log: {e}");
+        return ExitCode::from(2);
     }
     if matches!(cli.cmd, Cmd::Check { .. } | Cmd::Test { .. } | Cmd::Explain { .. } | Cmd::Replay { .. }) {
         end_quietly_on_closed_pipe();
@@ -163,7 +187,7 @@ fn main() -> ExitCode {
         Cmd::Replay { from, topic, brokers, partition, offsets, rules, cmdb, against, output, config } => {
             return replay(ReplayArgs { from, topic, brokers, partition, offsets, rules, cmdb, against, output, config })
         }
-        Cmd::Run { config } => run(&config),
+        Cmd::Run { .. } => run(config.expect("loaded for run")),
         Cmd::Demo { listen, repeats, root, metrics_out } => demo(listen, repeats, root, metrics_out),
     };
     match result {
@@ -375,8 +399,8 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
     tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting the async runtime")
 }
 
-fn run(path: &Path) -> anyhow::Result<()> {
-    let cfg = Config::load(path)
+fn run(loaded: Result<Config, Vec<ConfigError>>) -> anyhow::Result<()> {
+    let cfg = loaded
         .map_err(|errs| anyhow::anyhow!("invalid configuration:\n{}", errs.iter().map(|e| e.to_string()).collect::<Vec<_>>().join("\n")))?;
     runtime()?.block_on(async move {
         let shutdown = CancellationToken::new();

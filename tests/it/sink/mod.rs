@@ -11,6 +11,7 @@ mod lookup;
 mod pagerduty;
 mod secrets;
 mod servicenow;
+mod tls;
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -103,6 +104,9 @@ fn config(profile: SinkProfile, endpoint: &str) -> SinkConfig {
         circuit: CircuitConfig { failure_threshold: 0, ..CircuitConfig::default() },
         routing_key: None,
         max_response_bytes: 64 << 10,
+        ca_file: None,
+        client_cert_file: None,
+        client_key_file: None,
     }
 }
 

@@ -2,6 +2,7 @@
 //! the daemon in this process (`in_process`) and as a child process
 //! (`process`).
 
+pub mod ca;
 pub mod in_process;
 pub mod process;
 

@@ -5,10 +5,11 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::consumer::Consumer;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::KafkaConfig;
+use crate::kafka::log::KafkaLog;
 use crate::server::ready::Readiness;
 
 const EVERY: Duration = Duration::from_secs(2);
@@ -16,7 +17,8 @@ const WITHIN: Duration = Duration::from_secs(2);
 
 /// Probes until `stop`; a client that cannot be created leaves the broker down.
 pub(super) async fn run(cfg: KafkaConfig, readiness: Readiness, stop: CancellationToken) {
-    let client: Option<Arc<BaseConsumer>> = crate::kafka::consumer_config(&cfg).create().ok().map(Arc::new);
+    let client: Option<Arc<crate::kafka::log::Consumer>> =
+        crate::kafka::consumer_config(&cfg).create_with_context(KafkaLog).ok().map(Arc::new);
     loop {
         let up = match &client {
             None => false,

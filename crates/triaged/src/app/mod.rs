@@ -15,7 +15,7 @@ use chrono::Utc;
 use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
-use tracing::{error, info};
+use tracing::{error, info, warn};
 
 mod broker_probe;
 mod core_task;
@@ -107,8 +107,12 @@ pub struct Summary {
     pub failure: Option<String>,
 }
 
-/// Starts the daemon; it runs until `shutdown` is cancelled.
+/// Starts the daemon; it runs until `shutdown` is cancelled. Secret files
+/// others can read are warned about first, as `check` does.
 pub async fn start(cfg: Config, shutdown: CancellationToken) -> Result<Running, AppError> {
+    for w in validate::secret_file_warnings(&cfg) {
+        warn!("{w}");
+    }
     let metrics = Metrics::with_sources(&cfg.metrics.source_labels);
     let (rules, cmdb) = load_rules_and_cmdb(&cfg)?;
     metrics.cmdb_cis.set(cmdb.len() as i64);

@@ -88,10 +88,8 @@ pub fn check(path: &Path) -> Report {
             r.error(format!("{}: {e}", path.display()));
         }
     }
-    for (field, secret) in secret_sources(&cfg) {
-        if let Some(w) = crate::sink::loose_permissions(field, secret) {
-            r.warning(format!("{}: warning: {w}", path.display()));
-        }
+    for w in secret_file_warnings(&cfg) {
+        r.warning(format!("{}: warning: {w}", path.display()));
     }
     // The sink's secrets and endpoint are only worth checking on a valid sink section.
     let sink_valid = !config_errors.iter().any(|e| e.location.starts_with("sink"));
@@ -149,6 +147,18 @@ fn named_files(path: &Path) -> (Option<PathBuf>, Option<PathBuf>) {
     let base = path.parent().map(Path::to_path_buf).unwrap_or_default();
     let get = |section: &str, key: &str| table.get(section)?.get(key)?.as_str().map(|p| base.join(p));
     (get("rules", "dir"), get("cmdb", "path"))
+}
+
+/// A warning for each secret file (and the sink's client key) that its
+/// group or others can read; `check` prints them and `run` logs them at
+/// startup.
+pub fn secret_file_warnings(cfg: &Config) -> Vec<String> {
+    let client_key = cfg.sink.client_key_file.clone().map(|f| SecretSource { env: None, file: Some(f) });
+    secret_sources(cfg)
+        .into_iter()
+        .chain(client_key.as_ref().map(|k| ("sink.client_key_file", k)))
+        .filter_map(|(field, secret)| crate::sink::loose_permissions(field, secret))
+        .collect()
 }
 
 /// Every secret of the config, with its field.

@@ -10,12 +10,14 @@ use serde::{Deserialize, Deserializer};
 mod correlation;
 mod http;
 mod kafka;
+mod log;
 mod rekey;
 mod sink;
 
 pub use self::correlation::{CorrelationConfig, ProblemsConfig};
 pub use self::http::{HttpConfig, TlsConfig};
 pub use self::kafka::{Format, KafkaConfig, KafkaSecrets, TopicConfig, OWNED_KAFKA_OPTIONS, SECRET_KAFKA_OPTIONS};
+pub use self::log::LogConfig;
 pub use self::rekey::{IngestConfig, RekeyConfig, RekeyScope, StateConfig};
 pub use self::sink::{AuthConfig, CircuitConfig, RetryConfig, SecretSource, SinkConfig, SinkProfile};
 
@@ -94,6 +96,9 @@ pub struct Config {
     /// `[metrics]`: what metric labels may say.
     #[serde(default)]
     pub metrics: MetricsConfig,
+    /// `[log]`: the log format and filter.
+    #[serde(default)]
+    pub log: LogConfig,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -221,6 +226,9 @@ impl Config {
         if let Some(rk) = self.sink.routing_key.as_mut() {
             fix_secret(rk);
         }
+        for p in [&mut self.sink.ca_file, &mut self.sink.client_cert_file, &mut self.sink.client_key_file].into_iter().flatten() {
+            fix(p);
+        }
         if let Some(token) = self.ingest.as_mut().and_then(|i| i.token.as_mut()) {
             fix_secret(token);
         }
@@ -337,6 +345,11 @@ impl Config {
         if self.sink.circuit.failure_threshold > 0 && self.sink.circuit.open_for.0.is_zero() {
             err("sink.circuit.open_for", "must be above zero (set failure_threshold = 0 to disable the breaker)".into());
         }
+        match (&self.sink.client_cert_file, &self.sink.client_key_file) {
+            (Some(_), None) => err("sink.client_key_file", "is needed with sink.client_cert_file: set both or neither".into()),
+            (None, Some(_)) => err("sink.client_cert_file", "is needed with sink.client_key_file: set both or neither".into()),
+            _ => {}
+        }
         if self.sink.retry.initial_backoff > self.sink.retry.max_backoff {
             err("sink.retry.initial_backoff", "is larger than sink.retry.max_backoff".into());
         }
@@ -366,6 +379,7 @@ impl Config {
             _ => {}
         }
         self.http.validate(&mut err);
+        self.log.validate(&mut err);
         let c = &self.correlation;
         if c.max_upstream_depth == 0 || c.max_upstream_depth > 64 {
             err("correlation.max_upstream_depth", "must be between 1 and 64".into());
@@ -405,7 +419,7 @@ pub fn line_col(text: &str, pos: usize) -> (usize, usize) {
 mod tests {
     use super::*;
 
-    const MINIMAL: &str = r#"
+    pub(super) const MINIMAL: &str = r#"
 [kafka]
 brokers = "127.0.0.1:9092"
 group_id = "triaged"
@@ -549,6 +563,20 @@ endpoint = "http://127.0.0.1:8080"
         let text = format!("{MINIMAL}[sink.retry]\nmax_backoff = \"307445734561825861m\"\n");
         let errs = Config::parse(Path::new("t.toml"), &text).unwrap_err();
         assert!(errs[0].message.contains("too long"), "{}", errs[0]);
+    }
+
+    #[test]
+    fn a_client_certificate_needs_its_key_and_paths_resolve() {
+        let half = MINIMAL.replace("[sink]\n", "[sink]\nclient_cert_file = \"c.pem\"\n");
+        let errs = Config::parse(Path::new("t.toml"), &half).unwrap_err();
+        assert_eq!(errs[0].location, "sink.client_key_file");
+        assert!(errs[0].message.contains("both or neither"), "{}", errs[0]);
+        let dir = tempfile::tempdir().unwrap();
+        let both = MINIMAL.replace("[sink]\n", "[sink]\nca_file = \"ca.pem\"\nclient_cert_file = \"c.pem\"\nclient_key_file = \"c.key\"\n");
+        std::fs::write(dir.path().join("t.toml"), both).unwrap();
+        let (cfg, _) = Config::load_checked(&dir.path().join("t.toml")).unwrap();
+        assert_eq!(cfg.sink.ca_file, Some(dir.path().join("ca.pem")));
+        assert_eq!(cfg.sink.client_key_file, Some(dir.path().join("c.key")));
     }
 
     #[test]

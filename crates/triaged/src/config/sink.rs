@@ -160,6 +160,17 @@ pub struct SinkConfig {
     /// reply's body is cut at it.
     #[serde(default = "default_max_response_bytes")]
     pub max_response_bytes: usize,
+    /// PEM bundle of the CAs that sign the ITSM's certificate (a private
+    /// CA). When set it replaces the built-in web roots for this sink.
+    #[serde(default)]
+    pub ca_file: Option<PathBuf>,
+    /// PEM certificate chain presented to the ITSM (mutual TLS); set with
+    /// `client_key_file`.
+    #[serde(default)]
+    pub client_cert_file: Option<PathBuf>,
+    /// PEM private key of `client_cert_file`; readable by the daemon only.
+    #[serde(default)]
+    pub client_key_file: Option<PathBuf>,
 }
 
 fn default_max_response_bytes() -> usize {

@@ -133,6 +133,9 @@ pub fn demo_config(root: &std::path::Path, brokers: &str, sink: &str, listen: &s
             circuit: CircuitConfig::default(),
             routing_key: None,
             max_response_bytes: 64 << 10,
+            ca_file: None,
+            client_cert_file: None,
+            client_key_file: None,
         },
         http: HttpConfig { listen: listen.into(), ..HttpConfig::default() },
         correlation: CorrelationConfig {
@@ -149,6 +152,7 @@ pub fn demo_config(root: &std::path::Path, brokers: &str, sink: &str, listen: &s
         rekey: None,
         state: Default::default(),
         metrics: Default::default(),
+        log: Default::default(),
         problems: Default::default(),
         changes: None,
     }

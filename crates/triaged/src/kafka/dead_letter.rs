@@ -5,7 +5,9 @@ use std::time::Duration;
 
 use rdkafka::error::KafkaError;
 use rdkafka::message::{Header, OwnedHeaders};
-use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::producer::FutureRecord;
+
+use super::log::{KafkaLog, Producer};
 use rdkafka::util::Timeout;
 use tracing::warn;
 
@@ -30,7 +32,7 @@ pub const HEADER_TRUNCATED_FROM: &str = "triaged-truncated-from";
 
 /// Producer for the dead-letter topic.
 pub struct DeadLetter {
-    producer: FutureProducer,
+    producer: Producer,
     topic: String,
 }
 
@@ -51,7 +53,8 @@ impl DeadLetter {
         if !cfg.options.contains_key("message.timeout.ms") && !cfg.options.contains_key("delivery.timeout.ms") {
             cc.set("message.timeout.ms", DEAD_LETTER_MESSAGE_TIMEOUT_MS);
         }
-        let producer: FutureProducer = cc.create().map_err(|source| SourceError::Client { what: "dead-letter producer", source })?;
+        let producer: Producer =
+            cc.create_with_context(KafkaLog).map_err(|source| SourceError::Client { what: "dead-letter producer", source })?;
         Ok(Some(DeadLetter { producer, topic: topic.clone() }))
     }
 

@@ -4,6 +4,7 @@
 
 mod client;
 mod dead_letter;
+pub mod log;
 mod produce;
 
 pub use client::consumer_config;

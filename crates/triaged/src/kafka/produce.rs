@@ -1,13 +1,14 @@
 //! Producing a batch of records and awaiting every delivery.
 
+use rdkafka::client::ClientContext;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 
 /// Produces `messages` (key, payload) to `topic`, each on the partition
 /// `partition_of` gives it (or by key), and waits for every delivery. A full
 /// producer queue is waited out: half of what is queued is delivered first.
-pub async fn produce_all(
-    producer: &FutureProducer,
+pub async fn produce_all<C: ClientContext + 'static>(
+    producer: &FutureProducer<C>,
     topic: &str,
     messages: &[(String, Vec<u8>)],
     partition_of: Option<&[i32]>,

@@ -18,7 +18,9 @@ use std::time::{Duration, Instant};
 
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::KafkaError;
-use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::producer::FutureRecord;
+
+use crate::kafka::log::{KafkaLog, Producer};
 use rdkafka::{ClientConfig, Message, Offset, TopicPartitionList};
 
 use crate::config::{KafkaConfig, RekeyConfig, StateConfig};
@@ -74,7 +76,7 @@ pub fn check_topic(kafka: &KafkaConfig, state: &StateConfig, rekey: Option<&Reke
 /// Writes and reads one changelog topic.
 pub struct Changelog {
     topic: String,
-    producer: FutureProducer,
+    producer: Producer,
     reader: ClientConfig,
 }
 
@@ -89,7 +91,7 @@ impl Changelog {
     pub fn new(kafka: &KafkaConfig, topic: &str) -> Result<Changelog, ChangelogError> {
         let mut cc = producer_config(kafka);
         cc.set("enable.idempotence", "true");
-        let producer: FutureProducer = cc.create().map_err(ChangelogError::Client)?;
+        let producer: Producer = cc.create_with_context(KafkaLog).map_err(ChangelogError::Client)?;
         let mut reader = producer_config(kafka);
         reader
             .set("group.id", format!("{}.changelog-reader", kafka.group_id))
@@ -136,7 +138,7 @@ impl Changelog {
 
 fn read_partition(reader: &ClientConfig, topic: &str, partition: i32) -> Result<Vec<(String, Vec<u8>)>, ChangelogError> {
     let io = |source| ChangelogError::Io { topic: topic.to_owned(), partition, source };
-    let consumer: BaseConsumer = reader.create().map_err(ChangelogError::Client)?;
+    let consumer: BaseConsumer<KafkaLog> = reader.create_with_context(KafkaLog).map_err(ChangelogError::Client)?;
     let (low, high) = consumer.fetch_watermarks(topic, partition, Duration::from_secs(10)).map_err(io)?;
     let mut latest: HashMap<String, Option<Vec<u8>>> = HashMap::new();
     if high > low {

@@ -28,7 +28,9 @@ use std::time::Duration;
 
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{Header, OwnedHeaders};
-use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord};
+use rdkafka::producer::{DeliveryFuture, FutureRecord};
+
+use crate::kafka::log::{KafkaLog, Producer};
 use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
@@ -143,7 +145,7 @@ pub fn correlating_consumer(kafka: &KafkaConfig, rekey: &RekeyConfig) -> KafkaCo
 
 /// Produces re-keyed events and stores input offsets once they are delivered.
 pub struct Rekeyer {
-    producer: FutureProducer,
+    producer: Producer,
     topic: String,
     metrics: Metrics,
 }
@@ -160,7 +162,8 @@ impl Rekeyer {
         // Retries keep the order of one key's events, and a retried batch is
         // not written twice.
         cc.set("enable.idempotence", "true");
-        let producer: FutureProducer = cc.create().map_err(|source| SourceError::Client { what: "repartition producer", source })?;
+        let producer: Producer =
+            cc.create_with_context(KafkaLog).map_err(|source| SourceError::Client { what: "repartition producer", source })?;
         Ok(Rekeyer { producer, topic: rekey.topic.clone(), metrics })
     }
 

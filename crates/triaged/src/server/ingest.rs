@@ -18,7 +18,9 @@ use axum::http::{header, HeaderMap, StatusCode};
 use chrono::Utc;
 use http_body_util::BodyExt;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
-use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::producer::FutureRecord;
+
+use crate::kafka::log::{KafkaLog, Producer};
 
 use crate::config::{Config, Format};
 use crate::kafka::producer_config;
@@ -54,7 +56,7 @@ pub enum IngestError {
 
 /// The ingest endpoint's state.
 pub struct Ingest {
-    producer: FutureProducer,
+    producer: Producer,
     topic: String,
     token: Option<BearerToken>,
     metrics: Metrics,
@@ -82,11 +84,11 @@ impl Ingest {
             .map_err(IngestError::Token)?;
         let max_message_bytes =
             cfg.kafka.options.get("message.max.bytes").and_then(|v| v.parse().ok()).unwrap_or(DEFAULT_MAX_MESSAGE_BYTES);
-        let producer: FutureProducer = producer_config(&cfg.kafka)
+        let producer: Producer = producer_config(&cfg.kafka)
             .set("acks", "all")
             .set("enable.idempotence", "true")
             .set("linger.ms", "2")
-            .create()
+            .create_with_context(KafkaLog)
             .map_err(IngestError::Producer)?;
         for code in CODES {
             metrics.ingest_requests.with_label_values(&[code.as_str()]);

@@ -10,21 +10,22 @@ use serde_json::Value;
 use super::profile::truncate;
 use super::retry;
 use super::{RestSink, SinkBuildError};
+use crate::config::SinkConfig;
 use crate::incident::SinkError;
 
 /// Longest response-body excerpt carried in an error.
 const EXCERPT_MAX: usize = 200;
 
-/// The client every request goes through: `timeout` per request (and to
-/// connect), redirects not followed.
-pub(super) fn client(timeout: Duration) -> Result<reqwest::Client, SinkBuildError> {
-    reqwest::Client::builder()
-        .timeout(timeout)
-        .connect_timeout(timeout)
+/// The client every request goes through: `sink.timeout` per request (and
+/// to connect), redirects not followed, the sink's CA bundle and client
+/// certificate when set.
+pub(super) fn client(cfg: &SinkConfig) -> Result<reqwest::Client, SinkBuildError> {
+    let builder = reqwest::Client::builder()
+        .timeout(cfg.timeout.0)
+        .connect_timeout(cfg.timeout.0)
         .redirect(reqwest::redirect::Policy::none())
-        .user_agent(concat!("triaged/", env!("CARGO_PKG_VERSION")))
-        .build()
-        .map_err(|e| SinkBuildError::Client(error_chain(&e)))
+        .user_agent(concat!("triaged/", env!("CARGO_PKG_VERSION")));
+    super::tls::configure(builder, cfg)?.build().map_err(|e| SinkBuildError::Client(error_chain(&e)))
 }
 
 /// Why a request got no usable reply.

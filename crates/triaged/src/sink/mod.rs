@@ -8,7 +8,7 @@
 //!
 //! This module builds the sink and dispatches `deliver` / `look_up` to the
 //! profile (`profile/`); `http.rs` sends requests and classifies replies,
-//! `secret.rs` reads secrets, `retry.rs` and `breaker.rs` pace the retries.
+//! `tls.rs` sets the client's CA bundle and certificate, `secret.rs` reads secrets, `retry.rs` and `breaker.rs` pace the retries.
 //! Secrets are read once at construction, kept out of `Debug`/`Display`, and
 //! scrubbed from any response excerpt that ends up in an error.
 
@@ -17,10 +17,12 @@ mod http;
 mod profile;
 pub mod retry;
 mod secret;
+mod tls;
 pub(crate) mod worker;
 
 pub use http::error_chain;
 pub(crate) use secret::{loose_permissions, read_secret, Secret};
+pub use tls::SinkTlsError;
 
 use std::fmt;
 use std::path::PathBuf;
@@ -77,6 +79,8 @@ pub enum SinkBuildError {
     Endpoint(String),
     #[error("sink: cannot build the HTTP client: {0}")]
     Client(String),
+    #[error(transparent)]
+    Tls(#[from] SinkTlsError),
 }
 
 /// What an ITSM holds under an incident key.
@@ -199,7 +203,7 @@ impl RestSink {
             _ => None,
         };
 
-        let client = http::client(cfg.timeout.0)?;
+        let client = http::client(cfg)?;
 
         let sys_ids = Cache::builder().max_capacity(SYS_ID_CACHE_CAPACITY).time_to_idle(SYS_ID_CACHE_IDLE).build();
         Ok(RestSink {

@@ -258,7 +258,7 @@ async fn emit(
 /// (librdkafka retries them itself).
 fn consume_error(consumer: &SourceConsumer, e: KafkaError) -> Result<(), SourceError> {
     check_fatal(consumer)?;
-    warn!(error = %e, "Kafka consume error");
+    crate::kafka::log::consume_error(&e);
     Ok(())
 }
 

@@ -13,7 +13,7 @@ use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, Rebalance, Stre
 use rdkafka::error::{KafkaError, KafkaResult, RDKafkaErrorCode};
 use rdkafka::{Offset, TopicPartitionList};
 use tokio::sync::Notify;
-use tracing::{debug, error, info, trace, warn};
+use tracing::{info, trace, warn};
 
 use super::consumer::{PartitionChange, RevokeHook};
 use crate::scale::ownership::Ownership;
@@ -72,23 +72,14 @@ pub(super) struct SourceContext {
 
 impl ClientContext for SourceContext {
     fn log(&self, level: RDKafkaLogLevel, fac: &str, log_message: &str) {
-        match level {
-            RDKafkaLogLevel::Emerg | RDKafkaLogLevel::Alert | RDKafkaLogLevel::Critical | RDKafkaLogLevel::Error => {
-                error!(facility = fac, "librdkafka: {log_message}")
-            }
-            RDKafkaLogLevel::Warning => warn!(facility = fac, "librdkafka: {log_message}"),
-            RDKafkaLogLevel::Notice | RDKafkaLogLevel::Info => {
-                info!(facility = fac, "librdkafka: {log_message}")
-            }
-            RDKafkaLogLevel::Debug => debug!(facility = fac, "librdkafka: {log_message}"),
-        }
+        crate::kafka::log::log(level, fac, log_message);
     }
 
     fn error(&self, error: KafkaError, reason: &str) {
         // The run loop asks librdkafka whether this one was fatal.
         self.shared.fatal.notify_one();
         // Mostly transient (broker down, reconnecting): librdkafka retries.
-        warn!(error = %error, "Kafka client error: {reason}");
+        crate::kafka::log::error(&error, reason);
     }
 }
 
