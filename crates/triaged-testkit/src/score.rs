@@ -19,6 +19,9 @@
 //! - **splits**: faults whose streams have more than one home;
 //! - **shells**: paged incidents that are home to none of the streams they
 //!   ever had, all of one fault, and whose streams all have one other home;
+//!   counted apart as **late-root shells** when that fault's root was read
+//!   more than [`ROOT_LATE`] after its first symptom (beyond the promise of
+//!   one page per fault; the shell is then a child of the root's record);
 //! - **warnings joined**: warnings ever in an incident that ever had a
 //!   fault's stream;
 //! - **held open**: recovered faults one of whose streams' homes is not
@@ -36,6 +39,9 @@ use triaged::tools::replay_json::ActionRecord;
 
 use crate::scenario::{Label, Truth};
 
+/// A root read up to this long after its fault's first symptom must not leave a shell.
+pub const ROOT_LATE: chrono::Duration = chrono::Duration::minutes(2);
+
 /// The figures of one scenario (or a sum of several).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct Score {
@@ -46,6 +52,8 @@ pub struct Score {
     pub roots_right: usize,
     pub splits: usize,
     pub shells: usize,
+    /// Shells of faults whose root was read more than [`ROOT_LATE`] after their first symptom.
+    pub late_root_shells: usize,
     pub warnings: usize,
     pub warnings_joined: usize,
     pub recovered: usize,
@@ -93,6 +101,7 @@ impl Score {
         self.roots_right += o.roots_right;
         self.splits += o.splits;
         self.shells += o.shells;
+        self.late_root_shells += o.late_root_shells;
         self.warnings += o.warnings;
         self.warnings_joined += o.warnings_joined;
         self.recovered += o.recovered;
@@ -190,7 +199,15 @@ pub fn score(truth: &Truth, actions: &[ActionRecord], seed: u64) -> Score {
         let one_fault = faults.len() == 1 && matches!(faults.first(), Some(Some(Label::Fault(_))));
         let homes: BTreeSet<&str> = members.iter().filter_map(|s| home.get(s).copied()).collect();
         if one_fault && homes.len() == 1 && !homes.contains(key) {
-            sc.shells += 1;
+            let late = match faults.first() {
+                Some(Some(Label::Fault(i))) => truth.faults[*i].root_read_lag.is_some_and(|l| l > ROOT_LATE),
+                _ => false,
+            };
+            if late {
+                sc.late_root_shells += 1;
+            } else {
+                sc.shells += 1;
+            }
         }
     }
 
@@ -230,19 +247,20 @@ fn of(part: usize, whole: usize) -> String {
 pub fn table(title: &str, rows: &[(u64, Score)]) -> String {
     let mut out = format!("### {title}\n\n");
     out.push_str(
-        "| seed | faults | incidents opened | roots right | splits | shells | warnings joined | held open | precision | redundant paged high |\n",
+        "| seed | faults | incidents opened | roots right | splits | shells | late-root shells | warnings joined | held open | precision | redundant paged high |\n",
     );
-    out.push_str("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n");
+    out.push_str("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n");
     let mut total = Score::default();
     let line = |out: &mut String, name: &str, s: &Score, precision: String| {
         let _ = writeln!(
             out,
-            "| {name} | {} | {} | {} | {} | {} | {} | {} | {precision} | {} |",
+            "| {name} | {} | {} | {} | {} | {} | {} | {} | {} | {precision} | {} |",
             s.faults,
             s.incidents,
             of(s.roots_right, s.faults),
             s.splits,
             s.shells,
+            s.late_root_shells,
             of(s.warnings_joined, s.warnings),
             of(s.held_open, s.recovered),
             of(s.redundant_high, s.redundant)
@@ -280,6 +298,7 @@ mod tests {
             slow: Vec::new(),
             redundant: false,
             overlaps: None,
+            root_read_lag: None,
         }
     }
 
@@ -360,6 +379,23 @@ mod tests {
         assert_eq!(s.precision(), 0.75);
     }
 
+    /// The same shell counts apart when its fault's root was read more than
+    /// `ROOT_LATE` after its first symptom.
+    #[test]
+    fn a_shell_behind_a_root_read_too_late_is_counted_apart() {
+        let actions = [
+            act(1, Open, "k1", Some("vm-1"), &["vm-1"]),
+            act(2, Open, "k2", Some("sw-1"), &["sw-1", "vm-1", "vm-2"]),
+            act(3, Resolve, "k1", Some("vm-1"), &[]),
+        ];
+        let mut t = truth();
+        t.faults[0].root_read_lag = Some(ROOT_LATE);
+        assert_eq!((score(&t, &actions, 7).shells, score(&t, &actions, 7).late_root_shells), (1, 0), "within the promise");
+        t.faults[0].root_read_lag = Some(ROOT_LATE + Duration::seconds(1));
+        let s = score(&t, &actions, 7);
+        assert_eq!((s.shells, s.late_root_shells), (0, 1), "{s:?}");
+    }
+
     #[test]
     fn a_fault_over_two_incidents_is_split_and_unknown_members_pair_wrongly() {
         let actions = [
@@ -403,9 +439,11 @@ mod tests {
         let t = table("small", &[(1, good), (2, bad)]);
         let lines: Vec<&str> = t.lines().collect();
         assert_eq!(lines[0], "### small");
-        assert!(lines[2].starts_with("| seed | faults | incidents opened | roots right | splits | shells | warnings joined | held open |"));
-        assert_eq!(lines[4], "| 1 | 2 | 1 | 1/2 | 0 | 0 | 0/1 | 1/2 | 1.000 | 0/0 |", "{t}");
-        assert_eq!(lines[5], "| 2 | 2 | 1 | 0/2 | 0 | 0 | 1/1 | 1/2 | 0.500 | 0/0 |", "{t}");
-        assert_eq!(lines[6], "| **all** | 4 | 2 | 1/4 | 0 | 0 | 1/2 | 2/4 | 0.667 (lowest 0.500, seed 2) | 0/0 |", "{t}");
+        assert!(lines[2].starts_with(
+            "| seed | faults | incidents opened | roots right | splits | shells | late-root shells | warnings joined | held open |"
+        ));
+        assert_eq!(lines[4], "| 1 | 2 | 1 | 1/2 | 0 | 0 | 0 | 0/1 | 1/2 | 1.000 | 0/0 |", "{t}");
+        assert_eq!(lines[5], "| 2 | 2 | 1 | 0/2 | 0 | 0 | 0 | 1/1 | 1/2 | 0.500 | 0/0 |", "{t}");
+        assert_eq!(lines[6], "| **all** | 4 | 2 | 1/4 | 0 | 0 | 0 | 1/2 | 2/4 | 0.667 (lowest 0.500, seed 2) | 0/0 |", "{t}");
     }
 }

@@ -52,9 +52,10 @@ fn is_core(cmdb: &Snapshot, c: CiIdx) -> bool {
     ci.kind == "switch" && ci.name.starts_with("sw-core-")
 }
 
-/// A member of a redundant pair: a core switch or a database (primary and standby).
+/// A member of a redundancy group: a core switch or a database (primary and
+/// standby), as the estate declares them.
 fn redundant_member(cmdb: &Snapshot, c: CiIdx) -> bool {
-    is_core(cmdb, c) || cmdb.ci(c).kind == "database"
+    cmdb.group_of(c).is_some()
 }
 
 /// What the faults placed so far occupy.
@@ -66,6 +67,9 @@ struct Claims {
     upstream: HashSet<CiIdx>,
     /// Everything downstream of them (no warning goes there).
     downstream: HashSet<CiIdx>,
+    /// Redundancy peers of a redundant fault's CI: they stay up, so no
+    /// fault may make them alert.
+    peers: HashSet<CiIdx>,
 }
 
 impl Claims {
@@ -73,7 +77,8 @@ impl Claims {
     /// alerts already or is upstream of an alerting CI, and none of the
     /// alerting CIs is upstream of them.
     fn admits(&self, cis: &[CiIdx], up: &HashSet<CiIdx>) -> bool {
-        cis.iter().all(|c| !self.alerting.contains(c) && !self.upstream.contains(c)) && up.is_disjoint(&self.alerting)
+        cis.iter().all(|c| !self.alerting.contains(c) && !self.upstream.contains(c) && !self.peers.contains(c))
+            && up.is_disjoint(&self.alerting)
     }
 
     fn claim(&mut self, cmdb: &Snapshot, cis: &[CiIdx], up: HashSet<CiIdx>) {
@@ -83,6 +88,11 @@ impl Claims {
             self.downstream.extend(triaged::demo::downstream(cmdb, c));
         }
     }
+}
+
+/// The other members of `c`'s redundancy group.
+fn peers_of(cmdb: &Snapshot, c: CiIdx) -> Vec<CiIdx> {
+    cmdb.group_of(c).map(|g| g.members.iter().copied().filter(|&m| m != c).collect()).unwrap_or_default()
 }
 
 fn upstream_of(cmdb: &Snapshot, cis: &[CiIdx]) -> HashSet<CiIdx> {
@@ -147,6 +157,9 @@ pub(super) fn place(cmdb: &Snapshot, p: &ScenarioParams, rng: &mut ChaCha8Rng) -
         }
         let Some((plan, (root, symptoms, missing, alerting, up))) = placed else { continue };
         claims.claim(cmdb, &alerting, up.clone());
+        if plan.redundant {
+            claims.peers.extend(peers_of(cmdb, root));
+        }
         let recovery = plan.recovery;
         let long = recovery.is_none_or(|r| r - plan.onset >= Duration::minutes(10));
         let slow: Vec<String> =
@@ -163,6 +176,7 @@ pub(super) fn place(cmdb: &Snapshot, p: &ScenarioParams, rng: &mut ChaCha8Rng) -
             slow,
             redundant: plan.redundant,
             overlaps: plan.partner,
+            root_read_lag: None,
         });
         ups.push(up);
     }
@@ -241,7 +255,9 @@ fn find_room(
         let Some((symptoms, missing)) = below else { continue };
         let alerting: Vec<CiIdx> = std::iter::once(root).chain(symptoms.iter().copied()).collect();
         let up = upstream_of(cmdb, &alerting);
-        if claims.admits(&alerting, &up) {
+        // A redundant fault's peers carry the load: none of them alerts.
+        let peers_up = !plan.redundant || peers_of(cmdb, root).iter().all(|p| !claims.alerting.contains(p));
+        if peers_up && claims.admits(&alerting, &up) {
             return Some((root, symptoms, missing, alerting, up));
         }
     }

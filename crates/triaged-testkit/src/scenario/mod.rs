@@ -16,7 +16,7 @@
 //! **The truth is unambiguous given the CMDB**: no alerting CI of one fault
 //! is upstream (within [`DEPTH`] hops) of an alerting CI of another, so the
 //! topology alone always tells the faults apart. Only warnings and redundant
-//! pairs (which the CMDB cannot express) are traps.
+//! pairs (declared as CMDB redundancy groups) are traps.
 //!
 //! The difficulties, each on by default ([`Difficulties`]):
 //! - out-of-order delivery: a producer delay and a lag per partition, each up
@@ -33,8 +33,9 @@
 //! - unkeyed partitions: each message goes to a random partition, so one
 //!   fault, even one alert's firing and resolve, is spread over partitions
 //!   (without it, messages are keyed by CI);
-//! - redundant pairs: a fault on one member of a redundant pair (a core
-//!   switch, a database of a primary/standby pair) alerts alone; the truth
+//! - redundant pairs: a fault on one member of a redundancy group (a core
+//!   switch, a database of a primary/standby pair) alerts alone while its
+//!   peers stay up (no other fault makes them alert); the truth
 //!   marks it as one that should be a low-priority incident without business
 //!   impact;
 //! - slow symptoms: some symptoms of a long fault start minutes after it,
@@ -203,6 +204,10 @@ pub struct Fault {
     pub redundant: bool,
     /// The earlier fault at the same site it overlaps on purpose.
     pub overlaps: Option<usize>,
+    /// How long after its first symptom the consumer reads its root's first
+    /// alert (out-of-order delivery on top of a late root); `None` when the
+    /// root is read first.
+    pub root_read_lag: Option<Duration>,
 }
 
 impl Fault {
@@ -287,6 +292,8 @@ impl Scenario {
         let mut rng = ChaCha8Rng::seed_from_u64(p.seed);
         let truth = faults::place(&cmdb, p, &mut rng);
         let messages = timeline::render(&cmdb, &truth, p, &mut rng);
+        let mut truth = truth;
+        timeline::note_read_lags(&mut truth, &messages);
         Ok(Scenario { params: p.clone(), cmdb: Arc::new(cmdb), messages, truth })
     }
 

@@ -105,3 +105,19 @@ pub(super) fn render(cmdb: &Snapshot, truth: &Truth, p: &ScenarioParams, rng: &m
     out.sort_by_key(|(t, seq, _)| (*t, *seq));
     out.into_iter().map(|(_, _, m)| m).collect()
 }
+
+/// Sets each fault's [`super::Fault::root_read_lag`] from the read order of `messages`.
+pub(super) fn note_read_lags(truth: &mut Truth, messages: &[Message]) {
+    let mut first_read: std::collections::HashMap<&str, DateTime<Utc>> = std::collections::HashMap::new();
+    for m in messages.iter().filter(|m| m.firing) {
+        first_read.entry(m.ci.as_str()).or_insert(m.delivered);
+    }
+    for f in &mut truth.faults {
+        let root = first_read.get(f.root.as_str()).copied();
+        let symptom = f.symptoms.iter().filter_map(|s| first_read.get(s.as_str()).copied()).min();
+        f.root_read_lag = match (root, symptom) {
+            (Some(r), Some(s)) if r > s => Some(r - s),
+            _ => None,
+        };
+    }
+}
