@@ -14,6 +14,7 @@
 //! scrubbed from any response excerpt that ends up in an error.
 
 pub mod breaker;
+mod coalesce;
 mod http;
 mod profile;
 pub mod rate;
