@@ -173,6 +173,26 @@ fn what_librdkafka_refuses_check_refuses_with_the_option() {
 }
 
 #[test]
+fn a_rate_limit_with_a_burst_of_zero_is_refused_naming_the_field() {
+    let root = crate::repo();
+    let dir = tempfile::tempdir().unwrap();
+    let base = SMALL
+        .replace("cmdb.yaml", root.join("config/cmdb.yaml").to_str().unwrap())
+        .replace("dir = \"rules\"", &format!("dir = \"{}\"", root.join("rules").display()));
+    let config = dir.path().join("triaged.toml");
+    std::fs::write(&config, format!("{base}[sink.rate_limit]\nper_minute = 60\nburst = 0\n")).unwrap();
+    let (code, stderr) = check(&config);
+    assert_eq!(code, 2, "{stderr}");
+    assert!(stderr.contains("triaged.toml: sink.rate_limit.burst: must be at least 1"), "{stderr}");
+    // A burst of 1 is a limit; per_minute = 0 is none, whatever the burst.
+    for ok in ["per_minute = 60\nburst = 1\n", "per_minute = 0\nburst = 0\n"] {
+        std::fs::write(&config, format!("{base}[sink.rate_limit]\n{ok}")).unwrap();
+        let (code, stderr) = check(&config);
+        assert_eq!(code, 0, "{ok}: {stderr}");
+    }
+}
+
+#[test]
 fn a_secret_file_others_can_read_gets_a_warning() {
     use std::os::unix::fs::PermissionsExt;
     let root = crate::repo();

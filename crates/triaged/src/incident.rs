@@ -183,3 +183,46 @@ impl SinkError {
         }
     }
 }
+
+#[cfg(test)]
+pub(crate) mod test_support {
+    use super::*;
+    use chrono::TimeZone;
+
+    /// An action of incident `key` whose snapshot says which action it is:
+    /// `event_count` is `id`, the title `state {id}`.
+    pub(crate) fn action(id: u64, kind: ActionKind, key: &str) -> Action {
+        let t = Utc.with_ymd_and_hms(2026, 11, 24, 0, 0, 0).unwrap();
+        let resolved = kind == ActionKind::Resolve;
+        Action {
+            id,
+            kind,
+            incident: Incident {
+                key: key.into(),
+                scope: format!("topology:{key}"),
+                title: format!("state {id}"),
+                state: if resolved { IncidentState::Resolved } else { IncidentState::Open },
+                priority: 2,
+                impact: 2,
+                urgency: 2,
+                severity: Severity::Major,
+                root_cause: None,
+                ci: None,
+                assignment_group: None,
+                oncall: None,
+                runbook: None,
+                impacted_services: vec![],
+                opened_at: t,
+                resolved_at: resolved.then_some(t),
+                event_count: id,
+                members: vec![],
+                reasons: vec![],
+                parent: None,
+                redundancy_group: None,
+            },
+            notes: vec![],
+            claim: None,
+            resent: false,
+        }
+    }
+}

@@ -92,6 +92,11 @@ pub struct Metrics {
     pub events_out_of_order: IntCounter,
     /// Event fields cut to their size cap (check, summary, labels, annotations).
     pub fields_truncated: IntCounter,
+    /// Time a sink request waited for a token of the sink's rate limit.
+    pub sink_rate_limited: Histogram,
+    /// Updates dropped while rate-limited: a later action of the same
+    /// incident, queued behind them, carries the latest state.
+    pub sink_updates_coalesced: IntCounter,
 }
 
 /// Buckets of `triaged_event_lag_seconds`: fine below 10 ms, since the
@@ -229,6 +234,21 @@ impl Metrics {
         let fields_truncated =
             IntCounter::new("event_fields_truncated_total", "Event fields cut to their size cap, marked in the field.").unwrap();
         reg.register(Box::new(fields_truncated.clone())).unwrap();
+        let sink_rate_limited = Histogram::with_opts(
+            HistogramOpts::new(
+                "sink_rate_limited_seconds",
+                "Time a sink request (an action's first request, a look-up or a retry) waited for a token of the sink's rate limit.",
+            )
+            .buckets(vec![0.01, 0.1, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 900.0]),
+        )
+        .unwrap();
+        reg.register(Box::new(sink_rate_limited.clone())).unwrap();
+        let sink_updates_coalesced = IntCounter::new(
+            "sink_updates_coalesced_total",
+            "Incident updates not sent while the sink was rate-limited: a later action of the same incident carried the latest state.",
+        )
+        .unwrap();
+        reg.register(Box::new(sink_updates_coalesced.clone())).unwrap();
         let lag_buckets = LAG_BUCKETS.to_vec();
         let event_lag = Histogram::with_opts(
             HistogramOpts::new(
@@ -323,6 +343,8 @@ impl Metrics {
             state_depended_age,
             events_out_of_order,
             fields_truncated,
+            sink_rate_limited,
+            sink_updates_coalesced,
         };
         for p in PRIORITIES {
             m.open_incidents.with_label_values(&[p]);
@@ -333,7 +355,7 @@ impl Metrics {
 
     /// Exposed name of every metric (`triaged_…`), whether or not it has samples yet.
     pub fn names(&self) -> std::collections::BTreeSet<String> {
-        let all: [&dyn Collector; 38] = [
+        let all: [&dyn Collector; 40] = [
             &self.messages_received,
             &self.events_decoded,
             &self.events_failed,
@@ -372,6 +394,8 @@ impl Metrics {
             &self.state_depended_age,
             &self.events_out_of_order,
             &self.fields_truncated,
+            &self.sink_rate_limited,
+            &self.sink_updates_coalesced,
         ];
         let listener = self.listener.names().into_iter();
         let own = all.iter().flat_map(|c| c.desc()).map(|d| d.fq_name.clone()).chain(listener).map(|n| format!("triaged_{n}"));
@@ -445,6 +469,9 @@ mod tests {
             assert!(text.contains(&format!("triaged_open_incidents{{priority=\"{p}\"}} 0")), "{p}: {text}");
         }
         for line in ["triaged_events_decoded_total{source=\"other\"} 0", "triaged_events_dropped_total{source=\"native\"} 0"] {
+            assert!(text.contains(line), "{line}: {text}");
+        }
+        for line in ["triaged_sink_rate_limited_seconds_count 0", "triaged_sink_updates_coalesced_total 0"] {
             assert!(text.contains(line), "{line}: {text}");
         }
         assert!(text.contains("process_resident_memory_bytes"), "process metrics");

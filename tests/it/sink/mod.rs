@@ -1,5 +1,5 @@
 //! The ITSM sink against wiremock servers on 127.0.0.1: the three API
-//! profiles, status classification, retries, idempotent creation, shutdown
+//! profiles, status classification, retries, rate limits, idempotent creation, shutdown
 //! and secret handling. This module is the setup they share (a sample
 //! action, configs, mounted answers, what the server received); each area
 //! is a submodule.
@@ -9,6 +9,7 @@ mod delivery;
 mod generic;
 mod lookup;
 mod pagerduty;
+mod rate;
 mod secrets;
 mod servicenow;
 mod tls;
@@ -102,6 +103,7 @@ fn config(profile: SinkProfile, endpoint: &str) -> SinkConfig {
         },
         // These tests are about single requests; the breaker has its own.
         circuit: CircuitConfig { failure_threshold: 0, ..CircuitConfig::default() },
+        rate_limit: Default::default(),
         routing_key: None,
         max_response_bytes: 64 << 10,
         ca_file: None,

@@ -19,7 +19,7 @@ pub use self::http::{HttpConfig, TlsConfig};
 pub use self::kafka::{Format, KafkaConfig, KafkaSecrets, TopicConfig, OWNED_KAFKA_OPTIONS, SECRET_KAFKA_OPTIONS};
 pub use self::log::LogConfig;
 pub use self::rekey::{IngestConfig, RekeyConfig, RekeyScope, StateConfig};
-pub use self::sink::{AuthConfig, CircuitConfig, RetryConfig, SecretSource, SinkConfig, SinkProfile};
+pub use self::sink::{AuthConfig, CircuitConfig, RateLimitConfig, RetryConfig, SecretSource, SinkConfig, SinkProfile};
 
 /// A configuration problem, located by file and field (or line for syntax errors).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -349,6 +349,9 @@ impl Config {
             (Some(_), None) => err("sink.client_key_file", "is needed with sink.client_cert_file: set both or neither".into()),
             (None, Some(_)) => err("sink.client_cert_file", "is needed with sink.client_key_file: set both or neither".into()),
             _ => {}
+        }
+        for (field, message) in self.sink.rate_limit.errors(self.sink.profile) {
+            err(field, message);
         }
         if self.sink.retry.initial_backoff > self.sink.retry.max_backoff {
             err("sink.retry.initial_backoff", "is larger than sink.retry.max_backoff".into());

@@ -1,4 +1,5 @@
-//! `[sink]`: the ITSM profile and endpoint, its secrets, retries and circuit breaker.
+//! `[sink]`: the ITSM profile and endpoint, its secrets, retries, circuit
+//! breaker and rate limit.
 
 use std::path::PathBuf;
 
@@ -133,6 +134,54 @@ fn default_max_backoff() -> HumanDuration {
     dur("30s")
 }
 
+/// `[sink.rate_limit]`: a token bucket shared by the sink's workers; every
+/// HTTP request (look-ups and retries too) takes a token. While a worker
+/// waits for one, the updates it has queued for an incident coalesce into
+/// the latest; opens, reopens and resolves are only delayed.
+#[derive(Debug, Clone, Default, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct RateLimitConfig {
+    /// Requests per minute; 0 is no limit. Default: 120 for `pagerduty`,
+    /// no limit for the other profiles.
+    #[serde(default)]
+    pub per_minute: Option<u32>,
+    /// Requests that may go at once after a quiet spell (the bucket's
+    /// size). Default: 20, and never above `per_minute`.
+    #[serde(default)]
+    pub burst: Option<u32>,
+}
+
+/// PagerDuty's Events API v2 accepts about 120 events a minute per routing
+/// key and answers 429 past that:
+/// <https://developer.pagerduty.com/docs/events-api-v2-overview#rate-limits>.
+pub const PAGERDUTY_PER_MINUTE: u32 = 120;
+/// The default burst, PagerDuty's included.
+pub const DEFAULT_BURST: u32 = 20;
+
+impl RateLimitConfig {
+    /// `(per_minute, burst)` in force for `profile`, `None` for no limit.
+    /// A burst of 0 is returned as is (validation refuses it).
+    pub fn resolved(&self, profile: SinkProfile) -> Option<(u32, u32)> {
+        let default = match profile {
+            SinkProfile::Pagerduty => PAGERDUTY_PER_MINUTE,
+            _ => 0,
+        };
+        let per_minute = self.per_minute.unwrap_or(default);
+        if per_minute == 0 {
+            return None;
+        }
+        Some((per_minute, self.burst.unwrap_or(DEFAULT_BURST.min(per_minute))))
+    }
+
+    /// What `check` and `run` refuse: `(field, message)`.
+    pub fn errors(&self, profile: SinkProfile) -> Vec<(&'static str, String)> {
+        match self.resolved(profile) {
+            Some((_, 0)) => vec![("sink.rate_limit.burst", "must be at least 1 with a rate limit (per_minute = 0 is no limit)".into())],
+            _ => Vec::new(),
+        }
+    }
+}
+
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SinkConfig {
@@ -152,6 +201,9 @@ pub struct SinkConfig {
     pub retry: RetryConfig,
     #[serde(default)]
     pub circuit: CircuitConfig,
+    /// Requests per minute and burst (`[sink.rate_limit]`).
+    #[serde(default)]
+    pub rate_limit: RateLimitConfig,
     /// PagerDuty integration (routing) key; required for the pagerduty profile.
     #[serde(default)]
     pub routing_key: Option<SecretSource>,
@@ -183,4 +235,35 @@ fn default_sink_timeout() -> HumanDuration {
 
 fn default_sink_concurrency() -> usize {
     4
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn limit(per_minute: Option<u32>, burst: Option<u32>) -> RateLimitConfig {
+        RateLimitConfig { per_minute, burst }
+    }
+
+    #[test]
+    fn rate_limit_defaults_by_profile() {
+        let none = RateLimitConfig::default();
+        assert_eq!(none.resolved(SinkProfile::Pagerduty), Some((120, 20)));
+        assert_eq!(none.resolved(SinkProfile::Servicenow), None);
+        assert_eq!(none.resolved(SinkProfile::Generic), None);
+        assert_eq!(limit(Some(0), None).resolved(SinkProfile::Pagerduty), None, "0 turns the default off");
+        assert_eq!(limit(Some(600), Some(50)).resolved(SinkProfile::Servicenow), Some((600, 50)));
+        assert_eq!(limit(Some(6), None).resolved(SinkProfile::Generic), Some((6, 6)), "burst capped at per_minute");
+        assert_eq!(limit(None, Some(5)).resolved(SinkProfile::Pagerduty), Some((120, 5)));
+    }
+
+    #[test]
+    fn burst_zero_is_refused_only_with_a_limit() {
+        let errs = limit(Some(60), Some(0)).errors(SinkProfile::Generic);
+        assert_eq!(errs.len(), 1);
+        assert_eq!(errs[0].0, "sink.rate_limit.burst");
+        assert_eq!(limit(None, Some(0)).errors(SinkProfile::Pagerduty).len(), 1);
+        assert!(limit(None, Some(0)).errors(SinkProfile::Generic).is_empty(), "no limit, nothing to refuse");
+        assert!(limit(Some(0), Some(0)).errors(SinkProfile::Pagerduty).is_empty());
+    }
 }

@@ -131,6 +131,7 @@ pub fn demo_config(root: &std::path::Path, brokers: &str, sink: &str, listen: &s
             auth: AuthConfig::None,
             retry: RetryConfig::default(),
             circuit: CircuitConfig::default(),
+            rate_limit: Default::default(),
             routing_key: None,
             max_response_bytes: 64 << 10,
             ca_file: None,

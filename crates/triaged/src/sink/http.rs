@@ -59,7 +59,8 @@ impl RestSink {
     /// [`SinkError`]s, any status is returned. The duration is observed in
     /// `sink_request_duration_seconds{profile, operation}`. For an action
     /// with a claim, the claim is judged last, right before the request goes
-    /// out (see [`RestSink::for_action`]).
+    /// out (see [`RestSink::for_action`]), after the token of the sink's rate
+    /// limit (the wait is observed in `sink_rate_limited_seconds`).
     pub(super) async fn send(&self, op: &'static str, method: Method, url: Url, body: Option<&Value>) -> Result<Reply, SinkError> {
         let mut req: RequestBuilder = self.inner.client.request(method, url).header(ACCEPT, "application/json");
         if let Some(auth) = &self.inner.auth {
@@ -67,6 +68,11 @@ impl RestSink {
         }
         if let Some(body) = body {
             req = req.json(body);
+        }
+        let rate = &self.inner.rate;
+        if rate.is_limited() {
+            let waited = rate.take().await;
+            self.inner.metrics.sink_rate_limited.observe(waited.as_secs_f64());
         }
         self.claim_holds().await?;
         let started = Instant::now();

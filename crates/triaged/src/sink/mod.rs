@@ -8,13 +8,16 @@
 //!
 //! This module builds the sink and dispatches `deliver` / `look_up` to the
 //! profile (`profile/`); `http.rs` sends requests and classifies replies,
-//! `tls.rs` sets the client's CA bundle and certificate, `secret.rs` reads secrets, `retry.rs` and `breaker.rs` pace the retries.
+//! `tls.rs` sets the client's CA bundle and certificate, `secret.rs` reads secrets, `retry.rs` and `breaker.rs` pace the retries,
+//! `rate.rs` paces every request to the sink's rate limit.
 //! Secrets are read once at construction, kept out of `Debug`/`Display`, and
 //! scrubbed from any response excerpt that ends up in an error.
 
 pub mod breaker;
+mod coalesce;
 mod http;
 mod profile;
+pub mod rate;
 pub mod retry;
 mod secret;
 mod tls;
@@ -41,6 +44,7 @@ use crate::config::{AuthConfig, SinkConfig, SinkProfile};
 use crate::incident::{Action, SinkError};
 use crate::metrics::Metrics;
 use breaker::{Breaker, Outcome};
+use rate::RateLimit;
 use retry::Backoff;
 
 /// Bound of the ServiceNow key -> sys_id cache.
@@ -122,6 +126,8 @@ struct SinkInner {
     backoff: Backoff,
     /// Shared by every worker delivering through this sink.
     breaker: Breaker,
+    /// Shared by every worker too: each request takes a token.
+    rate: RateLimit,
     metrics: Metrics,
     /// Largest response body read (`sink.max_response_bytes`).
     max_response_bytes: usize,
@@ -219,6 +225,7 @@ impl RestSink {
                 scrub,
                 backoff: Backoff::new(&cfg.retry),
                 breaker: Breaker::new(&cfg.circuit, metrics.clone()),
+                rate: RateLimit::from_config(cfg),
                 metrics,
                 max_response_bytes: cfg.max_response_bytes,
                 sys_ids,
@@ -234,6 +241,11 @@ impl RestSink {
     /// The backoff policy `deliver` uses.
     pub fn backoff(&self) -> &Backoff {
         &self.inner.backoff
+    }
+
+    /// The rate limit every request of this sink waits for.
+    pub fn rate_limit(&self) -> &RateLimit {
+        &self.inner.rate
     }
 
     /// Whether this profile can look incidents up by key (PagerDuty's
