@@ -99,42 +99,17 @@ impl ProblemTracker {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::event::Severity;
-    use crate::incident::{CiRef, Incident, IncidentState};
+    use crate::incident::{CiRef, IncidentState};
     use chrono::TimeZone;
 
     fn action(kind: ActionKind, key: &str, root: &str) -> Action {
-        let t = Utc.with_ymd_and_hms(2026, 11, 24, 0, 0, 0).unwrap();
-        Action {
-            id: 1,
-            kind,
-            incident: Incident {
-                key: key.into(),
-                scope: format!("topology:{root}"),
-                title: "t".into(),
-                state: IncidentState::Open,
-                priority: 2,
-                impact: 2,
-                urgency: 2,
-                severity: Severity::Major,
-                root_cause: Some(CiRef { id: root.into(), name: root.into(), kind: "switch".into() }),
-                ci: None,
-                assignment_group: None,
-                oncall: None,
-                runbook: None,
-                impacted_services: vec![],
-                opened_at: t,
-                resolved_at: None,
-                event_count: 1,
-                members: vec![],
-                reasons: vec![],
-                parent: None,
-                redundancy_group: None,
-            },
-            notes: vec![],
-            claim: None,
-            resent: false,
-        }
+        let mut a = crate::incident::test_support::action(1, kind, key);
+        a.incident.scope = format!("topology:{root}");
+        a.incident.state = IncidentState::Open;
+        a.incident.resolved_at = None;
+        a.incident.event_count = 1;
+        a.incident.root_cause = Some(CiRef { id: root.into(), name: root.into(), kind: "switch".into() });
+        a
     }
 
     fn at(h: i64) -> DateTime<Utc> {
