@@ -38,17 +38,18 @@ impl Core {
     /// The reason a firing member `ci` of a group that still works adds to
     /// its decision, when it is one.
     pub(super) fn covered_reason(&self, ci: CiIdx) -> Option<String> {
+        if !self.covered_by_peers(ci) {
+            return None;
+        }
         let g = self.cmdb.group_of(ci)?;
         let down = self.down_members(g).len();
-        (!g.fails_with(down)).then(|| {
-            format!(
-                "; redundancy group {}: {} of {} members up (needs {}): its peers carry the load, so it explains no dependent and impacts no business service",
-                g.id,
-                g.members.len() - down,
-                g.members.len(),
-                g.min_up
-            )
-        })
+        Some(format!(
+            "; redundancy group {}: {} of {} members up (needs {}): its peers carry the load, so it explains no dependent and impacts no business service",
+            g.id,
+            g.members.len() - down,
+            g.members.len(),
+            g.min_up
+        ))
     }
 
     /// After `ci` fired into incident `inc_id`: when that takes its group
