@@ -46,11 +46,13 @@ impl Core {
         if let Some(r) = inc.root {
             cis.insert(r);
         }
-        // A redundancy group member whose peers carry the load impacts nothing.
-        for c in cis.into_iter().filter(|&c| self.counts_for_impact(inc, c)) {
+        // A redundancy group member whose peers carry the load impacts
+        // nothing, nor does the impact of a failure above it go through it.
+        let counted: Vec<CiIdx> = cis.into_iter().filter(|&c| self.counts_for_impact(inc, c)).collect();
+        for &c in &counted {
             crit = crit.min(self.cmdb.ci(c).criticality);
-            services.extend(self.cmdb.impacted_services(c));
         }
+        services.extend(self.cmdb.impacted_services_through(counted, |d| self.impact_passes(inc, d)));
         for s in &services {
             crit = crit.min(self.cmdb.ci(*s).criticality);
         }

@@ -35,6 +35,15 @@ impl Core {
         inc.failed_group.is_some() || self.cmdb.group_of(ci).is_none()
     }
 
+    /// The impact of a failure above `ci` goes on below it: `ci` is in no
+    /// redundancy group, or its group fails with `ci` counted as down (it
+    /// is below the failure, alerting or not), or failed in this incident.
+    pub(super) fn impact_passes(&self, inc: &Inc, ci: CiIdx) -> bool {
+        let Some(g) = self.cmdb.group_of(ci) else { return true };
+        let down = self.down_members(g);
+        inc.failed_group.is_some() || g.fails_with(down.len() + usize::from(!down.contains(&ci)))
+    }
+
     /// The reason a firing member `ci` of a group that still works adds to
     /// its decision, when it is one.
     pub(super) fn covered_reason(&self, ci: CiIdx) -> Option<String> {

@@ -360,8 +360,16 @@ impl Snapshot {
     /// Business services impacted by any of `cis` (one traversal for all of
     /// them, cheaper than a union of [`Snapshot::impacted_services`] calls), sorted.
     pub fn impacted_services_of(&self, cis: impl IntoIterator<Item = CiIdx>) -> Vec<CiIdx> {
+        self.impacted_services_through(cis, |_| true)
+    }
+
+    /// Business services impacted by any of `cis`, where the impact goes
+    /// on below a CI only when `passes` it (a redundancy group member whose
+    /// peers carry the load stops it), sorted.
+    pub fn impacted_services_through(&self, cis: impl IntoIterator<Item = CiIdx>, passes: impl Fn(CiIdx) -> bool) -> Vec<CiIdx> {
         let mut seen = BitSet::new(self.cis.len());
         let mut queue: Vec<CiIdx> = cis.into_iter().filter(|&c| seen.insert(c)).collect();
+        let starts = queue.len();
         let mut head = 0;
         let mut out = Vec::new();
         while head < queue.len() {
@@ -369,6 +377,9 @@ impl Snapshot {
             head += 1;
             if self.types[c as usize] == CiType::BusinessService {
                 out.push(c);
+            }
+            if head > starts && !passes(c) {
+                continue;
             }
             for &(d, _) in self.downstream(c) {
                 if seen.insert(d) {

@@ -543,3 +543,23 @@ redundancy_groups:
     ];
     assert_eq!(got, want);
 }
+
+#[test]
+fn impact_stops_where_the_walk_may_not_pass() {
+    let s = Snapshot::from_str(Path::new("g.yaml"), GROUPS_BELOW, false).unwrap_or_else(|e| panic!("{e:?}"));
+    let vm = s.by_id("vm-a").unwrap();
+    let db_a = s.by_id("db-a").unwrap();
+    assert_eq!(ids(&s, &s.impacted_services_through([vm], |_| true)), ["bs-shop"]);
+    assert!(s.impacted_services_through([vm], |c| c != db_a).is_empty(), "only through db-a");
+    assert_eq!(ids(&s, &s.impacted_services_through([db_a], |c| c != db_a)), ["bs-shop"], "a start always passes");
+}
+
+const GROUPS_BELOW: &str = r#"cis:
+  - { id: vm-a, name: vm-a, type: vm }
+  - { id: db-a, name: db-a, type: database, runs_on: [vm-a] }
+  - { id: db-b, name: db-b, type: database }
+  - { id: app, name: app, type: application, depends_on: [db-a, db-b] }
+  - { id: bs-shop, name: bs-shop, type: business_service, depends_on: [app] }
+redundancy_groups:
+  - { id: db, members: [db-a, db-b] }
+"#;
