@@ -495,6 +495,12 @@ endpoint = "http://127.0.0.1:8080"
     }
 
     #[test]
+    fn event_management_profile_by_name() {
+        let em = MINIMAL.replace("\"generic\"", "\"servicenow_em\"");
+        assert_eq!(Config::parse(Path::new("t.toml"), &em).unwrap().sink.profile, SinkProfile::ServicenowEm);
+    }
+
+    #[test]
     fn pagerduty_needs_routing_key() {
         let text = MINIMAL.replace("\"generic\"", "\"pagerduty\"");
         let errs = Config::parse(Path::new("t.toml"), &text).unwrap_err();

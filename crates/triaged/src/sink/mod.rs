@@ -1,10 +1,12 @@
-//! The ITSM sink: applies [`Action`]s over HTTP in one of three API profiles
-//! (generic PUT, ServiceNow Table API, PagerDuty Events API v2).
+//! The ITSM sink: applies [`Action`]s over HTTP in one of four API profiles
+//! (generic PUT, ServiceNow Table API, PagerDuty Events API v2, ServiceNow
+//! Event Management).
 //!
 //! Creation is idempotent by the incident's correlation key: the generic
 //! profile PUTs by key, PagerDuty dedups by `dedup_key`, and for ServiceNow
 //! the sink looks the key up (`correlation_id`) before every create, so a
-//! create whose response was lost is found instead of duplicated.
+//! create whose response was lost is found instead of duplicated. ServiceNow
+//! Event Management folds every event of one `message_key` into one alert.
 //!
 //! This module builds the sink and dispatches `deliver` / `look_up` to the
 //! profile (`profile/`); `http.rs` sends requests and classifies replies,
@@ -249,9 +251,10 @@ impl RestSink {
     }
 
     /// Whether this profile can look incidents up by key (PagerDuty's
-    /// Events API cannot).
+    /// Events API and ServiceNow Event Management cannot: events go in,
+    /// alerts are not read back by key).
     pub fn can_look_up(&self) -> bool {
-        !matches!(self.inner.profile, SinkProfile::Pagerduty)
+        !matches!(self.inner.profile, SinkProfile::Pagerduty | SinkProfile::ServicenowEm)
     }
 
     /// What the ITSM holds under incident `key`, with the sink's retries.
@@ -260,7 +263,7 @@ impl RestSink {
             match self.inner.profile {
                 SinkProfile::Generic => self.generic_look_up(key).await,
                 SinkProfile::Servicenow => self.sn_state(key).await,
-                SinkProfile::Pagerduty => Ok(Remote::Unknown),
+                SinkProfile::Pagerduty | SinkProfile::ServicenowEm => Ok(Remote::Unknown),
             }
         })
         .await
@@ -275,6 +278,7 @@ impl RestSink {
             SinkProfile::Generic => self.generic(action).await,
             SinkProfile::Servicenow => self.servicenow(action).await,
             SinkProfile::Pagerduty => self.pagerduty(action).await,
+            SinkProfile::ServicenowEm => self.servicenow_em(action).await,
         };
         if let Err(e @ (SinkError::Retryable { .. } | SinkError::Permanent(_))) = &result {
             self.inner.metrics.sink_errors.with_label_values(&[e.class()]).inc();

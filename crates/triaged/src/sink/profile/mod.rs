@@ -1,9 +1,10 @@
-//! The sink's three API profiles, one module each, and the text helpers
+//! The sink's four API profiles, one module each, and the text helpers
 //! their request bodies share (member lines, truncation).
 
 mod generic;
 mod pagerduty;
 mod servicenow;
+mod servicenow_em;
 
 /// At most `max` characters, the last one an ellipsis when cut.
 pub(super) fn truncate(s: &str, max: usize) -> String {
