@@ -1,4 +1,4 @@
-//! The ITSM sink against wiremock servers on 127.0.0.1: the four API
+//! The ITSM sink against wiremock servers on 127.0.0.1: the five API
 //! profiles, status classification, retries, rate limits, idempotent creation, shutdown
 //! and secret handling. This module is the setup they share (a sample
 //! action, configs, mounted answers, what the server received); each area
@@ -7,6 +7,7 @@
 mod body_cap;
 mod delivery;
 mod generic;
+mod jsm;
 mod lookup;
 mod pagerduty;
 mod rate;

@@ -20,6 +20,8 @@ pub enum SinkProfile {
     /// ServiceNow Event Management (`/api/global/em/jsonv2`), events
     /// correlated into one alert by `message_key`.
     ServicenowEm,
+    /// Jira Service Management Operations alerts (`/v1/alerts`), by alias.
+    Jsm,
 }
 
 impl SinkProfile {
@@ -29,6 +31,7 @@ impl SinkProfile {
             SinkProfile::Servicenow => "servicenow",
             SinkProfile::Pagerduty => "pagerduty",
             SinkProfile::ServicenowEm => "servicenow_em",
+            SinkProfile::Jsm => "jsm",
         }
     }
 }
@@ -85,6 +88,10 @@ pub enum AuthConfig {
     Bearer { token: SecretSource },
     /// HTTP basic auth.
     Basic { username: String, password: SecretSource },
+    /// `Authorization: GenieKey <token>`: a Jira Service Management
+    /// Operations API integration key; `jsm` profile only.
+    #[serde(rename = "genie_key")]
+    GenieKey { token: SecretSource },
 }
 
 #[derive(Debug, Clone, Deserialize)]

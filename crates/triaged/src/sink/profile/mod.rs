@@ -1,7 +1,8 @@
-//! The sink's four API profiles, one module each, and the text helpers
+//! The sink's five API profiles, one module each, and the text helpers
 //! their request bodies share (member lines, the long description, truncation).
 
 mod generic;
+mod jsm;
 mod pagerduty;
 mod servicenow;
 mod servicenow_em;
