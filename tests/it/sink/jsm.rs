@@ -13,7 +13,7 @@ use triaged::sink::Remote;
 
 use super::{answer, answer_once, body, build, config_with_auth, file_secret, received, sample_action, secret_file, KEY};
 
-const ALERTS: &str = "/v1/alerts";
+const ALERTS: &str = "/v2/alerts";
 
 /// A jsm config against `server` with the API key in a temp file.
 fn jsm_config(server: &MockServer) -> (tempfile::TempDir, SinkConfig) {

@@ -2,14 +2,14 @@
 //! alerts addressed by `alias`, the incident key, with
 //! `identifierType=alias`.
 //!
-//! - open and reopen: `POST /v1/alerts`. JSM de-duplicates a create whose
+//! - open and reopen: `POST /v2/alerts`. JSM de-duplicates a create whose
 //!   alias has an open alert (a resend changes nothing), and a create whose
 //!   alias has only closed alerts opens a new alert: that is the reopen.
-//! - update: `PUT /v1/alerts/{alias}/priority` when the priority differs
+//! - update: `PUT /v2/alerts/{alias}/priority` when the priority differs
 //!   from the one last sent (or none is known, after a restart), then
-//!   `POST /v1/alerts/{alias}/notes` with the action's notes.
-//! - resolve: `POST /v1/alerts/{alias}/close`.
-//! - look-up: `GET /v1/alerts/{alias}`, `data.status` open or closed.
+//!   `POST /v2/alerts/{alias}/notes` with the action's notes.
+//! - resolve: `POST /v2/alerts/{alias}/close`.
+//! - look-up: `GET /v2/alerts/{alias}`, `data.status` open or closed.
 //!
 //! JSM answers writes with 202 Accepted and processes them later; the 202
 //! is taken as delivered and its `requestId` is logged at debug level.
@@ -39,7 +39,7 @@ impl RestSink {
         let notes = action.notes.join("\n");
         match action.kind {
             ActionKind::Open | ActionKind::Reopen => {
-                let url = self.url(&["v1", "alerts"]);
+                let url = self.url(&["v2", "alerts"]);
                 self.jsm_call("create", Method::POST, url, key, &jsm_alert(action)).await?;
                 self.inner.priorities.insert(key.clone(), jsm_priority(inc.priority).to_owned());
             }
@@ -78,11 +78,11 @@ impl RestSink {
         }
     }
 
-    /// `/v1/alerts/{alias}[/{op}]?identifierType=alias`.
+    /// `/v2/alerts/{alias}[/{op}]?identifierType=alias`.
     fn alias_url(&self, key: &str, op: Option<&str>) -> Url {
         let mut url = match op {
-            Some(op) => self.url(&["v1", "alerts", key, op]),
-            None => self.url(&["v1", "alerts", key]),
+            Some(op) => self.url(&["v2", "alerts", key, op]),
+            None => self.url(&["v2", "alerts", key]),
         };
         url.query_pairs_mut().append_pair("identifierType", "alias");
         url
