@@ -1,4 +1,4 @@
-//! The ITSM sink against wiremock servers on 127.0.0.1: the three API
+//! The ITSM sink against wiremock servers on 127.0.0.1: the five API
 //! profiles, status classification, retries, rate limits, idempotent creation, shutdown
 //! and secret handling. This module is the setup they share (a sample
 //! action, configs, mounted answers, what the server received); each area
@@ -7,11 +7,13 @@
 mod body_cap;
 mod delivery;
 mod generic;
+mod jsm;
 mod lookup;
 mod pagerduty;
 mod rate;
 mod secrets;
 mod servicenow;
+mod servicenow_em;
 mod tls;
 
 use std::path::{Path, PathBuf};

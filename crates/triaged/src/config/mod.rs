@@ -220,7 +220,7 @@ impl Config {
         };
         match &mut self.sink.auth {
             AuthConfig::None => {}
-            AuthConfig::Bearer { token } => fix_secret(token),
+            AuthConfig::Bearer { token } | AuthConfig::GenieKey { token } => fix_secret(token),
             AuthConfig::Basic { password, .. } => fix_secret(password),
         }
         if let Some(rk) = self.sink.routing_key.as_mut() {
@@ -372,13 +372,23 @@ impl Config {
         }
         match &self.sink.auth {
             AuthConfig::None => {}
-            AuthConfig::Bearer { token } => check_secret("sink.auth.token", token),
+            AuthConfig::Bearer { token } | AuthConfig::GenieKey { token } => check_secret("sink.auth.token", token),
             AuthConfig::Basic { password, .. } => check_secret("sink.auth.password", password),
         }
         match (&self.sink.profile, &self.sink.routing_key) {
             (SinkProfile::Pagerduty, None) => check_secret("sink.routing_key", &SecretSource { env: None, file: None }),
             (SinkProfile::Pagerduty, Some(rk)) => check_secret("sink.routing_key", rk),
             (_, Some(_)) => err("sink.routing_key", "is only used by the pagerduty profile".into()),
+            _ => {}
+        }
+        let jsm = self.sink.profile == SinkProfile::Jsm;
+        match &self.sink.auth {
+            AuthConfig::None | AuthConfig::Bearer { .. } if jsm => err(
+                "sink.auth",
+                "the jsm profile authenticates with kind = \"genie_key\" (an API integration key) or \"basic\" (email and API token)"
+                    .into(),
+            ),
+            AuthConfig::GenieKey { .. } if !jsm => err("sink.auth", "kind = \"genie_key\" is only used by the jsm profile".into()),
             _ => {}
         }
         self.http.validate(&mut err);
@@ -492,6 +502,31 @@ endpoint = "http://127.0.0.1:8080"
         let scope = format!("{MINIMAL}[rekey]\ntopic = \"rk\"\nscope = \"rack\"\n");
         let errs = Config::parse(Path::new("t.toml"), &scope).unwrap_err();
         assert!(errs[0].message.contains("rack"), "{}", errs[0]);
+    }
+
+    #[test]
+    fn event_management_profile_by_name() {
+        let em = MINIMAL.replace("\"generic\"", "\"servicenow_em\"");
+        assert_eq!(Config::parse(Path::new("t.toml"), &em).unwrap().sink.profile, SinkProfile::ServicenowEm);
+    }
+
+    #[test]
+    fn jsm_profile_by_name_authenticates_with_a_genie_key_or_basic() {
+        let auth = "[sink.auth]\nkind = \"genie_key\"\ntoken = { env = \"JSM_API_KEY\" }\n";
+        let jsm = format!("{}{auth}", MINIMAL.replace("\"generic\"", "\"jsm\""));
+        let cfg = Config::parse(Path::new("t.toml"), &jsm).unwrap();
+        assert_eq!(cfg.sink.profile, SinkProfile::Jsm);
+        assert!(matches!(cfg.sink.auth, AuthConfig::GenieKey { .. }));
+        let basic = "[sink.auth]\nkind = \"basic\"\nusername = \"ops@example.com\"\npassword = { env = \"JSM_API_TOKEN\" }\n";
+        assert!(Config::parse(Path::new("t.toml"), &format!("{}{basic}", MINIMAL.replace("\"generic\"", "\"jsm\""))).is_ok());
+        let no_auth = MINIMAL.replace("\"generic\"", "\"jsm\"");
+        let errs = Config::parse(Path::new("t.toml"), &no_auth).unwrap_err();
+        assert_eq!(errs[0].location, "sink.auth");
+        assert!(errs[0].message.contains("genie_key"), "{}", errs[0]);
+        let elsewhere = format!("{MINIMAL}{auth}");
+        let errs = Config::parse(Path::new("t.toml"), &elsewhere).unwrap_err();
+        assert_eq!(errs[0].location, "sink.auth");
+        assert!(errs[0].message.contains("only used by the jsm profile"), "{}", errs[0]);
     }
 
     #[test]

@@ -9,7 +9,7 @@ use super::{dur, HumanDuration};
 
 /// Which ITSM API the sink speaks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "lowercase")]
+#[serde(rename_all = "snake_case")]
 pub enum SinkProfile {
     /// `PUT {endpoint}/incidents/{key}` with the whole incident as JSON.
     Generic,
@@ -17,6 +17,11 @@ pub enum SinkProfile {
     Servicenow,
     /// PagerDuty Events API v2 (`/v2/enqueue`).
     Pagerduty,
+    /// ServiceNow Event Management (`/api/global/em/jsonv2`), events
+    /// correlated into one alert by `message_key`.
+    ServicenowEm,
+    /// Jira Service Management Operations alerts (`/v1/alerts`), by alias.
+    Jsm,
 }
 
 impl SinkProfile {
@@ -25,6 +30,8 @@ impl SinkProfile {
             SinkProfile::Generic => "generic",
             SinkProfile::Servicenow => "servicenow",
             SinkProfile::Pagerduty => "pagerduty",
+            SinkProfile::ServicenowEm => "servicenow_em",
+            SinkProfile::Jsm => "jsm",
         }
     }
 }
@@ -81,6 +88,10 @@ pub enum AuthConfig {
     Bearer { token: SecretSource },
     /// HTTP basic auth.
     Basic { username: String, password: SecretSource },
+    /// `Authorization: GenieKey <token>`: a Jira Service Management
+    /// Operations API integration key; `jsm` profile only.
+    #[serde(rename = "genie_key")]
+    GenieKey { token: SecretSource },
 }
 
 #[derive(Debug, Clone, Deserialize)]

@@ -55,6 +55,16 @@ impl RestSink {
         self.check(op, reply)
     }
 
+    /// A look-up by GET: `None` for a 404 (no such record), else the 2xx
+    /// body; other statuses are classified as by [`RestSink::check`].
+    pub(super) async fn get_or_missing(&self, url: Url) -> Result<Option<Vec<u8>>, SinkError> {
+        let reply = self.send("lookup", Method::GET, url, None).await?;
+        if reply.status == StatusCode::NOT_FOUND {
+            return Ok(None);
+        }
+        self.check("lookup", reply).map(Some)
+    }
+
     /// Sends one request and reads the response; transport failures become
     /// [`SinkError`]s, any status is returned. The duration is observed in
     /// `sink_request_duration_seconds{profile, operation}`. For an action

@@ -1,10 +1,13 @@
-//! The ITSM sink: applies [`Action`]s over HTTP in one of three API profiles
-//! (generic PUT, ServiceNow Table API, PagerDuty Events API v2).
+//! The ITSM sink: applies [`Action`]s over HTTP in one of five API profiles
+//! (generic PUT, ServiceNow Table API, PagerDuty Events API v2, ServiceNow
+//! Event Management, Jira Service Management Operations alerts).
 //!
 //! Creation is idempotent by the incident's correlation key: the generic
 //! profile PUTs by key, PagerDuty dedups by `dedup_key`, and for ServiceNow
 //! the sink looks the key up (`correlation_id`) before every create, so a
-//! create whose response was lost is found instead of duplicated.
+//! create whose response was lost is found instead of duplicated. ServiceNow
+//! Event Management folds every event of one `message_key` into one alert,
+//! and Jira Service Management de-duplicates open alerts by `alias`.
 //!
 //! This module builds the sink and dispatches `deliver` / `look_up` to the
 //! profile (`profile/`); `http.rs` sends requests and classifies replies,
@@ -47,7 +50,7 @@ use breaker::{Breaker, Outcome};
 use rate::RateLimit;
 use retry::Backoff;
 
-/// Bound of the ServiceNow key -> sys_id cache.
+/// Bound of each per-key cache (ServiceNow sys_ids, JSM priorities).
 const SYS_ID_CACHE_CAPACITY: u64 = 50_000;
 /// Entries unused this long leave the cache (they are looked up again).
 const SYS_ID_CACHE_IDLE: Duration = Duration::from_secs(7 * 86_400);
@@ -118,7 +121,7 @@ struct SinkInner {
     client: reqwest::Client,
     /// Precomputed `Authorization` value, marked sensitive.
     auth: Option<HeaderValue>,
-    /// `none`, `bearer` or `basic` (for Debug).
+    /// `none`, `bearer`, `basic` or `genie_key` (for Debug).
     auth_kind: &'static str,
     routing_key: Option<Secret>,
     /// Every secret string (and encoding of one) to scrub from error text.
@@ -133,6 +136,19 @@ struct SinkInner {
     max_response_bytes: usize,
     /// ServiceNow: correlation key -> sys_id of incidents seen or created.
     sys_ids: Cache<String, String>,
+    /// Jira Service Management: alias -> the priority last sent for it.
+    priorities: Cache<String, String>,
+}
+
+/// `Authorization: <scheme> <token>` from the secret `token`, marked
+/// sensitive; the token joins the strings scrubbed from error text.
+fn token_header(scheme: &str, token: &crate::config::SecretSource, scrub: &mut Vec<Secret>) -> Result<HeaderValue, SinkBuildError> {
+    let field = "sink.auth.token";
+    let token = read_secret(field, token)?;
+    let mut value = HeaderValue::from_str(&format!("{scheme} {}", token.expose())).map_err(|_| SinkBuildError::InvalidSecret { field })?;
+    value.set_sensitive(true);
+    scrub.push(token);
+    Ok(value)
 }
 
 /// The endpoint for humans: no password, no trailing slash.
@@ -178,15 +194,8 @@ impl RestSink {
         let mut scrub = Vec::new();
         let (auth, auth_kind) = match &cfg.auth {
             AuthConfig::None => (None, "none"),
-            AuthConfig::Bearer { token } => {
-                let field = "sink.auth.token";
-                let token = read_secret(field, token)?;
-                let mut value =
-                    HeaderValue::from_str(&format!("Bearer {}", token.expose())).map_err(|_| SinkBuildError::InvalidSecret { field })?;
-                value.set_sensitive(true);
-                scrub.push(token);
-                (Some(value), "bearer")
-            }
+            AuthConfig::Bearer { token } => (Some(token_header("Bearer", token, &mut scrub)?), "bearer"),
+            AuthConfig::GenieKey { token } => (Some(token_header("GenieKey", token, &mut scrub)?), "genie_key"),
             AuthConfig::Basic { username, password } => {
                 let field = "sink.auth.password";
                 let password = read_secret(field, password)?;
@@ -212,6 +221,7 @@ impl RestSink {
         let client = http::client(cfg)?;
 
         let sys_ids = Cache::builder().max_capacity(SYS_ID_CACHE_CAPACITY).time_to_idle(SYS_ID_CACHE_IDLE).build();
+        let priorities = Cache::builder().max_capacity(SYS_ID_CACHE_CAPACITY).time_to_idle(SYS_ID_CACHE_IDLE).build();
         Ok(RestSink {
             ownership: None,
             claim: None,
@@ -229,6 +239,7 @@ impl RestSink {
                 metrics,
                 max_response_bytes: cfg.max_response_bytes,
                 sys_ids,
+                priorities,
             }),
         })
     }
@@ -249,9 +260,10 @@ impl RestSink {
     }
 
     /// Whether this profile can look incidents up by key (PagerDuty's
-    /// Events API cannot).
+    /// Events API and ServiceNow Event Management cannot: events go in,
+    /// alerts are not read back by key).
     pub fn can_look_up(&self) -> bool {
-        !matches!(self.inner.profile, SinkProfile::Pagerduty)
+        !matches!(self.inner.profile, SinkProfile::Pagerduty | SinkProfile::ServicenowEm)
     }
 
     /// What the ITSM holds under incident `key`, with the sink's retries.
@@ -260,7 +272,8 @@ impl RestSink {
             match self.inner.profile {
                 SinkProfile::Generic => self.generic_look_up(key).await,
                 SinkProfile::Servicenow => self.sn_state(key).await,
-                SinkProfile::Pagerduty => Ok(Remote::Unknown),
+                SinkProfile::Jsm => self.jsm_look_up(key).await,
+                SinkProfile::Pagerduty | SinkProfile::ServicenowEm => Ok(Remote::Unknown),
             }
         })
         .await
@@ -275,6 +288,8 @@ impl RestSink {
             SinkProfile::Generic => self.generic(action).await,
             SinkProfile::Servicenow => self.servicenow(action).await,
             SinkProfile::Pagerduty => self.pagerduty(action).await,
+            SinkProfile::ServicenowEm => self.servicenow_em(action).await,
+            SinkProfile::Jsm => self.jsm(action).await,
         };
         if let Err(e @ (SinkError::Retryable { .. } | SinkError::Permanent(_))) = &result {
             self.inner.metrics.sink_errors.with_label_values(&[e.class()]).inc();

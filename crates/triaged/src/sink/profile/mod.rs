@@ -1,9 +1,11 @@
-//! The sink's three API profiles, one module each, and the text helpers
-//! their request bodies share (member lines, truncation).
+//! The sink's five API profiles, one module each, and the text helpers
+//! their request bodies share (member lines, the long description, truncation).
 
 mod generic;
+mod jsm;
 mod pagerduty;
 mod servicenow;
+mod servicenow_em;
 
 /// At most `max` characters, the last one an ellipsis when cut.
 pub(super) fn truncate(s: &str, max: usize) -> String {
@@ -19,6 +21,45 @@ pub(super) fn truncate(s: &str, max: usize) -> String {
 fn member_line(m: &crate::incident::Member) -> String {
     let on = m.ci.as_ref().map(|c| format!(" on {}", c.name)).unwrap_or_default();
     format!("{}/{}{on}: {} {}, {} event(s): {}", m.source, m.check, m.severity.as_str(), m.status.as_str(), m.count, m.summary)
+}
+
+/// A long description (ServiceNow `description`, JSM alert `description`):
+/// what an operator needs without opening triaged.
+fn description(inc: &crate::incident::Incident) -> String {
+    let mut out = String::new();
+    let mut line = |s: String| {
+        out.push_str(&s);
+        out.push('\n');
+    };
+    match &inc.root_cause {
+        Some(rc) => line(format!("Root cause: {} ({}, {})", rc.name, rc.kind, rc.id)),
+        None => line("Root cause: not determined".into()),
+    }
+    if inc.impacted_services.is_empty() {
+        line("Impacted services: none known".into());
+    } else {
+        line(format!("Impacted services: {}", inc.impacted_services.join(", ")));
+    }
+    line(format!("Priority: P{} (impact {}, urgency {}), severity {}", inc.priority, inc.impact, inc.urgency, inc.severity.as_str()));
+    line(format!("Scope: {}", inc.scope));
+    if let Some(runbook) = &inc.runbook {
+        line(format!("Runbook: {runbook}"));
+    }
+    if let Some(oncall) = &inc.oncall {
+        line(format!("On-call: {oncall}"));
+    }
+    line(format!("Members ({}, {} events in total):", inc.members.len(), inc.event_count));
+    for m in &inc.members {
+        line(format!("- {}", member_line(m)));
+    }
+    if !inc.reasons.is_empty() {
+        line("Reasons:".into());
+        for r in &inc.reasons {
+            line(format!("- {r}"));
+        }
+    }
+    line(format!("Correlation key: {} (triaged)", inc.key));
+    out.trim_end().to_owned()
 }
 
 #[cfg(test)]

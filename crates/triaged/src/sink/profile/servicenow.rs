@@ -5,8 +5,8 @@ use reqwest::{Method, StatusCode};
 use serde_json::{Map, Value};
 use tracing::debug;
 
-use super::{member_line, truncate};
-use crate::incident::{Action, ActionKind, Incident, SinkError};
+use super::{description, truncate};
+use crate::incident::{Action, ActionKind, SinkError};
 use crate::sink::{Remote, RestSink};
 
 /// ServiceNow `short_description` limit applied by the sink.
@@ -122,7 +122,7 @@ impl RestSink {
         body.insert("correlation_id".into(), inc.key.clone().into());
         body.insert("correlation_display".into(), "triaged".into());
         body.insert("short_description".into(), truncate(&inc.title, SN_SHORT_DESCRIPTION_MAX).into());
-        body.insert("description".into(), sn_description(inc).into());
+        body.insert("description".into(), description(inc).into());
         if let Some(ci) = &inc.ci {
             body.insert("cmdb_ci".into(), ci.name.clone().into());
         }
@@ -193,42 +193,4 @@ impl RestSink {
         }
         self.check("update", reply).map(|_| Patched::Done)
     }
-}
-
-/// ServiceNow `description`: what an operator needs without opening triaged.
-fn sn_description(inc: &Incident) -> String {
-    let mut out = String::new();
-    let mut line = |s: String| {
-        out.push_str(&s);
-        out.push('\n');
-    };
-    match &inc.root_cause {
-        Some(rc) => line(format!("Root cause: {} ({}, {})", rc.name, rc.kind, rc.id)),
-        None => line("Root cause: not determined".into()),
-    }
-    if inc.impacted_services.is_empty() {
-        line("Impacted services: none known".into());
-    } else {
-        line(format!("Impacted services: {}", inc.impacted_services.join(", ")));
-    }
-    line(format!("Priority: P{} (impact {}, urgency {}), severity {}", inc.priority, inc.impact, inc.urgency, inc.severity.as_str()));
-    line(format!("Scope: {}", inc.scope));
-    if let Some(runbook) = &inc.runbook {
-        line(format!("Runbook: {runbook}"));
-    }
-    if let Some(oncall) = &inc.oncall {
-        line(format!("On-call: {oncall}"));
-    }
-    line(format!("Members ({}, {} events in total):", inc.members.len(), inc.event_count));
-    for m in &inc.members {
-        line(format!("- {}", member_line(m)));
-    }
-    if !inc.reasons.is_empty() {
-        line("Reasons:".into());
-        for r in &inc.reasons {
-            line(format!("- {r}"));
-        }
-    }
-    line(format!("Correlation key: {} (triaged)", inc.key));
-    out.trim_end().to_owned()
 }
