@@ -15,18 +15,31 @@ use crate::incident::GroupState;
 use crate::topology::{CiIdx, RedundancyGroup};
 
 impl Core {
+    /// Whether member `m`'s topology alerts fire.
+    fn is_down(&self, m: CiIdx) -> bool {
+        self.ci_active.get(&m).is_some_and(|a| a.firing > 0)
+    }
+
     /// Members of `g` whose topology alerts fire.
     fn down_members(&self, g: &RedundancyGroup) -> Vec<CiIdx> {
-        g.members.iter().copied().filter(|m| self.ci_active.get(m).is_some_and(|a| a.firing > 0)).collect()
+        g.members.iter().copied().filter(|&m| self.is_down(m)).collect()
     }
 
     /// `ci` is a member of a redundancy group whose peers still carry the
     /// load, and the incident it is in has not seen the group fail: it
     /// explains no dependent.
     pub(super) fn covered_by_peers(&self, ci: CiIdx) -> bool {
-        let Some(g) = self.cmdb.group_of(ci) else { return false };
+        self.covering_group(ci).is_some()
+    }
+
+    /// When `ci` is covered by its peers: its group and how many of its
+    /// members are down.
+    fn covering_group(&self, ci: CiIdx) -> Option<(&RedundancyGroup, usize)> {
+        let g = self.cmdb.group_of(ci)?;
         let failed_here = self.ci_active.get(&ci).and_then(|a| self.incidents.get(&a.incident)).is_some_and(|i| i.failed_group.is_some());
-        !failed_here && !g.fails_with(self.down_members(g).len())
+        // Counted, not collected: this runs for every failing upstream candidate.
+        let down = g.members.iter().filter(|&&m| self.is_down(m)).count();
+        (!failed_here && !g.fails_with(down)).then_some((g, down))
     }
 
     /// A member CI of an incident that counts for its impact: not a member
@@ -40,18 +53,14 @@ impl Core {
     /// is below the failure, alerting or not), or failed in this incident.
     pub(super) fn impact_passes(&self, inc: &Inc, ci: CiIdx) -> bool {
         let Some(g) = self.cmdb.group_of(ci) else { return true };
-        let down = self.down_members(g);
-        inc.failed_group.is_some() || g.fails_with(down.len() + usize::from(!down.contains(&ci)))
+        let down = g.members.iter().filter(|&&m| m == ci || self.is_down(m)).count();
+        inc.failed_group.is_some() || g.fails_with(down)
     }
 
     /// The reason a firing member `ci` of a group that still works adds to
     /// its decision, when it is one.
     pub(super) fn covered_reason(&self, ci: CiIdx) -> Option<String> {
-        if !self.covered_by_peers(ci) {
-            return None;
-        }
-        let g = self.cmdb.group_of(ci)?;
-        let down = self.down_members(g).len();
+        let (g, down) = self.covering_group(ci)?;
         Some(format!(
             "; redundancy group {}: {} of {} members up (needs {}): its peers carry the load, so it explains no dependent and impacts no business service",
             g.id,
