@@ -53,14 +53,12 @@ impl RestSink {
                     self.inner.priorities.insert(key.clone(), priority.to_owned());
                 }
                 if !notes.is_empty() {
-                    let body = json!({ "note": truncate(&notes, JSM_NOTE_MAX), "source": JSM_SOURCE, "user": JSM_SOURCE });
-                    self.jsm_call("note", Method::POST, self.alias_url(key, Some("notes")), key, &body).await?;
+                    self.jsm_call("note", Method::POST, self.alias_url(key, Some("notes")), key, &jsm_note(&notes)).await?;
                 }
             }
             ActionKind::Resolve => {
                 let note = if notes.is_empty() { "All member events cleared; closed by triaged.".to_owned() } else { notes };
-                let body = json!({ "note": truncate(&note, JSM_NOTE_MAX), "source": JSM_SOURCE, "user": JSM_SOURCE });
-                self.jsm_call("close", Method::POST, self.alias_url(key, Some("close")), key, &body).await?;
+                self.jsm_call("close", Method::POST, self.alias_url(key, Some("close")), key, &jsm_note(&note)).await?;
                 self.inner.priorities.invalidate(key);
             }
         }
@@ -97,6 +95,11 @@ impl RestSink {
         debug!(key = %key, operation = op, request_id = %request_id, "JSM accepted the request");
         Ok(())
     }
+}
+
+/// The body of a note or a close: the text, cut to JSM's limit, by triaged.
+fn jsm_note(text: &str) -> Value {
+    json!({ "note": truncate(text, JSM_NOTE_MAX), "source": JSM_SOURCE, "user": JSM_SOURCE })
 }
 
 /// `P1`..`P5` from the incident priority (1 highest).
