@@ -26,13 +26,13 @@ struct Cli {
     /// Log line format: `text`, or `json` (one object per line). Logs go to
     /// stderr, coloured only when stderr is a terminal. When given, overrides
     /// the config's `[log] format`.
-    #[arg(long, global = true, env = "TRIAGED_LOG_FORMAT", value_enum, default_value_t = Output::Text)]
-    log_format: Output,
+    #[arg(long, global = true, env = "TRIAGED_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
     #[command(subcommand)]
     cmd: Cmd,
 }
 
-/// How `triaged replay` prints its incident actions, and the log format.
+/// How `triaged replay` prints its incident actions.
 #[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
 enum Output {
     Text,
@@ -161,11 +161,7 @@ fn main() -> ExitCode {
         _ => (None, None),
     };
     let log = log.unwrap_or_default();
-    let format = match (given("log_format"), cli.log_format) {
-        (false, _) => log.format,
-        (true, Output::Text) => LogFormat::Text,
-        (true, Output::Json) => LogFormat::Json,
-    };
+    let format = if given("log_format") { cli.log_format } else { log.format };
     let filter = match &cli.cmd {
         _ if given("log") => cli.log.as_str(),
         // The demo prints its own story; keep library logs to warnings unless asked.
