@@ -5,6 +5,7 @@
 //! **Every incident has a deterministic correlation key**: the sink uses it to
 //! make creation idempotent (look up before create, or an idempotent PUT).
 
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
@@ -77,6 +78,11 @@ pub struct Incident {
     pub state: IncidentState,
     /// ITIL priority 1 (critical) .. 5 (planning), from impact x urgency.
     pub priority: u8,
+    /// The highest priority (lowest number) the incident has been sent
+    /// with: a route that paged it at P1 keeps getting its updates and its
+    /// resolve after it is downgraded. Equal to `priority` in a first action.
+    #[serde(default)]
+    pub peak_priority: u8,
     /// ITIL impact 1 (high) .. 3 (low).
     pub impact: u8,
     /// ITIL urgency 1 (high) .. 3 (low).
@@ -111,6 +117,29 @@ pub struct Incident {
     /// The redundancy group of the root cause, when it is in one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub redundancy_group: Option<GroupState>,
+    /// Per sink name: the fields a person changed at that ITSM, which the
+    /// sink no longer writes (field ownership).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub human_owned: BTreeMap<String, HumanOwned>,
+}
+
+/// Fields of an ITSM record that a person changed there: from then on they
+/// are the person's, and triaged stops writing them to that record.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HumanOwned {
+    /// Priority (ServiceNow urgency and impact, the ticket's priority).
+    #[serde(default)]
+    pub priority: bool,
+    /// Assignment group (queue) and assignee.
+    #[serde(default)]
+    pub assignment: bool,
+}
+
+impl Incident {
+    /// What a person owns of this incident's record at sink `sink`.
+    pub fn owned_at(&self, sink: &str) -> HumanOwned {
+        self.human_owned.get(sink).copied().unwrap_or_default()
+    }
 }
 
 /// A redundancy group as an incident shows it.
@@ -219,6 +248,8 @@ pub(crate) mod test_support {
                 reasons: vec![],
                 parent: None,
                 redundancy_group: None,
+                human_owned: Default::default(),
+                peak_priority: 2,
             },
             notes: vec![],
             claim: None,

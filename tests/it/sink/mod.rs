@@ -85,6 +85,8 @@ fn sample_action(kind: ActionKind) -> Action {
             reasons: vec!["web-01 depends on sw-core-01 (topology window 5m)".into()],
             parent: None,
             redundancy_group: None,
+            human_owned: Default::default(),
+            peak_priority: 1,
         },
         notes: vec![format!("{} by triaged", kind.as_str()), "2 members firing".into()],
         claim: None,
@@ -94,6 +96,7 @@ fn sample_action(kind: ActionKind) -> Action {
 
 fn config(profile: SinkProfile, endpoint: &str) -> SinkConfig {
     SinkConfig {
+        name: "default".into(),
         profile,
         endpoint: endpoint.into(),
         timeout: HumanDuration(Duration::from_secs(5)),

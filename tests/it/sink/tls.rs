@@ -121,6 +121,7 @@ async fn pki() -> Pki {
 
 fn tls_config(url: &str, ca: Option<&Path>, client: Option<&(PathBuf, PathBuf)>) -> SinkConfig {
     SinkConfig {
+        name: "default".into(),
         ca_file: ca.map(Path::to_owned),
         client_cert_file: client.map(|c| c.0.clone()),
         client_key_file: client.map(|c| c.1.clone()),

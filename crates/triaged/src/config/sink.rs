@@ -196,6 +196,10 @@ impl RateLimitConfig {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SinkConfig {
+    /// The sink's name, for routes, metrics and logs (`default` for a lone
+    /// `[sink]`); set from the table's name, never read from the file.
+    #[serde(skip, default = "default_sink_name")]
+    pub name: String,
     /// API dialect.
     pub profile: SinkProfile,
     /// Base URL, e.g. `https://example.service-now.com` or `http://127.0.0.1:8080`.
@@ -234,6 +238,10 @@ pub struct SinkConfig {
     /// PEM private key of `client_cert_file`; readable by the daemon only.
     #[serde(default)]
     pub client_key_file: Option<PathBuf>,
+}
+
+fn default_sink_name() -> String {
+    "default".into()
 }
 
 fn default_max_response_bytes() -> usize {

@@ -117,6 +117,7 @@ impl<C> Inc<C> {
             reasons: self.reasons,
             inflight: self.inflight,
             sent_priority: self.sent_priority,
+            peak_priority: self.peak_priority,
             merged: self.merged,
             frozen: self.frozen,
             pending: self.pending,

@@ -53,6 +53,7 @@ impl Core {
                 reasons: Vec::new(),
                 inflight: 0,
                 sent_priority: None,
+                peak_priority: None,
                 merged: false,
                 frozen: None,
                 pending: None,
@@ -369,6 +370,7 @@ impl Core {
         inc.dirty = false;
         inc.last_sent = Some(now);
         inc.sent_priority = Some(incident.priority);
+        inc.peak_priority = Some(incident.peak_priority);
         inc.inflight += 1;
         inc.pending = Some(kind);
         inc.last_action = action_id;

@@ -244,6 +244,9 @@ struct Inc<C = CiIdx> {
     #[serde(skip)]
     inflight: u32,
     sent_priority: Option<u8>,
+    /// The highest priority (lowest number) sent so far.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    peak_priority: Option<u8>,
     /// Absorbed by another incident; closes once its last action is acknowledged.
     merged: bool,
     /// What the ITSM holds of an incident merged away: its snapshot before

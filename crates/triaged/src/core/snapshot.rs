@@ -78,6 +78,7 @@ impl Core {
             title,
             state,
             priority,
+            peak_priority: inc.peak_priority.map_or(priority, |p| p.min(priority)),
             impact,
             urgency,
             severity,
@@ -97,6 +98,7 @@ impl Core {
             reasons: inc.reasons.clone(),
             parent: None,
             redundancy_group: self.group_state(inc),
+            human_owned: Default::default(),
         }
     }
 }

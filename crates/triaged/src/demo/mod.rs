@@ -124,6 +124,7 @@ pub fn demo_config(root: &std::path::Path, brokers: &str, sink: &str, listen: &s
         cmdb: CmdbConfig { path: root.join("config/cmdb.yaml"), refresh_interval: None },
         rules: RulesConfig { dir: root.join("rules") },
         sink: SinkConfig {
+            name: "default".into(),
             profile: SinkProfile::Generic,
             endpoint: sink.into(),
             timeout: d("5s"),

@@ -91,7 +91,7 @@ pub enum SinkBuildError {
 }
 
 /// What an ITSM holds under an incident key.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Remote {
     Open,
     /// Resolved, closed or canceled there.
@@ -99,7 +99,24 @@ pub enum Remote {
     /// No record.
     Missing,
     /// The profile cannot tell.
+    #[default]
     Unknown,
+}
+
+/// What the ITSM's record of an incident says when it is read back by key:
+/// its state, and what people did to it there.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct RemoteRecord {
+    pub state: Remote,
+    /// Someone took the record: an owner or assignee set by a person, or an
+    /// acknowledged / in-progress state.
+    pub acknowledged: bool,
+    /// The person who holds it, as the ITSM names them, when it says.
+    pub assignee: Option<String>,
+    /// The record's priority mapped back to P1..P5, when it holds one.
+    pub priority: Option<u8>,
+    /// The assignment group (or queue) as the ITSM names it, when it has one.
+    pub group: Option<String>,
 }
 
 /// The ITSM sink. Cheap to clone (shared state behind an `Arc`); `Send + Sync`.
@@ -115,6 +132,8 @@ pub struct RestSink {
 }
 
 struct SinkInner {
+    /// The sink's name (`default` for a lone `[sink]`).
+    name: String,
     profile: SinkProfile,
     /// Endpoint with any trailing slash removed (path segments are appended).
     base: Url,
@@ -162,6 +181,7 @@ impl fmt::Debug for RestSink {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let i = &self.inner;
         f.debug_struct("RestSink")
+            .field("name", &i.name)
             .field("profile", &i.profile.as_str())
             .field("endpoint", &display_url(&i.base))
             .field("auth", &i.auth_kind)
@@ -226,6 +246,7 @@ impl RestSink {
             ownership: None,
             claim: None,
             inner: Arc::new(SinkInner {
+                name: cfg.name.clone(),
                 profile: cfg.profile,
                 base,
                 client,
@@ -242,6 +263,11 @@ impl RestSink {
                 priorities,
             }),
         })
+    }
+
+    /// The sink's name, as routes and metrics call it.
+    pub fn name(&self) -> &str {
+        &self.inner.name
     }
 
     /// `true` while the sink's circuit breaker is closed.

@@ -181,6 +181,8 @@ mod tests {
             reasons: vec!["why".into()],
             parent: None,
             redundancy_group: None,
+            human_owned: Default::default(),
+            peak_priority: 2,
         };
         Action { id: 1, kind, incident, notes: vec!["a note".into()], claim: None, resent: false }
     }
