@@ -86,6 +86,7 @@ fn sample_action(kind: ActionKind) -> Action {
             parent: None,
             redundancy_group: None,
             human_owned: Default::default(),
+            acknowledged: None,
             peak_priority: 1,
         },
         notes: vec![format!("{} by triaged", kind.as_str()), "2 members firing".into()],

@@ -60,6 +60,8 @@ impl Core {
                 acked: None,
                 last_action: 0,
                 failed_group: None,
+                remote: Default::default(),
+                generation: 0,
             },
         );
         self.join(fp, id, now, reason);
@@ -98,11 +100,13 @@ impl Core {
         match inc.phase {
             Phase::Pending => {}
             Phase::Open if flapping && !new_member => {}
+            // Someone works on it: a repeat tells them nothing new.
+            Phase::Open if !new_member && inc.acknowledged() => {}
             Phase::Open => {
                 inc.dirty = true;
                 inc.notes.push(if new_member { format!("{fp} joined: {reason}") } else { format!("{fp} fired again") });
             }
-            Phase::Resolving { .. } if flapping => inc.phase = Phase::Open,
+            Phase::Resolving { .. } if flapping || inc.acknowledged() => inc.phase = Phase::Open,
             Phase::Resolving { .. } => {
                 inc.phase = Phase::Open;
                 inc.dirty = true;

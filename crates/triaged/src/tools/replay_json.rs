@@ -182,6 +182,7 @@ mod tests {
             parent: None,
             redundancy_group: None,
             human_owned: Default::default(),
+            acknowledged: None,
             peak_priority: 2,
         };
         Action { id: 1, kind, incident, notes: vec!["a note".into()], claim: None, resent: false }
