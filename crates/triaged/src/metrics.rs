@@ -88,6 +88,8 @@ pub struct Metrics {
     pub time_to_acknowledge: HistogramVec,
     /// Webhook requests from ITSMs, by sink and result.
     pub webhooks: IntCounterVec,
+    /// Actions not sent to a record a person closed and left closed.
+    pub sink_left_closed: IntCounter,
     /// Checkpoints of the correlation state, by outcome (written, failed).
     pub state_checkpoints: IntCounterVec,
     /// Actions decided and waiting for their checkpoint before they are sent.
@@ -364,6 +366,15 @@ impl Metrics {
                 &["sink"],
                 vec![30.0, 60.0, 120.0, 300.0, 600.0, 900.0, 1800.0, 3600.0, 7200.0, 14400.0],
             ),
+            sink_left_closed: {
+                let c = IntCounter::new(
+                    "sink_left_closed_total",
+                    "Actions not sent because a person closed the incident's record at the ITSM while its alerts fired and it is left closed.",
+                )
+                .unwrap();
+                reg.register(Box::new(c.clone())).unwrap();
+                c
+            },
             webhooks: counter(
                 &reg,
                 "webhook_requests_total",
@@ -388,7 +399,7 @@ impl Metrics {
 
     /// Exposed name of every metric (`triaged_…`), whether or not it has samples yet.
     pub fn names(&self) -> std::collections::BTreeSet<String> {
-        let all: [&dyn Collector; 44] = [
+        let all: [&dyn Collector; 45] = [
             &self.messages_received,
             &self.events_decoded,
             &self.events_failed,
@@ -425,6 +436,7 @@ impl Metrics {
             &self.itsm_readback,
             &self.time_to_acknowledge,
             &self.webhooks,
+            &self.sink_left_closed,
             &self.state_checkpoints,
             &self.state_actions_waiting,
             &self.state_depended_offset,

@@ -98,6 +98,8 @@ fn sample_action(kind: ActionKind) -> Action {
 fn config(profile: SinkProfile, endpoint: &str) -> SinkConfig {
     SinkConfig {
         name: "default".into(),
+        read_back: Default::default(),
+        webhook: None,
         profile,
         endpoint: endpoint.into(),
         timeout: HumanDuration(Duration::from_secs(5)),

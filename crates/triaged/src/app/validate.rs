@@ -170,6 +170,7 @@ fn secret_sources(cfg: &Config) -> Vec<(&'static str, &SecretSource)> {
         AuthConfig::Basic { password, .. } => out.push(("sink.auth.password", password)),
     }
     out.extend(cfg.sink.routing_key.as_ref().map(|s| ("sink.routing_key", s)));
+    out.extend(cfg.sink.webhook.as_ref().map(|w| ("sink.webhook.secret", &w.secret)));
     out.extend(cfg.ingest.as_ref().and_then(|i| i.token.as_ref()).map(|s| ("ingest.token", s)));
     out.extend(cfg.kafka.sasl_password.as_ref().map(|s| ("kafka.sasl_password", s)));
     out.extend(cfg.kafka.ssl_key_password.as_ref().map(|s| ("kafka.ssl_key_password", s)));

@@ -226,6 +226,9 @@ impl Config {
         if let Some(rk) = self.sink.routing_key.as_mut() {
             fix_secret(rk);
         }
+        if let Some(w) = self.sink.webhook.as_mut() {
+            fix_secret(&mut w.secret);
+        }
         for p in [&mut self.sink.ca_file, &mut self.sink.client_cert_file, &mut self.sink.client_key_file].into_iter().flatten() {
             fix(p);
         }
@@ -353,6 +356,9 @@ impl Config {
         for (field, message) in self.sink.rate_limit.errors(self.sink.profile) {
             err(field, message);
         }
+        for (field, message) in self.sink.read_back.errors(self.sink.profile) {
+            err(field, message);
+        }
         if self.sink.retry.initial_backoff > self.sink.retry.max_backoff {
             err("sink.retry.initial_backoff", "is larger than sink.retry.max_backoff".into());
         }
@@ -374,6 +380,9 @@ impl Config {
             AuthConfig::None => {}
             AuthConfig::Bearer { token } | AuthConfig::GenieKey { token } => check_secret("sink.auth.token", token),
             AuthConfig::Basic { password, .. } => check_secret("sink.auth.password", password),
+        }
+        if let Some(w) = &self.sink.webhook {
+            check_secret("sink.webhook.secret", &w.secret);
         }
         match (&self.sink.profile, &self.sink.routing_key) {
             (SinkProfile::Pagerduty, None) => check_secret("sink.routing_key", &SecretSource { env: None, file: None }),

@@ -238,6 +238,63 @@ pub struct SinkConfig {
     /// PEM private key of `client_cert_file`; readable by the daemon only.
     #[serde(default)]
     pub client_key_file: Option<PathBuf>,
+    /// Reading records back, and what to do with one a person closed
+    /// (`[sink.read_back]`).
+    #[serde(default)]
+    pub read_back: ReadBackConfig,
+    /// Signed webhooks this ITSM pushes (`[sink.webhook]`), served on the
+    /// listener at `POST /webhooks/{sink name}`.
+    #[serde(default)]
+    pub webhook: Option<WebhookConfig>,
+}
+
+/// `[sink.read_back]`: polling the ITSM's records by key.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct ReadBackConfig {
+    /// How often every open incident's record is read back, where the
+    /// profile can (`0s`: never). Each read takes a token of the rate limit.
+    #[serde(default = "default_poll_interval")]
+    pub poll_interval: HumanDuration,
+    /// A record a person closed while its alerts still fire: `reopen` it
+    /// (within the reopen window, else a new record), open a `new` one, or
+    /// add one `note` and leave it closed.
+    #[serde(default)]
+    pub closed_while_firing: crate::core::ClosedPolicy,
+}
+
+impl Default for ReadBackConfig {
+    fn default() -> Self {
+        ReadBackConfig { poll_interval: default_poll_interval(), closed_while_firing: Default::default() }
+    }
+}
+
+fn default_poll_interval() -> HumanDuration {
+    dur("1m")
+}
+
+impl ReadBackConfig {
+    /// What `check` and `run` refuse: `(field, message)`.
+    pub fn errors(&self, profile: SinkProfile) -> Vec<(&'static str, String)> {
+        let no_notes = matches!(profile, SinkProfile::Pagerduty | SinkProfile::ServicenowEm);
+        if no_notes && self.closed_while_firing == crate::core::ClosedPolicy::Note {
+            let why = "the profile cannot add a note to a closed record (every event it sends is a new trigger): use reopen or new";
+            return vec![(
+                "sink.read_back.closed_while_firing",
+                format!("`note` is not possible with the {} profile: {why}", profile.as_str()),
+            )];
+        }
+        Vec::new()
+    }
+}
+
+/// `[sink.webhook]`: the secret that signs what the ITSM pushes.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct WebhookConfig {
+    /// PagerDuty: the webhook subscription's secret (`X-PagerDuty-Signature`).
+    /// Others: the key of `X-Triaged-Signature: sha256=<HMAC of the body>`.
+    pub secret: SecretSource,
 }
 
 fn default_sink_name() -> String {

@@ -152,6 +152,18 @@ impl<C> Inc<C> {
 }
 
 impl Core {
+    /// Keys of the incidents open at the ITSM, to read back.
+    pub fn polled_keys(&self) -> Vec<String> {
+        let mut keys: Vec<String> = self
+            .incidents
+            .values()
+            .filter(|i| matches!(i.phase, Phase::Open | Phase::Resolving { .. }))
+            .filter_map(|i| i.key.clone())
+            .collect();
+        keys.sort();
+        keys
+    }
+
     /// Acts on what a read-back saw of incident `o.key` at sink `o.sink`.
     /// Observations of an incident with an action in flight are ignored: the
     /// record may not show that action yet, and the next read judges it.

@@ -125,6 +125,8 @@ pub fn demo_config(root: &std::path::Path, brokers: &str, sink: &str, listen: &s
         rules: RulesConfig { dir: root.join("rules") },
         sink: SinkConfig {
             name: "default".into(),
+            read_back: Default::default(),
+            webhook: None,
             profile: SinkProfile::Generic,
             endpoint: sink.into(),
             timeout: d("5s"),
