@@ -109,6 +109,7 @@ fn config(profile: SinkProfile, endpoint: &str) -> SinkConfig {
         // These tests are about single requests; the breaker has its own.
         circuit: CircuitConfig { failure_threshold: 0, ..CircuitConfig::default() },
         rate_limit: Default::default(),
+        servicenow: None,
         routing_key: None,
         max_response_bytes: 64 << 10,
         ca_file: None,
