@@ -525,3 +525,44 @@ async fn servicenow_fields_a_person_owns_are_left_out_of_the_patch() {
     assert_eq!((priority_free["urgency"].clone(), priority_free["impact"].clone()), (json!("2"), json!("1")));
     assert!(priority_free.get("assignment_group").is_none());
 }
+
+/// Log output written to a shared buffer.
+#[derive(Clone, Default)]
+struct Captured(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for Captured {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+#[tokio::test]
+async fn servicenow_a_name_not_found_is_warned_about_once() {
+    let logs = Captured::default();
+    let writer = logs.clone();
+    let subscriber =
+        tracing_subscriber::fmt().with_max_level(tracing::Level::WARN).with_ansi(false).with_writer(move || writer.clone()).finish();
+    // The test runs on one thread: what the sink logs here is captured.
+    let _guard = tracing::subscriber::set_default(subscriber);
+    let server = MockServer::start().await;
+    Mock::given(method("GET")).and(path(SN_TABLE)).respond_with(rows(json!([]))).mount(&server).await;
+    mount_create(&server, "w-1").await;
+    mount_name(&server, "cmdb_ci", "sw-core-01", rows(json!([]))).await;
+    mount_name(&server, "sys_user_group", "Network Operations", rows(json!([{ "sys_id": "grp-sys-1" }]))).await;
+    let sink = sn_sink(&server, ServicenowConfig { reference_by: ReferenceBy::SysId, ..ServicenowConfig::default() });
+    for key in ["trg-w1", "trg-w2", "trg-w3"] {
+        let mut open = sample_action(ActionKind::Open);
+        open.incident.key = key.into();
+        sink.apply(&open).await.unwrap();
+    }
+    assert_eq!(received(&server, "POST", SN_TABLE).await.len(), 3);
+    assert_eq!(received(&server, "GET", "/api/now/table/cmdb_ci").await.len(), 3, "looked up again: it may appear");
+    let text = String::from_utf8(logs.0.lock().unwrap().clone()).unwrap();
+    let warned: Vec<_> = text.lines().filter(|l| l.contains("WARN") && l.contains("sw-core-01")).collect();
+    assert_eq!(warned.len(), 1, "{text}");
+    assert!(warned[0].contains("cmdb_ci"), "{text}");
+}

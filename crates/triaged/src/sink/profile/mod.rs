@@ -1,4 +1,4 @@
-//! The sink's five API profiles, one module each, and the helpers their
+//! The sink's five API profiles, one module each, and the functions their
 //! request bodies and read-backs share (member lines, the long description,
 //! truncation, priorities read back).
 

@@ -88,7 +88,7 @@ impl RestSink {
                 opts.found.insert(key, id.clone());
                 return Ok(Some(id));
             }
-            Ok(None) => format!("no {} named so", r.table()),
+            Ok(None) => format!("no row of {} has this name", r.table()),
             Err(SinkError::Permanent(e)) => e,
             Err(e) => return Err(e),
         };
