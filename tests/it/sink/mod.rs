@@ -28,12 +28,14 @@ use wiremock::{Mock, MockServer, Request, ResponseTemplate};
 
 use triaged::config::{AuthConfig, CircuitConfig, HumanDuration, RetryConfig, SecretSource, SinkConfig, SinkProfile};
 use triaged::event::{Severity, Status};
-use triaged::incident::{Action, ActionKind, CiRef, Incident, IncidentState, Member, SinkError};
+use triaged::incident::{Action, ActionKind, CiRef, HumanOwned, Incident, IncidentState, Member, SinkError};
 use triaged::metrics::Metrics;
 use triaged::sink::RestSink;
 
 const KEY: &str = "trg-00112233445566ff";
 const SN_TABLE: &str = "/api/now/table/incident";
+/// What the ServiceNow profile's one incident query reads.
+const SN_FIELDS: &str = "sys_id,state,urgency,impact,priority,assigned_to,assignment_group,sys_updated_on";
 
 // ----- actions and sinks -----------------------------------------------------
 
@@ -95,6 +97,13 @@ fn sample_action(kind: ActionKind) -> Action {
     }
 }
 
+/// `kind` of the sample incident with `owned` a person's at the sink `default`.
+fn owned_action(kind: ActionKind, owned: HumanOwned) -> Action {
+    let mut a = sample_action(kind);
+    a.incident.human_owned.insert("default".into(), owned);
+    a
+}
+
 fn config(profile: SinkProfile, endpoint: &str) -> SinkConfig {
     SinkConfig {
         name: "default".into(),
@@ -112,6 +121,7 @@ fn config(profile: SinkProfile, endpoint: &str) -> SinkConfig {
         // These tests are about single requests; the breaker has its own.
         circuit: CircuitConfig { failure_threshold: 0, ..CircuitConfig::default() },
         rate_limit: Default::default(),
+        servicenow: None,
         routing_key: None,
         max_response_bytes: 64 << 10,
         ca_file: None,
@@ -187,7 +197,8 @@ async fn mount_lookup(server: &MockServer, rows: Value, times: Option<u64>) {
     let mock = Mock::given(method("GET"))
         .and(path(SN_TABLE))
         .and(query_param("sysparm_query", format!("correlation_id={KEY}")))
-        .and(query_param("sysparm_fields", "sys_id,state"))
+        .and(query_param("sysparm_fields", SN_FIELDS))
+        .and(query_param("sysparm_display_value", "all"))
         .and(query_param("sysparm_limit", "1"))
         .respond_with(ResponseTemplate::new(200).set_body_json(json!({ "result": rows })));
     match times {

@@ -12,6 +12,7 @@ mod http;
 mod kafka;
 mod log;
 mod rekey;
+mod servicenow;
 mod sink;
 
 pub use self::correlation::{CorrelationConfig, ProblemsConfig};
@@ -19,6 +20,7 @@ pub use self::http::{HttpConfig, TlsConfig};
 pub use self::kafka::{Format, KafkaConfig, KafkaSecrets, TopicConfig, OWNED_KAFKA_OPTIONS, SECRET_KAFKA_OPTIONS};
 pub use self::log::LogConfig;
 pub use self::rekey::{IngestConfig, RekeyConfig, RekeyScope, StateConfig};
+pub use self::servicenow::{ReferenceBy, ServicenowConfig};
 pub use self::sink::{AuthConfig, CircuitConfig, RateLimitConfig, RetryConfig, SecretSource, SinkConfig, SinkProfile};
 
 /// A configuration problem, located by file and field (or line for syntax errors).
@@ -357,6 +359,9 @@ impl Config {
             err(field, message);
         }
         for (field, message) in self.sink.read_back.errors(self.sink.profile) {
+            err(field, message);
+        }
+        for (field, message) in servicenow::errors(self.sink.profile, self.sink.servicenow.as_ref()) {
             err(field, message);
         }
         if self.sink.retry.initial_backoff > self.sink.retry.max_backoff {

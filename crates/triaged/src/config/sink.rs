@@ -219,6 +219,10 @@ pub struct SinkConfig {
     /// Requests per minute and burst (`[sink.rate_limit]`).
     #[serde(default)]
     pub rate_limit: RateLimitConfig,
+    /// ServiceNow Table API options (`[sink.servicenow]`); servicenow
+    /// profile only, defaults when absent.
+    #[serde(default)]
+    pub servicenow: Option<super::ServicenowConfig>,
     /// PagerDuty integration (routing) key; required for the pagerduty profile.
     #[serde(default)]
     pub routing_key: Option<SecretSource>,

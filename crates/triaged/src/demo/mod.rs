@@ -135,6 +135,7 @@ pub fn demo_config(root: &std::path::Path, brokers: &str, sink: &str, listen: &s
             retry: RetryConfig::default(),
             circuit: CircuitConfig::default(),
             rate_limit: Default::default(),
+            servicenow: None,
             routing_key: None,
             max_response_bytes: 64 << 10,
             ca_file: None,

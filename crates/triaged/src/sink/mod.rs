@@ -9,8 +9,8 @@
 //! Event Management folds every event of one `message_key` into one alert,
 //! and Jira Service Management de-duplicates open alerts by `alias`.
 //!
-//! This module builds the sink and dispatches `deliver` / `look_up` to the
-//! profile (`profile/`); `http.rs` sends requests and classifies replies,
+//! This module builds the sink and dispatches `deliver` / `look_up` /
+//! `read_back` to the profile (`profile/`); `http.rs` sends requests and classifies replies,
 //! `tls.rs` sets the client's CA bundle and certificate, `secret.rs` reads secrets, `retry.rs` and `breaker.rs` pace the retries,
 //! `rate.rs` paces every request to the sink's rate limit.
 //! Secrets are read once at construction, kept out of `Debug`/`Display`, and
@@ -157,6 +157,8 @@ struct SinkInner {
     sys_ids: Cache<String, String>,
     /// Jira Service Management: alias -> the priority last sent for it.
     priorities: Cache<String, String>,
+    /// ServiceNow: `[sink.servicenow]` and the references looked up.
+    servicenow: profile::SnOptions,
 }
 
 /// `Authorization: <scheme> <token>` from the secret `token`, marked
@@ -261,6 +263,7 @@ impl RestSink {
                 max_response_bytes: cfg.max_response_bytes,
                 sys_ids,
                 priorities,
+                servicenow: profile::SnOptions::new(cfg.servicenow.as_ref()),
             }),
         })
     }
@@ -300,6 +303,29 @@ impl RestSink {
                 SinkProfile::Servicenow => self.sn_state(key).await,
                 SinkProfile::Jsm => self.jsm_look_up(key).await,
                 SinkProfile::Pagerduty | SinkProfile::ServicenowEm => Ok(Remote::Unknown),
+            }
+        })
+        .await
+    }
+
+    /// Whether this profile can read a record back by key
+    /// ([`RestSink::read_back`]): generic, servicenow and jsm. PagerDuty's
+    /// state comes from its webhooks instead; Event Management alerts are
+    /// not read by key.
+    pub fn can_read_back(&self) -> bool {
+        matches!(self.inner.profile, SinkProfile::Generic | SinkProfile::Servicenow | SinkProfile::Jsm)
+    }
+
+    /// The ITSM's record of incident `key` (state, who took it, its
+    /// priority and group), with the sink's retries; the default record
+    /// (state `Unknown`) where the profile cannot read back.
+    pub async fn read_back(&self, key: &str, shutdown: &CancellationToken) -> Result<RemoteRecord, SinkError> {
+        retry::retry(&self.inner.backoff, shutdown, || async move {
+            match self.inner.profile {
+                SinkProfile::Generic => self.generic_read_back(key).await,
+                SinkProfile::Servicenow => self.sn_read_back(key).await,
+                SinkProfile::Jsm => self.jsm_read_back(key).await,
+                SinkProfile::Pagerduty | SinkProfile::ServicenowEm => Ok(RemoteRecord::default()),
             }
         })
         .await
