@@ -238,6 +238,6 @@ async fn generic_sends_the_fields_a_person_owns_with_the_snapshot() {
     let (sink, _) = generic_sink(&server);
     sink.apply(&owned_action(ActionKind::Update, HumanOwned { priority: true, ..Default::default() })).await.unwrap();
     let b = body(&puts(&server).await[0]);
-    assert_eq!(b["incident"]["human_owned"], json!({ "default": { "priority": true, "assignment": false } }));
+    assert_eq!(b["incident"]["human_owned"], json!({ "default": { "priority": true, "assignment": false, "closed": false } }));
     assert_eq!(b["incident"]["priority"], 1, "the snapshot is whole");
 }

@@ -20,6 +20,7 @@ use tracing::{error, info, warn};
 mod broker_probe;
 mod core_task;
 mod handover;
+mod readback;
 mod reconcile;
 mod reload;
 mod shutdown;
@@ -204,7 +205,8 @@ pub async fn start(cfg: Config, shutdown: CancellationToken) -> Result<Running, 
         }
     });
 
-    let core_cfg = CoreConfig::from_config(&cfg.correlation);
+    let mut core_cfg = CoreConfig::from_config(&cfg.correlation);
+    core_cfg.closed_while_firing.insert(cfg.sink.name.clone(), cfg.sink.read_back.closed_while_firing);
     let (rules, cmdb) = (Arc::new(rules), Arc::new(cmdb));
     // The re-key stage: its own consumer, producer and offsets.
     let mut rekey_stage = None;
@@ -243,6 +245,12 @@ pub async fn start(cfg: Config, shutdown: CancellationToken) -> Result<Running, 
         tracker.spawn(w.run(rx, sink_stop.clone()));
     }
     drop(ack_tx);
+    let (observed_tx, observed_rx) = mpsc::unbounded_channel::<readback::Observed>();
+    let (poll_tx, poll_rx) = mpsc::channel::<readback::PollRequest>(4);
+    let every = cfg.sink.read_back.poll_interval.0;
+    if sink.can_read_back() && !every.is_zero() {
+        tracker.spawn(readback::poll(sink.clone(), every, poll_tx, observed_tx.clone(), metrics.clone(), sink_stop.clone()));
+    }
     let watch_thread = ownership.as_ref().map(|o| o.watch());
 
     let (reload_tx, reload_rx) = mpsc::channel::<()>(4);
@@ -274,6 +282,8 @@ pub async fn start(cfg: Config, shutdown: CancellationToken) -> Result<Running, 
         drains: drain_rx,
         reconcile: sink.can_look_up().then(|| Reconcile { sink: sink.clone(), tx: reconciled_tx, stop: sink_stop.clone() }),
         reconciled: reconciled_rx,
+        observed: observed_rx,
+        poll_requests: poll_rx,
         ownership: ownership.clone(),
         checkpoint_every: cfg.kafka.commit_interval.0,
         items: item_rx,

@@ -266,8 +266,19 @@ impl Cores {
     }
 
     /// See [`Core::observe`]; with a core per partition, only while the
-    /// partition's core is the one of `epoch`.
-    pub fn observe(&mut self, at: &PolledAt, o: &crate::core::Observation, now: DateTime<Utc>) -> Vec<crate::core::RemoteOutcome> {
+    /// partition's core is the one of `at`'s epoch. Without `at` (a webhook),
+    /// every core this instance owns is asked; the one holding the key acts.
+    pub fn observe(&mut self, at: Option<&PolledAt>, o: &crate::core::Observation, now: DateTime<Utc>) -> Vec<crate::core::RemoteOutcome> {
+        let Some(at) = at else {
+            let per_partition = self.per_partition;
+            return self
+                .slots
+                .values_mut()
+                .filter(|s| !per_partition || s.claim.is_some())
+                .map(|s| s.core.observe(o, now))
+                .find(|out| !out.is_empty())
+                .unwrap_or_default();
+        };
         let slot = if self.per_partition {
             self.slots.get_mut(&Some((at.topic.clone(), at.partition))).filter(|s| s.claim.as_ref().is_some_and(|c| c.epoch == at.epoch))
         } else {
