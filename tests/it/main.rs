@@ -18,6 +18,7 @@ mod explain;
 mod fuzz_parsers;
 mod ingest;
 mod ingest_limits;
+mod itsm_readback;
 mod kafka_mock;
 mod kafka_tls;
 mod kill_storm;

@@ -186,6 +186,12 @@ pub struct Action {
     pub incident: Incident,
     /// Work notes explaining what changed since the previous action.
     pub notes: Vec<String>,
+    /// The priority differs from the one sent before (or none was): a sink
+    /// that re-rates a record when its urgency or impact is written (ServiceNow
+    /// recomputes its priority) writes them only then, so a priority a person
+    /// set there between two reads is not overwritten by an unchanged value.
+    #[serde(default)]
+    pub priority_changed: bool,
     /// The partition assignment the incident's state was built under, when
     /// state follows partitions (see `ownership.rs`). Not part of the payload.
     #[serde(skip)]
@@ -274,6 +280,7 @@ pub(crate) mod test_support {
             notes: vec![],
             claim: None,
             resent: false,
+            priority_changed: true,
         }
     }
 }

@@ -94,6 +94,7 @@ fn sample_action(kind: ActionKind) -> Action {
         notes: vec![format!("{} by triaged", kind.as_str()), "2 members firing".into()],
         claim: None,
         resent: false,
+        priority_changed: true,
     }
 }
 

@@ -370,6 +370,7 @@ impl Core {
         if let Some(p) = inc.sent_priority.filter(|p| *p != incident.priority) {
             inc.notes.push(format!("priority P{p} -> P{} (impact {} x urgency {})", incident.priority, incident.impact, incident.urgency));
         }
+        let priority_changed = inc.sent_priority != Some(incident.priority);
         let notes = std::mem::take(&mut inc.notes);
         inc.dirty = false;
         inc.last_sent = Some(now);
@@ -381,6 +382,6 @@ impl Core {
         self.inflight.insert(action_id, (id, kind));
         self.changes.incident(id);
         *self.stats.actions.entry(kind.as_str()).or_default() += 1;
-        self.outbox.push(Action { id: action_id, kind, incident, notes, claim: None, resent: false });
+        self.outbox.push(Action { id: action_id, kind, incident, notes, claim: None, resent: false, priority_changed });
     }
 }

@@ -185,7 +185,7 @@ mod tests {
             acknowledged: None,
             peak_priority: 2,
         };
-        Action { id: 1, kind, incident, notes: vec!["a note".into()], claim: None, resent: false }
+        Action { id: 1, kind, incident, notes: vec!["a note".into()], claim: None, resent: false, priority_changed: true }
     }
 
     #[test]

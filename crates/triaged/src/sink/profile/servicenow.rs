@@ -234,9 +234,13 @@ impl RestSink {
         match action.kind {
             ActionKind::Open | ActionKind::Update => {
                 body.insert("short_description".into(), truncate(&inc.title, SN_SHORT_DESCRIPTION_MAX).into());
-                // A priority a person set there is theirs. (The assignment
-                // group is only ever sent on create.)
-                if !inc.owned_at(self.name()).priority {
+                // A priority a person set there is theirs; and an unchanged one
+                // is not written again, since ServiceNow re-rates the record
+                // from urgency and impact (a restart's resend writes it, in
+                // case the change it carried was lost). The assignment group
+                // is only ever sent on create.
+                let changed = action.priority_changed || action.resent;
+                if changed && !inc.owned_at(self.name()).priority {
                     body.insert("urgency".into(), inc.urgency.to_string().into());
                     body.insert("impact".into(), inc.impact.to_string().into());
                 }
