@@ -114,6 +114,7 @@ fn config(profile: SinkProfile, endpoint: &str) -> SinkConfig {
         ca_file: None,
         client_cert_file: None,
         client_key_file: None,
+        rt: Default::default(),
     }
 }
 

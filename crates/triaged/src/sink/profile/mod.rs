@@ -1,11 +1,14 @@
-//! The sink's five API profiles, one module each, and the text helpers
+//! The sink's six API profiles, one module each, and the text helpers
 //! their request bodies share (member lines, the long description, truncation).
 
 mod generic;
 mod jsm;
 mod pagerduty;
+mod rt;
 mod servicenow;
 mod servicenow_em;
+
+pub(super) use rt::RtSettings;
 
 /// At most `max` characters, the last one an ellipsis when cut.
 pub(super) fn truncate(s: &str, max: usize) -> String {
