@@ -108,9 +108,9 @@ impl RestSink {
 
     /// The ticket of `key` read back: its state, its owner (someone took it
     /// when the owner is not `Nobody`), its priority mapped back to P1..P5
-    /// and its queue.
-    #[allow(dead_code)] // Read by the reconciler once it is wired; covered by tests/it/sink/rt.rs.
-    pub(in crate::sink) async fn rt_read_back(&self, key: &str) -> Result<RemoteRecord, SinkError> {
+    /// and its queue. Public so the integration tests against a real RT
+    /// reach it until the sink's read-back dispatches here.
+    pub async fn rt_read_back(&self, key: &str) -> Result<RemoteRecord, SinkError> {
         let Some(t) = self.rt_find(key).await? else { return Ok(RemoteRecord { state: Remote::Missing, ..RemoteRecord::default() }) };
         let assignee = t.owner.filter(|o| o != RT_NOBODY && !o.is_empty());
         Ok(RemoteRecord {
