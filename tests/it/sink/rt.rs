@@ -88,7 +88,10 @@ async fn resolve_and_reopen_set_the_status_with_a_comment_each() {
     assert_eq!(look_up(&sink, KEY).await, Remote::Open);
     let t = rt.ticket(KEY).await;
     assert_eq!(t["Status"], "open");
-    assert_eq!(rt.comments(t["id"].as_str().unwrap()).await, ["resolve by triaged\n2 members firing", "reopen by triaged\n2 members firing"]);
+    assert_eq!(
+        rt.comments(t["id"].as_str().unwrap()).await,
+        ["resolve by triaged\n2 members firing", "reopen by triaged\n2 members firing"]
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -122,7 +122,12 @@ fn template() -> &'static Template {
         let data = dir.join("initialdata");
         std::fs::write(&data, RT_INITIALDATA).unwrap();
         let token_file = dir.join("token");
-        run_rt(&dir, SETUP_DATABASE, &["--action", "insert", "--datafile", data.to_str().unwrap()], &[("TRIAGED_RT_TOKEN_FILE", &token_file)]);
+        run_rt(
+            &dir,
+            SETUP_DATABASE,
+            &["--action", "insert", "--datafile", data.to_str().unwrap()],
+            &[("TRIAGED_RT_TOKEN_FILE", &token_file)],
+        );
         let token = std::fs::read_to_string(&token_file).expect("the initialdata wrote root's token").trim().to_owned();
         println!("rt: database template initialised in {:.1?}", started.elapsed());
         Template { db, token }
@@ -208,14 +213,22 @@ impl Rt {
 
     /// `GET /REST/2.0/{path}` with `query`, as root; the JSON answer.
     pub async fn get(&self, path: &str, query: &[(&str, &str)]) -> Value {
-        let r = self.client.get(format!("{}/REST/2.0/{path}", self.url)).query(query).header("Authorization", self.auth()).send().await.unwrap();
+        let r = self
+            .client
+            .get(format!("{}/REST/2.0/{path}", self.url))
+            .query(query)
+            .header("Authorization", self.auth())
+            .send()
+            .await
+            .unwrap();
         assert!(r.status().is_success(), "GET {path}: HTTP {}", r.status());
         r.json().await.unwrap()
     }
 
     /// `PUT /REST/2.0/{path}` with `body`, as root; RT's messages.
     pub async fn put(&self, path: &str, body: Value) -> Value {
-        let r = self.client.put(format!("{}/REST/2.0/{path}", self.url)).json(&body).header("Authorization", self.auth()).send().await.unwrap();
+        let r =
+            self.client.put(format!("{}/REST/2.0/{path}", self.url)).json(&body).header("Authorization", self.auth()).send().await.unwrap();
         assert!(r.status().is_success(), "PUT {path}: HTTP {}", r.status());
         r.json().await.unwrap()
     }
@@ -240,6 +253,33 @@ impl Rt {
         let tickets = self.tickets(key).await;
         assert_eq!(tickets.len(), 1, "one ticket for {key}: {tickets:#?}");
         tickets[0].clone()
+    }
+
+    /// Every ticket, oldest first: its id, the value of its `TriagedKey`
+    /// and its status.
+    pub async fn all_tickets(&self) -> Vec<(String, String, String)> {
+        let found = self.get("tickets", &[("query", "id > 0"), ("orderby", "id"), ("order", "ASC"), ("per_page", "100")]).await;
+        let mut out = Vec::new();
+        for item in found["items"].as_array().unwrap() {
+            let id = item["id"].as_str().unwrap().to_owned();
+            let t = self.get(&format!("ticket/{id}"), &[]).await;
+            let key = t["CustomFields"]
+                .as_array()
+                .and_then(|cfs| cfs.iter().find(|cf| cf["name"] == "TriagedKey"))
+                .and_then(|cf| cf["values"][0].as_str())
+                .unwrap_or_default()
+                .to_owned();
+            out.push((id, key, t["Status"].as_str().unwrap_or_default().to_owned()));
+        }
+        out
+    }
+
+    /// The statuses ticket `id` went through, from its first.
+    pub async fn statuses(&self, id: &str) -> Vec<String> {
+        let history = self.get(&format!("ticket/{id}/history"), &[("fields", "Type,OldValue,NewValue"), ("per_page", "100")]).await;
+        let changes: Vec<&Value> = history["items"].as_array().unwrap().iter().filter(|t| t["Type"] == "Status").collect();
+        let first = changes.first().and_then(|t| t["OldValue"].as_str()).unwrap_or("new");
+        std::iter::once(first).chain(changes.iter().filter_map(|t| t["NewValue"].as_str())).map(str::to_owned).collect()
     }
 
     /// The texts of ticket `id`'s comments, oldest first.

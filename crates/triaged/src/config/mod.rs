@@ -531,7 +531,10 @@ endpoint = "http://127.0.0.1:8080"
         let rt = MINIMAL.replace("\"generic\"", "\"rt\"");
         let token = "[sink.auth]\nkind = \"token\"\ntoken = { env = \"RT_TOKEN\" }\n";
         let cfg = Config::parse(Path::new("t.toml"), &format!("{rt}{token}")).unwrap();
-        assert_eq!((cfg.sink.profile, cfg.sink.rt.queue.as_str(), cfg.sink.rt.key_field.as_str()), (SinkProfile::Rt, "General", "TriagedKey"));
+        assert_eq!(
+            (cfg.sink.profile, cfg.sink.rt.queue.as_str(), cfg.sink.rt.key_field.as_str()),
+            (SinkProfile::Rt, "General", "TriagedKey")
+        );
         assert!(matches!(cfg.sink.auth, AuthConfig::Token { .. }));
         let opts = "[sink.rt]\nqueue = \"Network\"\nkey_field = \"Incident Key\"\n";
         let cfg = Config::parse(Path::new("t.toml"), &format!("{rt}{opts}{token}")).unwrap();

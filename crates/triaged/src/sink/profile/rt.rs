@@ -89,7 +89,8 @@ impl RestSink {
                 self.rt_comment(&id, &notes).await
             }
             ActionKind::Resolve => {
-                let text = if notes.is_empty() { "All member events cleared; resolved automatically by triaged.".to_owned() } else { notes };
+                let text =
+                    if notes.is_empty() { "All member events cleared; resolved automatically by triaged.".to_owned() } else { notes };
                 self.rt_comment(&id, &text).await?;
                 self.rt_set_status(&id, "resolved").await
             }
@@ -177,7 +178,10 @@ impl RestSink {
         }
         let reply = self.send(op, Method::GET, self.rt_url(&["queue", &rt.queue]), None).await?;
         if reply.status == StatusCode::NOT_FOUND {
-            return Err(SinkError::Permanent(format!("rt {op}: queue `{}` (sink.rt.queue) does not exist or this user cannot see it", rt.queue)));
+            return Err(SinkError::Permanent(format!(
+                "rt {op}: queue `{}` (sink.rt.queue) does not exist or this user cannot see it",
+                rt.queue
+            )));
         }
         let body = self.check(op, reply)?;
         let value: Value = serde_json::from_slice(&body).map_err(|_| self.unusable(op, &body))?;
@@ -199,10 +203,8 @@ impl RestSink {
         let mut content = String::new();
         match action.kind {
             ActionKind::Open | ActionKind::Update => {}
-            ActionKind::Resolve | ActionKind::Reopen => content.push_str(&format!(
-                "Created by triaged while delivering a {} for an incident not found in RT.\n\n",
-                action.kind.as_str()
-            )),
+            ActionKind::Resolve | ActionKind::Reopen => content
+                .push_str(&format!("Created by triaged while delivering a {} for an incident not found in RT.\n\n", action.kind.as_str())),
         }
         content.push_str(&description(inc));
         if matches!(action.kind, ActionKind::Open | ActionKind::Update) && !action.notes.is_empty() {
