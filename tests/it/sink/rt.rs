@@ -1,6 +1,7 @@
 //! The `rt` profile against a real Request Tracker 5 (`support::rt`): each
 //! test starts its own RT, drives the sink, and checks the ticket by REST2
-//! reads at the end.
+//! reads at the end. Two answers a real RT is not made to give here (a
+//! refused status, a body that is not RT's JSON) come from wiremock.
 
 use super::*;
 use crate::support::rt::{Rt, ROOT_PASSWORD};
@@ -177,4 +178,59 @@ async fn a_queue_without_the_key_field_gets_no_ticket() {
     assert!(err.to_string().contains("queue `Nope` (sink.rt.queue) does not exist"), "{err}");
     drop(guard);
     assert_eq!(ticket_count(&rt).await, 0);
+}
+
+// ----- what a real RT is not made to answer here: wiremock -----------------------
+
+/// An `rt` sink on `server`, basic auth.
+fn mock_rt_sink(server: &MockServer, password: &Path) -> RestSink {
+    let auth = AuthConfig::Basic { username: "root".into(), password: file_secret(password) };
+    build(&config_with_auth(SinkProfile::Rt, &server.uri(), auth)).0
+}
+
+#[tokio::test]
+async fn a_status_rt_refuses_with_a_200_is_a_permanent_error_quoting_rt() {
+    let server = MockServer::start().await;
+    let found = json!({ "items": [{ "id": "7", "Status": "new", "type": "ticket" }], "count": 1 });
+    Mock::given(method("GET"))
+        .and(path("/REST/2.0/tickets"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(found))
+        .mount(&server)
+        .await;
+    let refused = json!(["Ticket 7: Status 'resolved' isn't a valid status for this ticket."]);
+    Mock::given(method("PUT"))
+        .and(path("/REST/2.0/ticket/7"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(refused))
+        .mount(&server)
+        .await;
+    Mock::given(method("POST"))
+        .and(path("/REST/2.0/ticket/7/comment"))
+        .respond_with(ResponseTemplate::new(201).set_body_json(json!(["Comments added"])))
+        .mount(&server)
+        .await;
+    let ticket = json!({ "id": 7, "Status": "new" });
+    Mock::given(method("GET"))
+        .and(path("/REST/2.0/ticket/7"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(ticket))
+        .mount(&server)
+        .await;
+    let (_guard, password) = secret_file("pw");
+    let err = mock_rt_sink(&server, &password).apply(&sample_action(ActionKind::Resolve)).await.unwrap_err();
+    assert!(matches!(err, SinkError::Permanent(_)), "{err}");
+    let text = err.to_string();
+    assert!(text.contains("ticket 7 is `new` after setting `resolved`") && text.contains("isn't a valid status"), "{text}");
+}
+
+#[tokio::test]
+async fn an_answer_that_is_not_rt_json_is_a_permanent_error_naming_the_request() {
+    let server = MockServer::start().await;
+    let html = ResponseTemplate::new(200).set_body_string("<html>login</html>");
+    Mock::given(method("GET")).and(path("/REST/2.0/tickets")).respond_with(html).mount(&server).await;
+    let (_guard, password) = secret_file("pw");
+    let sink = mock_rt_sink(&server, &password);
+    let err = sink.apply(&sample_action(ActionKind::Open)).await.unwrap_err();
+    assert!(matches!(&err, SinkError::Permanent(m) if m.starts_with("rt lookup: unusable response: <html>")), "{err}");
+    let err = sink.rt_read_back(KEY).await.unwrap_err();
+    assert!(err.to_string().contains("rt lookup: unusable response"), "{err}");
+    assert!(received(&server, "POST", "/REST/2.0/ticket").await.is_empty(), "nothing created after an unusable look-up");
 }

@@ -9,7 +9,8 @@
 //!   one last sent (never when a person owns it there), then
 //!   `POST /ticket/{id}/comment` with the notes.
 //! - resolve: a comment, then `PUT /ticket/{id}` `{"Status":"resolved"}`;
-//!   reopen: `{"Status":"open"}`, then a comment.
+//!   reopen: `{"Status":"open"}`, then a comment. The status is read back
+//!   (`GET /ticket/{id}`): RT refuses a transition with a 200.
 //! - an update, resolve or reopen for a key with no ticket creates it first.
 //!
 //! Priorities: P1..P5 are written as RT priorities 100, 80, 60, 40 and 20,
@@ -246,12 +247,23 @@ impl RestSink {
         Ok(())
     }
 
+    /// Sets the status and reads it back: RT answers a transition it
+    /// refuses (lifecycle rules) with 200 and its reason in the messages,
+    /// which is a permanent error here, quoting them.
     async fn rt_set_status(&self, id: &str, status: &str) -> Result<(), SinkError> {
-        self.rt_put(id, "status", &json!({ "Status": status })).await
+        let messages = self.rt_put(id, "status", &json!({ "Status": status })).await?;
+        let body = self.call("status", Method::GET, self.rt_url(&["ticket", id]), None).await?;
+        let value: Value = serde_json::from_slice(&body).map_err(|_| self.unusable("status", &body))?;
+        let now = value.get("Status").and_then(Value::as_str).ok_or_else(|| self.unusable("status", &body))?;
+        if now != status {
+            let said: Vec<&str> = messages.iter().filter_map(Value::as_str).collect();
+            return Err(SinkError::Permanent(format!("rt status: ticket {id} is `{now}` after setting `{status}`: {}", said.join("; "))));
+        }
+        Ok(())
     }
 
     /// `PUT /ticket/{id}`; RT answers 200 with a list of messages.
-    async fn rt_put(&self, id: &str, op: &'static str, body: &Value) -> Result<(), SinkError> {
+    async fn rt_put(&self, id: &str, op: &'static str, body: &Value) -> Result<Vec<Value>, SinkError> {
         let reply = self.call(op, Method::PUT, self.rt_url(&["ticket", id]), Some(body)).await?;
         self.rt_messages(op, id, &reply)
     }
@@ -260,15 +272,15 @@ impl RestSink {
     async fn rt_comment(&self, id: &str, text: &str) -> Result<(), SinkError> {
         let body = json!({ "Content": text, "ContentType": "text/plain" });
         let reply = self.call("comment", Method::POST, self.rt_url(&["ticket", id, "comment"]), Some(&body)).await?;
-        self.rt_messages("comment", id, &reply)
+        self.rt_messages("comment", id, &reply).map(drop)
     }
 
     /// RT's answer to a write: a JSON list of messages, logged at debug.
-    fn rt_messages(&self, op: &'static str, id: &str, body: &[u8]) -> Result<(), SinkError> {
+    fn rt_messages(&self, op: &'static str, id: &str, body: &[u8]) -> Result<Vec<Value>, SinkError> {
         match serde_json::from_slice::<Value>(body) {
             Ok(Value::Array(messages)) => {
                 debug!(ticket = %id, operation = op, messages = ?messages, "RT answered");
-                Ok(())
+                Ok(messages)
             }
             _ => Err(self.unusable(op, body)),
         }
