@@ -1,4 +1,4 @@
-//! The sink's six API profiles, one module each, and the text helpers
+//! The sink's six API profiles, one module each, and the text functions
 //! their request bodies share (member lines, the long description, truncation).
 
 mod generic;
