@@ -29,6 +29,7 @@ mod readiness;
 mod reload;
 mod replay;
 mod restart_matrix;
+mod rt_e2e;
 mod scale_out;
 mod scenarios;
 mod sink;

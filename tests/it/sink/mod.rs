@@ -1,4 +1,5 @@
-//! The ITSM sink against wiremock servers on 127.0.0.1: the five API
+//! The ITSM sink against wiremock servers on 127.0.0.1 (the `rt` profile
+//! against a real Request Tracker): the six API
 //! profiles, status classification, retries, rate limits, idempotent creation, shutdown
 //! and secret handling. This module is the setup they share (a sample
 //! action, configs, mounted answers, what the server received); each area
@@ -11,6 +12,7 @@ mod jsm;
 mod lookup;
 mod pagerduty;
 mod rate;
+mod rt;
 mod secrets;
 mod servicenow;
 mod servicenow_em;
@@ -128,6 +130,7 @@ fn config(profile: SinkProfile, endpoint: &str) -> SinkConfig {
         ca_file: None,
         client_cert_file: None,
         client_key_file: None,
+        rt: Default::default(),
     }
 }
 

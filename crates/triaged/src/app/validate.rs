@@ -166,7 +166,7 @@ fn secret_sources(cfg: &Config) -> Vec<(&'static str, &SecretSource)> {
     let mut out = Vec::new();
     match &cfg.sink.auth {
         AuthConfig::None => {}
-        AuthConfig::Bearer { token } | AuthConfig::GenieKey { token } => out.push(("sink.auth.token", token)),
+        AuthConfig::Bearer { token } | AuthConfig::GenieKey { token } | AuthConfig::Token { token } => out.push(("sink.auth.token", token)),
         AuthConfig::Basic { password, .. } => out.push(("sink.auth.password", password)),
     }
     out.extend(cfg.sink.routing_key.as_ref().map(|s| ("sink.routing_key", s)));

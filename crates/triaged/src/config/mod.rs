@@ -21,7 +21,7 @@ pub use self::kafka::{Format, KafkaConfig, KafkaSecrets, TopicConfig, OWNED_KAFK
 pub use self::log::LogConfig;
 pub use self::rekey::{IngestConfig, RekeyConfig, RekeyScope, StateConfig};
 pub use self::servicenow::{ReferenceBy, ServicenowConfig};
-pub use self::sink::{AuthConfig, CircuitConfig, RateLimitConfig, RetryConfig, SecretSource, SinkConfig, SinkProfile};
+pub use self::sink::{AuthConfig, CircuitConfig, RateLimitConfig, RetryConfig, RtConfig, SecretSource, SinkConfig, SinkProfile};
 
 /// A configuration problem, located by file and field (or line for syntax errors).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -222,7 +222,7 @@ impl Config {
         };
         match &mut self.sink.auth {
             AuthConfig::None => {}
-            AuthConfig::Bearer { token } | AuthConfig::GenieKey { token } => fix_secret(token),
+            AuthConfig::Bearer { token } | AuthConfig::GenieKey { token } | AuthConfig::Token { token } => fix_secret(token),
             AuthConfig::Basic { password, .. } => fix_secret(password),
         }
         if let Some(rk) = self.sink.routing_key.as_mut() {
@@ -383,7 +383,9 @@ impl Config {
         }
         match &self.sink.auth {
             AuthConfig::None => {}
-            AuthConfig::Bearer { token } | AuthConfig::GenieKey { token } => check_secret("sink.auth.token", token),
+            AuthConfig::Bearer { token } | AuthConfig::GenieKey { token } | AuthConfig::Token { token } => {
+                check_secret("sink.auth.token", token)
+            }
             AuthConfig::Basic { password, .. } => check_secret("sink.auth.password", password),
         }
         if let Some(w) = &self.sink.webhook {
@@ -404,6 +406,20 @@ impl Config {
             ),
             AuthConfig::GenieKey { .. } if !jsm => err("sink.auth", "kind = \"genie_key\" is only used by the jsm profile".into()),
             _ => {}
+        }
+        let rt = self.sink.profile == SinkProfile::Rt;
+        match &self.sink.auth {
+            AuthConfig::None | AuthConfig::Bearer { .. } | AuthConfig::GenieKey { .. } if rt => err(
+                "sink.auth",
+                "the rt profile authenticates with kind = \"token\" (an RT auth token) or \"basic\" (user and password)".into(),
+            ),
+            AuthConfig::Token { .. } if !rt => err("sink.auth", "kind = \"token\" is only used by the rt profile".into()),
+            _ => {}
+        }
+        if rt {
+            for (field, message) in self.sink.rt.errors() {
+                err(field, message);
+            }
         }
         self.http.validate(&mut err);
         self.log.validate(&mut err);
@@ -522,6 +538,28 @@ endpoint = "http://127.0.0.1:8080"
     fn event_management_profile_by_name() {
         let em = MINIMAL.replace("\"generic\"", "\"servicenow_em\"");
         assert_eq!(Config::parse(Path::new("t.toml"), &em).unwrap().sink.profile, SinkProfile::ServicenowEm);
+    }
+
+    #[test]
+    fn rt_profile_takes_a_token_or_basic_and_a_queue_and_key_field() {
+        let rt = MINIMAL.replace("\"generic\"", "\"rt\"");
+        let token = "[sink.auth]\nkind = \"token\"\ntoken = { env = \"RT_TOKEN\" }\n";
+        let cfg = Config::parse(Path::new("t.toml"), &format!("{rt}{token}")).unwrap();
+        assert_eq!(
+            (cfg.sink.profile, cfg.sink.rt.queue.as_str(), cfg.sink.rt.key_field.as_str()),
+            (SinkProfile::Rt, "General", "TriagedKey")
+        );
+        assert!(matches!(cfg.sink.auth, AuthConfig::Token { .. }));
+        let opts = "[sink.rt]\nqueue = \"Network\"\nkey_field = \"Incident Key\"\n";
+        let cfg = Config::parse(Path::new("t.toml"), &format!("{rt}{opts}{token}")).unwrap();
+        assert_eq!((cfg.sink.rt.queue.as_str(), cfg.sink.rt.key_field.as_str()), ("Network", "Incident Key"));
+        let locs = |text: &str| Config::parse(Path::new("t.toml"), text).unwrap_err().into_iter().map(|e| e.location).collect::<Vec<_>>();
+        assert_eq!(locs(&rt), ["sink.auth"], "no auth");
+        assert_eq!(locs(&format!("{rt}[sink.rt]\nqueue = \"\"\nkey_field = \"\"\n{token}")), ["sink.rt.queue", "sink.rt.key_field"]);
+        assert!(locs(&format!("{rt}[sink.rt]\nqeue = \"x\"\n"))[0].starts_with("line"), "unknown fields are refused");
+        let errs = Config::parse(Path::new("t.toml"), &format!("{MINIMAL}{token}")).unwrap_err();
+        assert_eq!(errs[0].location, "sink.auth");
+        assert!(errs[0].message.contains("only used by the rt profile"), "{}", errs[0]);
     }
 
     #[test]

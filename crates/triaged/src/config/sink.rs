@@ -22,6 +22,9 @@ pub enum SinkProfile {
     ServicenowEm,
     /// Jira Service Management Operations alerts (`/v1/alerts`), by alias.
     Jsm,
+    /// Request Tracker 5 REST2 tickets (`/REST/2.0/ticket`), found by the
+    /// incident key in a ticket custom field (`[sink.rt]`).
+    Rt,
 }
 
 impl SinkProfile {
@@ -32,6 +35,7 @@ impl SinkProfile {
             SinkProfile::Pagerduty => "pagerduty",
             SinkProfile::ServicenowEm => "servicenow_em",
             SinkProfile::Jsm => "jsm",
+            SinkProfile::Rt => "rt",
         }
     }
 }
@@ -92,6 +96,9 @@ pub enum AuthConfig {
     /// Operations API integration key; `jsm` profile only.
     #[serde(rename = "genie_key")]
     GenieKey { token: SecretSource },
+    /// `Authorization: token <token>`: a Request Tracker auth token;
+    /// `rt` profile only.
+    Token { token: SecretSource },
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -250,6 +257,9 @@ pub struct SinkConfig {
     /// listener at `POST /webhooks/{sink name}`.
     #[serde(default)]
     pub webhook: Option<WebhookConfig>,
+    /// Request Tracker options (`[sink.rt]`), used by the `rt` profile.
+    #[serde(default)]
+    pub rt: RtConfig,
 }
 
 /// `[sink.read_back]`: polling the ITSM's records by key.
@@ -301,6 +311,50 @@ pub struct WebhookConfig {
     pub secret: SecretSource,
 }
 
+/// `[sink.rt]`: where the `rt` profile files tickets and how it finds them.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct RtConfig {
+    /// Queue new tickets are created in (its name).
+    #[serde(default = "default_rt_queue")]
+    pub queue: String,
+    /// Ticket custom field holding the incident key: tickets are found by
+    /// it (TicketSQL `CF.{name}`), so it must be applied to `queue`.
+    #[serde(default = "default_rt_key_field")]
+    pub key_field: String,
+}
+
+impl Default for RtConfig {
+    fn default() -> Self {
+        RtConfig { queue: default_rt_queue(), key_field: default_rt_key_field() }
+    }
+}
+
+fn default_rt_queue() -> String {
+    "General".into()
+}
+
+fn default_rt_key_field() -> String {
+    "TriagedKey".into()
+}
+
+impl RtConfig {
+    /// What `check` and `run` refuse: `(field, message)`. The key field
+    /// goes into TicketSQL as `CF.{name}`, so braces and quotes are refused.
+    pub fn errors(&self) -> Vec<(&'static str, String)> {
+        let mut out = Vec::new();
+        if self.queue.trim().is_empty() {
+            out.push(("sink.rt.queue", "must name the queue tickets are created in".into()));
+        }
+        if self.key_field.trim().is_empty() {
+            out.push(("sink.rt.key_field", "must name the ticket custom field holding the incident key".into()));
+        } else if self.key_field.chars().any(|c| matches!(c, '{' | '}' | '\'' | '"' | '\\') || c.is_control()) {
+            out.push(("sink.rt.key_field", "may not contain braces, quotes, backslashes or control characters".into()));
+        }
+        out
+    }
+}
+
 fn default_sink_name() -> String {
     "default".into()
 }
@@ -335,6 +389,17 @@ mod tests {
         assert_eq!(limit(Some(600), Some(50)).resolved(SinkProfile::Servicenow), Some((600, 50)));
         assert_eq!(limit(Some(6), None).resolved(SinkProfile::Generic), Some((6, 6)), "burst capped at per_minute");
         assert_eq!(limit(None, Some(5)).resolved(SinkProfile::Pagerduty), Some((120, 5)));
+    }
+
+    #[test]
+    fn rt_options_name_the_field_they_refuse() {
+        assert!(RtConfig::default().errors().is_empty());
+        let fields = |c: RtConfig| c.errors().into_iter().map(|(f, _)| f).collect::<Vec<_>>();
+        assert_eq!(fields(RtConfig { queue: " ".into(), key_field: String::new() }), ["sink.rt.queue", "sink.rt.key_field"]);
+        for bad in ["Key}", "K'ey", "K\\ey", "a\nb"] {
+            assert_eq!(fields(RtConfig { key_field: bad.into(), ..RtConfig::default() }), ["sink.rt.key_field"], "{bad:?}");
+        }
+        assert!(fields(RtConfig { queue: "Ops Queue".into(), key_field: "Triaged Key-1".into() }).is_empty());
     }
 
     #[test]

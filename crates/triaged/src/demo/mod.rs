@@ -141,6 +141,7 @@ pub fn demo_config(root: &std::path::Path, brokers: &str, sink: &str, listen: &s
             ca_file: None,
             client_cert_file: None,
             client_key_file: None,
+            rt: Default::default(),
         },
         http: HttpConfig { listen: listen.into(), ..HttpConfig::default() },
         correlation: CorrelationConfig {

@@ -1,13 +1,15 @@
-//! The ITSM sink: applies [`Action`]s over HTTP in one of five API profiles
+//! The ITSM sink: applies [`Action`]s over HTTP in one of six API profiles
 //! (generic PUT, ServiceNow Table API, PagerDuty Events API v2, ServiceNow
-//! Event Management, Jira Service Management Operations alerts).
+//! Event Management, Jira Service Management Operations alerts, Request
+//! Tracker REST2 tickets).
 //!
 //! Creation is idempotent by the incident's correlation key: the generic
 //! profile PUTs by key, PagerDuty dedups by `dedup_key`, and for ServiceNow
 //! the sink looks the key up (`correlation_id`) before every create, so a
 //! create whose response was lost is found instead of duplicated. ServiceNow
 //! Event Management folds every event of one `message_key` into one alert,
-//! and Jira Service Management de-duplicates open alerts by `alias`.
+//! and Jira Service Management de-duplicates open alerts by `alias`. Request
+//! Tracker tickets are searched for by the key's custom field before a create.
 //!
 //! This module builds the sink and dispatches `deliver` / `look_up` /
 //! `read_back` to the profile (`profile/`); `http.rs` sends requests and classifies replies,
@@ -140,7 +142,7 @@ struct SinkInner {
     client: reqwest::Client,
     /// Precomputed `Authorization` value, marked sensitive.
     auth: Option<HeaderValue>,
-    /// `none`, `bearer`, `basic` or `genie_key` (for Debug).
+    /// `none`, `bearer`, `basic`, `genie_key` or `token` (for Debug).
     auth_kind: &'static str,
     routing_key: Option<Secret>,
     /// Every secret string (and encoding of one) to scrub from error text.
@@ -153,12 +155,16 @@ struct SinkInner {
     metrics: Metrics,
     /// Largest response body read (`sink.max_response_bytes`).
     max_response_bytes: usize,
-    /// ServiceNow: correlation key -> sys_id of incidents seen or created.
+    /// ServiceNow: correlation key -> sys_id of incidents seen or created;
+    /// Request Tracker: incident key -> ticket id.
     sys_ids: Cache<String, String>,
-    /// Jira Service Management: alias -> the priority last sent for it.
+    /// Jira Service Management: alias -> the priority last sent for it;
+    /// Request Tracker: incident key -> the ticket priority last sent.
     priorities: Cache<String, String>,
     /// ServiceNow: `[sink.servicenow]` and the references looked up.
     servicenow: profile::SnOptions,
+    /// Request Tracker: queue and key field (`[sink.rt]`).
+    rt: profile::RtSettings,
 }
 
 /// `Authorization: <scheme> <token>` from the secret `token`, marked
@@ -218,6 +224,7 @@ impl RestSink {
             AuthConfig::None => (None, "none"),
             AuthConfig::Bearer { token } => (Some(token_header("Bearer", token, &mut scrub)?), "bearer"),
             AuthConfig::GenieKey { token } => (Some(token_header("GenieKey", token, &mut scrub)?), "genie_key"),
+            AuthConfig::Token { token } => (Some(token_header("token", token, &mut scrub)?), "token"),
             AuthConfig::Basic { username, password } => {
                 let field = "sink.auth.password";
                 let password = read_secret(field, password)?;
@@ -264,6 +271,7 @@ impl RestSink {
                 sys_ids,
                 priorities,
                 servicenow: profile::SnOptions::new(cfg.servicenow.as_ref()),
+                rt: profile::RtSettings::new(&cfg.rt),
             }),
         })
     }
@@ -302,6 +310,7 @@ impl RestSink {
                 SinkProfile::Generic => self.generic_look_up(key).await,
                 SinkProfile::Servicenow => self.sn_state(key).await,
                 SinkProfile::Jsm => self.jsm_look_up(key).await,
+                SinkProfile::Rt => self.rt_look_up(key).await,
                 SinkProfile::Pagerduty | SinkProfile::ServicenowEm => Ok(Remote::Unknown),
             }
         })
@@ -313,7 +322,7 @@ impl RestSink {
     /// state comes from its webhooks instead; Event Management alerts are
     /// not read by key.
     pub fn can_read_back(&self) -> bool {
-        matches!(self.inner.profile, SinkProfile::Generic | SinkProfile::Servicenow | SinkProfile::Jsm)
+        matches!(self.inner.profile, SinkProfile::Generic | SinkProfile::Servicenow | SinkProfile::Jsm | SinkProfile::Rt)
     }
 
     /// The ITSM's record of incident `key` (state, who took it, its
@@ -325,6 +334,7 @@ impl RestSink {
                 SinkProfile::Generic => self.generic_read_back(key).await,
                 SinkProfile::Servicenow => self.sn_read_back(key).await,
                 SinkProfile::Jsm => self.jsm_read_back(key).await,
+                SinkProfile::Rt => self.rt_read_back(key).await,
                 SinkProfile::Pagerduty | SinkProfile::ServicenowEm => Ok(RemoteRecord::default()),
             }
         })
@@ -342,6 +352,7 @@ impl RestSink {
             SinkProfile::Pagerduty => self.pagerduty(action).await,
             SinkProfile::ServicenowEm => self.servicenow_em(action).await,
             SinkProfile::Jsm => self.jsm(action).await,
+            SinkProfile::Rt => self.rt(action).await,
         };
         if let Err(e @ (SinkError::Retryable { .. } | SinkError::Permanent(_))) = &result {
             self.inner.metrics.sink_errors.with_label_values(&[e.class()]).inc();

@@ -1,10 +1,11 @@
-//! The sink's five API profiles, one module each, and the functions their
+//! The sink's six API profiles, one module each, and the functions their
 //! request bodies and read-backs share (member lines, the long description,
 //! truncation, priorities read back).
 
 mod generic;
 mod jsm;
 mod pagerduty;
+mod rt;
 mod servicenow;
 mod servicenow_em;
 mod servicenow_refs;
@@ -23,6 +24,8 @@ fn parse_priority(v: &Value) -> Option<u8> {
     };
     (1..=5).contains(&n).then_some(n as u8)
 }
+
+pub(super) use rt::RtSettings;
 
 /// At most `max` characters, the last one an ellipsis when cut.
 pub(super) fn truncate(s: &str, max: usize) -> String {
