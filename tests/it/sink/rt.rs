@@ -116,7 +116,10 @@ async fn a_resolve_for_a_key_without_a_ticket_creates_it_first_with_basic_auth()
 async fn a_ticket_an_operator_took_reads_back_acknowledged_and_an_owned_priority_is_not_written() {
     let rt = Rt::start().await;
     let (sink, _guard) = rt_sink(&rt);
-    assert_eq!(sink.read_back(KEY, &CancellationToken::new()).await.unwrap(), RemoteRecord { state: Remote::Missing, ..RemoteRecord::default() });
+    assert_eq!(
+        sink.read_back(KEY, &CancellationToken::new()).await.unwrap(),
+        RemoteRecord { state: Remote::Missing, ..RemoteRecord::default() }
+    );
     deliver(&sink, &with_priority(sample_action(ActionKind::Open), 2)).await;
     let untaken = sink.read_back(KEY, &CancellationToken::new()).await.unwrap();
     assert_eq!((untaken.acknowledged, untaken.assignee.as_deref(), untaken.priority), (false, None, Some(2)), "{untaken:?}");

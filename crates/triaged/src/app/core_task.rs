@@ -59,7 +59,7 @@ pub(super) struct CoreLoop {
     pub(super) reconcile: Option<Reconcile>,
     pub(super) reconciled: mpsc::UnboundedReceiver<Reconciled>,
     /// What read-backs and webhooks saw at the ITSM.
-    pub(super) observed: mpsc::UnboundedReceiver<super::readback::Observed>,
+    pub(super) observed: mpsc::UnboundedReceiver<crate::core::partitions::Observed>,
     /// Pollers asking which incidents are open at the ITSM.
     pub(super) poll_requests: mpsc::Receiver<super::readback::PollRequest>,
     /// Only partitions still owned are checkpointed: a late write would

@@ -180,6 +180,9 @@ pub async fn start(cfg: Config, shutdown: CancellationToken) -> Result<Running, 
     let sink_stop = CancellationToken::new();
     let http_stop = CancellationToken::new();
     tracker.spawn(broker_probe::run(cfg.kafka.clone(), readiness.clone(), http_stop.clone()));
+    let (observed_tx, observed_rx) = mpsc::unbounded_channel::<crate::core::partitions::Observed>();
+    let webhooks =
+        server::webhook::Webhooks::new([&cfg.sink], observed_tx.clone(), metrics.clone()).map_err(|e| AppError::Sink(e.to_string()))?;
     tracker.spawn(server::serve(
         listener,
         ServerState {
@@ -191,6 +194,7 @@ pub async fn start(cfg: Config, shutdown: CancellationToken) -> Result<Running, 
             ingest,
             problems: problems_rx,
             decisions: decisions.clone(),
+            webhooks,
         },
         http_stop.clone(),
     ));
@@ -245,7 +249,6 @@ pub async fn start(cfg: Config, shutdown: CancellationToken) -> Result<Running, 
         tracker.spawn(w.run(rx, sink_stop.clone()));
     }
     drop(ack_tx);
-    let (observed_tx, observed_rx) = mpsc::unbounded_channel::<readback::Observed>();
     let (poll_tx, poll_rx) = mpsc::channel::<readback::PollRequest>(4);
     let every = cfg.sink.read_back.poll_interval.0;
     if sink.can_read_back() && !every.is_zero() {

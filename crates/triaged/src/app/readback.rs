@@ -11,20 +11,13 @@ use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
-use crate::core::partitions::PolledAt;
+use crate::core::partitions::{Observed, PolledAt};
 use crate::core::{Observation, RemoteOutcome, SeenState};
 use crate::incident::SinkError;
 use crate::metrics::Metrics;
 use crate::sink::{Remote, RemoteRecord, RestSink};
 
 use super::core_task::CoreLoop;
-
-/// An observation, and the core it is for (`None`: whichever holds the key,
-/// for a webhook, which cannot know).
-pub struct Observed {
-    pub at: Option<PolledAt>,
-    pub observation: Observation,
-}
 
 /// A poller's request for the incidents open at the ITSM.
 pub(super) type PollRequest = oneshot::Sender<Vec<(PolledAt, String)>>;

@@ -21,7 +21,9 @@ pub use self::kafka::{Format, KafkaConfig, KafkaSecrets, TopicConfig, OWNED_KAFK
 pub use self::log::LogConfig;
 pub use self::rekey::{IngestConfig, RekeyConfig, RekeyScope, StateConfig};
 pub use self::servicenow::{ReferenceBy, ServicenowConfig};
-pub use self::sink::{AuthConfig, CircuitConfig, RateLimitConfig, RetryConfig, RtConfig, SecretSource, SinkConfig, SinkProfile};
+pub use self::sink::{
+    AuthConfig, CircuitConfig, RateLimitConfig, ReadBackConfig, RetryConfig, RtConfig, SecretSource, SinkConfig, SinkProfile, WebhookConfig,
+};
 
 /// A configuration problem, located by file and field (or line for syntax errors).
 #[derive(Debug, Clone, PartialEq, Eq)]

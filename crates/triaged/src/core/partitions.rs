@@ -40,6 +40,14 @@ pub struct PolledAt {
     pub epoch: u64,
 }
 
+/// An observation of an ITSM record, and the core it is for (`None`:
+/// whichever holds the key, for a webhook, which cannot know).
+#[derive(Debug, Clone)]
+pub struct Observed {
+    pub at: Option<PolledAt>,
+    pub observation: crate::core::Observation,
+}
+
 struct Slot {
     core: Core,
     claim: Option<Claim>,

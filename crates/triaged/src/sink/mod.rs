@@ -29,6 +29,7 @@ mod tls;
 pub(crate) mod worker;
 
 pub use http::error_chain;
+pub(crate) use profile::parse_priority;
 pub(crate) use secret::{loose_permissions, read_secret, Secret};
 pub use tls::SinkTlsError;
 

@@ -16,7 +16,7 @@ use serde_json::Value;
 
 /// A priority an ITSM record holds, as P1..P5: a number, `"3"` or `"P3"`;
 /// anything else (or out of range) is none.
-fn parse_priority(v: &Value) -> Option<u8> {
+pub(crate) fn parse_priority(v: &Value) -> Option<u8> {
     let n = match v {
         Value::Number(n) => n.as_u64()?,
         Value::String(s) => s.trim().trim_start_matches(['P', 'p']).parse().ok()?,
