@@ -16,6 +16,9 @@ use triaged_testkit::mimic::{Exchange, Itsm, Meaning, Mimic};
 use crate::support::process::{free_port, produce_to, write_config_with, Daemon, Extra, LogDir, Sink};
 
 const MINUTE: Duration = Duration::from_secs(60);
+const PD_KEY_ENV: &str = "READBACK_PD_ROUTING_KEY";
+const PD_KEY: &str = "R0UT1NGKEY0000000000000000000000";
+const WEBHOOK_SECRET: &str = "whsec-readback";
 
 /// A native event on `host`.
 fn event(id: &str, host: &str, severity: &str) -> (String, Vec<u8>) {
@@ -44,19 +47,21 @@ struct Setup {
 }
 
 async fn setup(group: &str, read_back: &str) -> Setup {
+    let sink = Sink { profile: "servicenow", routing_key_env: None, auth: None };
+    setup_with(group, Itsm::ServiceNow, sink, &format!("[sink.read_back]\npoll_interval = \"200ms\"\n{read_back}")).await
+}
+
+async fn setup_with(group: &str, itsm: Itsm, sink: Sink, sections: &str) -> Setup {
     let logs = LogDir::new();
     let cluster = MockCluster::new(1).unwrap();
     for (topic, n) in [("events", 1), ("triaged-dead-letter", 1), ("triaged-state", 1)] {
         cluster.create_topic(topic, n, 1).unwrap();
     }
     let brokers = cluster.bootstrap_servers();
-    let mimic = Mimic::start(Itsm::ServiceNow).await.unwrap();
+    let mimic = Mimic::start(itsm).await.unwrap();
     let port = free_port();
-    let extra = Extra {
-        sink: Some(Sink { profile: "servicenow", routing_key_env: None, auth: None }),
-        sections: format!("[sink.read_back]\npoll_interval = \"200ms\"\n{read_back}"),
-        ..Extra::default()
-    };
+    let sections = sections.replace("{logs}", &logs.path().display().to_string());
+    let extra = Extra { sink: Some(sink), sections, ..Extra::default() };
     let config = write_config_with(logs.path(), &brokers, group, 3000, &mimic.url(), port, &extra);
     let logs_path = logs.path().to_owned();
     Setup { _logs: logs, mimic, brokers, config, port, logs_path, cluster }
@@ -64,7 +69,7 @@ async fn setup(group: &str, read_back: &str) -> Setup {
 
 impl Setup {
     fn start(&self, n: u32) -> Daemon {
-        Daemon::start(&self.config, &self.logs_path, n, self.port)
+        Daemon::start_with_env(&self.config, &self.logs_path, n, self.port, &[(PD_KEY_ENV, PD_KEY)])
     }
 
     async fn send(&self, messages: &[(String, Vec<u8>)]) {
@@ -190,6 +195,56 @@ async fn an_acknowledgement_and_a_persons_priority_survive_a_restart() {
         "the acknowledgement and ownership are remembered, not seen anew"
     );
     assert_eq!(s.mimic.sn_records(&key).len(), 1);
+    daemon.sigterm(MINUTE);
+    drop(s.cluster);
+}
+
+/// A PagerDuty v3 webhook about the incident of `key`, signed with `secret`.
+fn pd_webhook(key: &str, status: &str, secret: &str) -> (Vec<u8>, String) {
+    let body = serde_json::to_vec(&json!({ "event": {
+        "id": format!("ev-{status}"), "event_type": format!("incident.{status}"), "resource_type": "incident",
+        "occurred_at": Utc::now().to_rfc3339(), "agent": { "summary": "Jo Oncall", "type": "user_reference" },
+        "data": { "id": "PGR0VU2", "type": "incident", "status": status, "title": format!("Disk full on rb-pd [{key}]") } } }))
+    .unwrap();
+    let tag = ring::hmac::sign(&ring::hmac::Key::new(ring::hmac::HMAC_SHA256, secret.as_bytes()), &body);
+    let hex: String = tag.as_ref().iter().map(|b| format!("{b:02x}")).collect();
+    (body, format!("v1={hex}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pagerduty_webhooks_record_the_acknowledgement_and_a_resolve_while_firing_triggers_again() {
+    let sink = Sink { profile: "pagerduty", routing_key_env: Some(PD_KEY_ENV), auth: None };
+    let s =
+        setup_with("triaged-readback-pd", Itsm::PagerDuty, sink, "[sink.webhook]\nsecret = { file = \"{logs}/webhook.secret\" }\n").await;
+    std::fs::write(s.logs_path.join("webhook.secret"), format!("{WEBHOOK_SECRET}\n")).unwrap();
+    s.mimic.expect_routing_key(PD_KEY);
+    let daemon = s.start(1);
+    s.send(&[event("p-1", "rb-pd", "critical")]).await;
+    let trigger = s.mimic.answered(MINUTE, |x| x.meaning == Meaning::Trigger).await.expect("paged");
+    let key = trigger.key.expect("a dedup key");
+    let url = format!("http://127.0.0.1:{}/webhooks/default", s.port);
+    let client = reqwest::Client::new();
+    let post = |body: Vec<u8>, sig: String| client.post(&url).header("X-PagerDuty-Signature", sig).body(body).send();
+
+    let (body, _) = pd_webhook(&key, "acknowledged", WEBHOOK_SECRET);
+    let (_, forged) = pd_webhook(&key, "acknowledged", "not-the-secret");
+    assert_eq!(post(body.clone(), forged).await.unwrap().status(), 401);
+    let (body, sig) = pd_webhook(&key, "acknowledged", WEBHOOK_SECRET);
+    assert_eq!(post(body, sig).await.unwrap().status(), 202);
+    daemon.wait_metric("triaged_incident_time_to_acknowledge_seconds_count{sink=\"default\"}", |v| v == 1.0, MINUTE).await;
+
+    // The on-call resolves it in PagerDuty while the alert fires: the
+    // default policy reopens, which for PagerDuty is a new trigger under the
+    // same key, and PagerDuty opens a new incident for it (it pages).
+    let mark = s.last_seq();
+    let (body, sig) = pd_webhook(&key, "resolved", WEBHOOK_SECRET);
+    s.mimic.pd_resolve_by_hand(&key);
+    assert_eq!(post(body, sig).await.unwrap().status(), 202);
+    s.mimic.answered(MINUTE, |x| x.seq > mark && x.meaning == Meaning::Trigger).await.expect("triggered again");
+    assert_eq!(s.mimic.pages_for(&key), 2, "{}", s.mimic.transcript(&key));
+    daemon.wait_metric("triaged_webhook_requests_total{result=\"bad_signature\"}", |v| v == 1.0, MINUTE).await;
+    daemon.wait_metric("triaged_itsm_readback_total{outcome=\"reopened\"}", |v| v == 1.0, MINUTE).await;
+    println!("{}", s.mimic.transcript(&key));
     daemon.sigterm(MINUTE);
     drop(s.cluster);
 }

@@ -817,6 +817,14 @@ impl Mimic {
         true
     }
 
+    /// PagerDuty: the on-call resolves the open incident of `dedup_key` in
+    /// the UI. Not a request: nothing is logged. False when none is open.
+    pub fn pd_resolve_by_hand(&self, dedup_key: &str) -> bool {
+        let mut inner = self.shared.lock();
+        let open = inner.books.pagerduty.iter_mut().rev().find(|i| i.dedup_key == dedup_key && i.status != PdStatus::Resolved);
+        open.map(|i| i.status = PdStatus::Resolved).is_some()
+    }
+
     /// PagerDuty: incidents opened (pages) for any key.
     pub fn pages(&self) -> usize {
         self.shared.lock().books.pagerduty.len()
