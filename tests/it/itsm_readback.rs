@@ -248,3 +248,55 @@ async fn pagerduty_webhooks_record_the_acknowledgement_and_a_resolve_while_firin
     daemon.sigterm(MINUTE);
     drop(s.cluster);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rt_a_ticket_taken_reads_back_acknowledged_and_one_resolved_by_hand_while_firing_is_reopened() {
+    const TOKEN_ENV: &str = "READBACK_RT_TOKEN";
+    let rt = crate::support::rt::Rt::start().await;
+    let logs = LogDir::new();
+    let cluster = MockCluster::new(1).unwrap();
+    for topic in ["events", "triaged-dead-letter", "triaged-state"] {
+        cluster.create_topic(topic, 1, 1).unwrap();
+    }
+    let brokers = cluster.bootstrap_servers();
+    let port = free_port();
+    let extra = Extra {
+        sink: Some(Sink {
+            profile: "rt",
+            routing_key_env: None,
+            auth: Some(format!("{{ kind = \"token\", token = {{ env = \"{TOKEN_ENV}\" }} }}")),
+        }),
+        sections: "[sink.read_back]\npoll_interval = \"300ms\"\n".into(),
+        ..Extra::default()
+    };
+    let config = write_config_with(logs.path(), &brokers, "triaged-readback-rt", 3000, &rt.url, port, &extra);
+    let daemon = Daemon::start_with_env(&config, logs.path(), 1, port, &[(TOKEN_ENV, rt.token.as_str())]);
+    produce_to(&brokers, 0, &[event("r-1", "rb-rt", "major")], &mut BTreeMap::new()).await;
+    crate::rt_e2e::wait_tickets(&rt, "the ticket", logs.path(), |t| t.len() == 1).await;
+    let (id, key, _) = rt.all_tickets().await.remove(0);
+
+    // An operator takes the ticket: acknowledged.
+    rt.put(&format!("ticket/{id}"), json!({ "Owner": "root" })).await;
+    daemon.wait_metric("triaged_incident_time_to_acknowledge_seconds_count", |v| v == 1.0, MINUTE).await;
+    // Then resolves it while the alert fires: reopened, with the reason.
+    rt.put(&format!("ticket/{id}"), json!({ "Status": "resolved" })).await;
+    daemon.wait_metric("triaged_itsm_readback_total{outcome=\"reopened\"}", |v| v == 1.0, MINUTE).await;
+    crate::rt_e2e::wait_tickets(&rt, "reopened", logs.path(), |t| t.iter().all(|(_, _, s)| s == "open")).await;
+    let statuses = rt.statuses(&id).await;
+    assert_eq!(statuses.last().map(String::as_str), Some("open"), "{statuses:?}");
+    assert!(statuses.iter().any(|s| s == "resolved"), "{statuses:?}");
+    // The reopen sets the status, then comments: wait for the comment.
+    let deadline = std::time::Instant::now() + MINUTE;
+    let comments = loop {
+        let comments = rt.comments(&id).await;
+        if comments.iter().any(|c| c.contains("closed at default by a person while 1 alert(s) still fire")) {
+            break comments;
+        }
+        assert!(std::time::Instant::now() < deadline, "no reopen comment: {comments:#?}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert_eq!(rt.tickets(&key).await.len(), 1, "the same ticket, no second one");
+    println!("rt read-back: ticket {id} {key}: statuses {}, {} comment(s)", statuses.join(" -> "), comments.len());
+    daemon.sigterm(MINUTE);
+    drop(cluster);
+}

@@ -26,7 +26,7 @@ const TOKEN_ENV: &str = "RT_E2E_TOKEN";
 const WAIT: Duration = Duration::from_secs(120);
 
 /// Polls RT until `done` holds for its tickets (id, key, status).
-async fn wait_tickets(rt: &Rt, what: &str, logs: &std::path::Path, done: impl Fn(&[(String, String, String)]) -> bool) {
+pub(crate) async fn wait_tickets(rt: &Rt, what: &str, logs: &std::path::Path, done: impl Fn(&[(String, String, String)]) -> bool) {
     let deadline = Instant::now() + WAIT;
     loop {
         let tickets = rt.all_tickets().await;
