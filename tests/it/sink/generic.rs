@@ -193,13 +193,7 @@ async fn generic_reads_records_back_by_key() {
     let (sink, _) = generic_sink(&server);
     let stop = CancellationToken::new();
     assert!(sink.can_read_back());
-    let rec = |state, acknowledged, assignee: Option<&str>, priority, group: Option<&str>| RemoteRecord {
-        state,
-        acknowledged,
-        assignee: assignee.map(str::to_owned),
-        priority,
-        group: group.map(str::to_owned),
-    };
+    let rec = super::read_record;
     assert_eq!(sink.read_back("trg-open", &stop).await.unwrap(), rec(Remote::Open, false, None, None, None));
     assert_eq!(sink.read_back("trg-taken", &stop).await.unwrap(), rec(Remote::Open, true, Some("Ada Lovelace"), Some(2), Some("NetOps")));
     assert_eq!(sink.read_back("trg-closed", &stop).await.unwrap(), rec(Remote::Closed, false, None, None, None));

@@ -32,7 +32,7 @@ use triaged::config::{AuthConfig, CircuitConfig, HumanDuration, RetryConfig, Sec
 use triaged::event::{Severity, Status};
 use triaged::incident::{Action, ActionKind, CiRef, HumanOwned, Incident, IncidentState, Member, SinkError};
 use triaged::metrics::Metrics;
-use triaged::sink::RestSink;
+use triaged::sink::{Remote, RemoteRecord, RestSink};
 
 const KEY: &str = "trg-00112233445566ff";
 const SN_TABLE: &str = "/api/now/table/incident";
@@ -259,4 +259,15 @@ async fn puts(server: &MockServer) -> Vec<Request> {
 /// ServiceNow PATCHes of record `sys_id`.
 async fn patches(server: &MockServer, sys_id: &str) -> Vec<Request> {
     received(server, "PATCH", &format!("{SN_TABLE}/{sys_id}")).await
+}
+
+/// A read-back record, for comparisons.
+pub(super) fn read_record(
+    state: Remote,
+    acknowledged: bool,
+    assignee: Option<&str>,
+    priority: Option<u8>,
+    group: Option<&str>,
+) -> RemoteRecord {
+    RemoteRecord { state, acknowledged, assignee: assignee.map(str::to_owned), priority, group: group.map(str::to_owned) }
 }

@@ -12,7 +12,7 @@ use wiremock::{Mock, MockServer, Request, Respond, ResponseTemplate};
 use triaged::config::{AuthConfig, HumanDuration, ReferenceBy, ServicenowConfig, SinkProfile};
 use triaged::incident::{ActionKind, HumanOwned, SinkError};
 use triaged::scale::ownership::{Claim, Ownership};
-use triaged::sink::{Remote, RemoteRecord};
+use triaged::sink::Remote;
 
 use super::{
     answer, body, build, config, config_with_auth, env_secret, file_secret, mount_create, mount_lookup, mount_patch, owned_action, patches,
@@ -371,13 +371,7 @@ async fn servicenow_reads_records_back_by_correlation_id() {
     let stop = CancellationToken::new();
     assert!(sink.can_read_back());
 
-    let rec = |state, acknowledged, assignee: Option<&str>, priority, group: Option<&str>| RemoteRecord {
-        state,
-        acknowledged,
-        assignee: assignee.map(str::to_owned),
-        priority,
-        group: group.map(str::to_owned),
-    };
+    let rec = super::read_record;
     let netops = Some("Network Operations");
     assert_eq!(sink.read_back("trg-new", &stop).await.unwrap(), rec(Remote::Open, false, None, Some(3), netops));
     assert_eq!(sink.read_back(KEY, &stop).await.unwrap(), rec(Remote::Open, true, Some("Ada Lovelace"), Some(2), netops));

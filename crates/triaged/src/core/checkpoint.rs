@@ -431,7 +431,7 @@ impl Core {
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use std::path::{Path, PathBuf};
     use std::sync::Arc;
 
@@ -464,7 +464,7 @@ cis:
     }
 
     /// Ticks at `at` and acknowledges what the tick decided.
-    fn settle(c: &mut Core, at: DateTime<Utc>) -> Vec<Action> {
+    pub(in crate::core) fn settle(c: &mut Core, at: DateTime<Utc>) -> Vec<Action> {
         c.tick(at);
         let actions = c.take_actions();
         for a in &actions {

@@ -353,6 +353,7 @@ mod tests {
 
     use super::*;
     use crate::config::CorrelationConfig;
+    use crate::core::checkpoint::tests::settle;
     use crate::core::CoreConfig;
     use crate::event::{Event, Status};
     use crate::incident::Action;
@@ -375,16 +376,6 @@ mod tests {
 
     fn s(n: i64) -> chrono::Duration {
         chrono::Duration::seconds(n)
-    }
-
-    /// Ticks at `at` and acknowledges what it decided.
-    fn settle(c: &mut Core, at: DateTime<Utc>) -> Vec<Action> {
-        c.tick(at);
-        let actions = c.take_actions();
-        for a in &actions {
-            c.ack(a.id);
-        }
-        actions
     }
 
     /// A core with one open incident on web-1, its key, and the time it opened.
