@@ -110,6 +110,7 @@ fn config(profile: SinkProfile, endpoint: &str) -> SinkConfig {
         circuit: CircuitConfig { failure_threshold: 0, ..CircuitConfig::default() },
         rate_limit: Default::default(),
         routing_key: None,
+        routing_keys: Default::default(),
         max_response_bytes: 64 << 10,
         ca_file: None,
         client_cert_file: None,

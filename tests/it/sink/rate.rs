@@ -80,16 +80,16 @@ async fn a_429_storm_loses_nothing_and_every_open_and_resolve_arrives() {
         assert_eq!(deduped, ["open", "update", "resolve"], "{key}: in order, a refused one again: {kinds:?}");
         assert_eq!(got.last().unwrap().1, "resolved", "{key}");
     }
-    assert_eq!(metrics.sink_errors.with_label_values(&["retryable"]).get(), REFUSED);
+    assert_eq!(metrics.sink_errors.with_label_values(&["default", "retryable"]).get(), REFUSED);
     // Every request took a token; past the burst of 5 they came 10 a second.
-    assert_eq!(metrics.sink_rate_limited.get_sample_count(), actions + REFUSED);
+    assert_eq!(metrics.sink_rate_limited.with_label_values(&["default"]).get_sample_count(), actions + REFUSED);
     let paced = Duration::from_millis(100 * (actions + REFUSED - 5) - 100);
     assert!(elapsed >= paced, "{elapsed:?} < {paced:?}");
-    assert!(metrics.sink_rate_limited.get_sample_sum() > 0.0);
+    assert!(metrics.sink_rate_limited.with_label_values(&["default"]).get_sample_sum() > 0.0);
     println!(
         "429 storm: {actions} actions, {} requests ({REFUSED} refused and sent again) in {elapsed:?}, {:.2}s waited for tokens",
         requests.len(),
-        metrics.sink_rate_limited.get_sample_sum()
+        metrics.sink_rate_limited.with_label_values(&["default"]).get_sample_sum()
     );
 }
 
@@ -109,8 +109,12 @@ async fn pagerduty_is_held_to_120_a_minute_with_bursts_of_20_by_default() {
     let elapsed = started.elapsed();
     // 20 at once, then one every 500 ms.
     assert!(elapsed >= Duration::from_millis(950), "{elapsed:?}");
-    assert_eq!(metrics.sink_rate_limited.get_sample_count(), 22);
-    assert!(metrics.sink_rate_limited.get_sample_sum() >= 0.95, "{}", metrics.sink_rate_limited.get_sample_sum());
+    assert_eq!(metrics.sink_rate_limited.with_label_values(&["default"]).get_sample_count(), 22);
+    assert!(
+        metrics.sink_rate_limited.with_label_values(&["default"]).get_sample_sum() >= 0.95,
+        "{}",
+        metrics.sink_rate_limited.with_label_values(&["default"]).get_sample_sum()
+    );
     assert_eq!(server.received_requests().await.unwrap().len(), 22);
 }
 
@@ -123,7 +127,7 @@ async fn other_profiles_are_not_limited_unless_configured() {
     for id in 0..40 {
         sink.deliver(&action(id, ActionKind::Update, "trg-free"), &stop).await.unwrap();
     }
-    assert_eq!(metrics.sink_rate_limited.get_sample_count(), 0, "no bucket, no wait");
+    assert_eq!(metrics.sink_rate_limited.with_label_values(&["default"]).get_sample_count(), 0, "no bucket, no wait");
 }
 
 // One thread: the spawned delivery runs up to its wait for a token

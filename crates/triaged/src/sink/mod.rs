@@ -239,6 +239,7 @@ impl RestSink {
         };
 
         let client = http::client(cfg)?;
+        metrics.sink_families_at_zero(&cfg.name);
 
         let sys_ids = Cache::builder().max_capacity(SYS_ID_CACHE_CAPACITY).time_to_idle(SYS_ID_CACHE_IDLE).build();
         let priorities = Cache::builder().max_capacity(SYS_ID_CACHE_CAPACITY).time_to_idle(SYS_ID_CACHE_IDLE).build();
@@ -255,7 +256,7 @@ impl RestSink {
                 routing_key,
                 scrub,
                 backoff: Backoff::new(&cfg.retry),
-                breaker: Breaker::new(&cfg.circuit, metrics.clone()),
+                breaker: Breaker::new(&cfg.circuit, &metrics, &cfg.name),
                 rate: RateLimit::from_config(cfg),
                 metrics,
                 max_response_bytes: cfg.max_response_bytes,
@@ -318,7 +319,7 @@ impl RestSink {
             SinkProfile::Jsm => self.jsm(action).await,
         };
         if let Err(e @ (SinkError::Retryable { .. } | SinkError::Permanent(_))) = &result {
-            self.inner.metrics.sink_errors.with_label_values(&[e.class()]).inc();
+            self.inner.metrics.sink_errors.with_label_values(&[&self.inner.name, e.class()]).inc();
         }
         result
     }
@@ -374,7 +375,7 @@ impl RestSink {
         };
         let result = retry::retry(&self.inner.backoff, shutdown, attempt).instrument(span).await;
         if let Err(e @ SinkError::Cancelled) = &result {
-            self.inner.metrics.sink_errors.with_label_values(&[e.class()]).inc();
+            self.inner.metrics.sink_errors.with_label_values(&[&self.inner.name, e.class()]).inc();
         }
         result
     }
