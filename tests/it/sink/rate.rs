@@ -154,3 +154,37 @@ async fn a_shutdown_ends_the_wait_for_a_token() {
     assert!(started.elapsed() < Duration::from_secs(2));
     assert_eq!(server.received_requests().await.unwrap().len(), 1, "the resolve waits for the restart");
 }
+
+/// PagerDuty limits events per routing key: each on-call rotation's key has
+/// its own bucket, so one busy rotation does not hold back another's pages;
+/// and the key sent is the rotation's (or the default for any other).
+#[tokio::test]
+async fn pagerduty_has_one_bucket_per_routing_key_chosen_by_rotation() {
+    let (_d1, default_key) = secret_file("rk-default");
+    let (_d2, dba_key) = secret_file("rk-dba");
+    let server = MockServer::start().await;
+    mount_enqueue(&server).await;
+    let mut cfg = pd_config(&server, &default_key);
+    cfg.routing_keys = BTreeMap::from([("dba-oncall".to_string(), super::file_secret(&dba_key))]);
+    cfg.rate_limit = RateLimitConfig { per_minute: Some(1), burst: Some(1) };
+    let (sink, _) = build(&cfg);
+    let stop = CancellationToken::new();
+    let on = |id, oncall: &str| {
+        let mut a = action(id, ActionKind::Open, &format!("trg-pd-key-{id}"));
+        a.incident.oncall = Some(oncall.into());
+        a
+    };
+    let started = Instant::now();
+    sink.deliver(&on(1, "dba-oncall"), &stop).await.unwrap();
+    // The default key's bucket is still full: no wait for the minute.
+    tokio::time::timeout(Duration::from_secs(5), sink.deliver(&on(2, "network-oncall"), &stop))
+        .await
+        .expect("another routing key is not held by the first one's bucket")
+        .unwrap();
+    assert!(started.elapsed() < Duration::from_secs(5));
+    let keys: Vec<_> = server.received_requests().await.unwrap().iter().map(|r| body(r)["routing_key"].clone()).collect();
+    assert_eq!(keys, ["rk-dba", "rk-default"]);
+    // The dba key's bucket is empty now: its next event waits.
+    let again = tokio::time::timeout(Duration::from_millis(300), sink.deliver(&on(3, "dba-oncall"), &stop)).await;
+    assert!(again.is_err(), "the same key waits for its bucket");
+}

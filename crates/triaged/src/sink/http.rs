@@ -79,7 +79,7 @@ impl RestSink {
         if let Some(body) = body {
             req = req.json(body);
         }
-        let rate = &self.inner.rate;
+        let rate = self.rate_limit();
         if rate.is_limited() {
             let waited = rate.take().await;
             self.inner.metrics.sink_rate_limited.with_label_values(&[&self.inner.name]).observe(waited.as_secs_f64());

@@ -22,6 +22,7 @@ mod http;
 mod profile;
 pub mod rate;
 pub mod retry;
+mod routing_key;
 mod secret;
 mod tls;
 pub(crate) mod worker;
@@ -49,6 +50,7 @@ use crate::metrics::Metrics;
 use breaker::{Breaker, Outcome};
 use rate::RateLimit;
 use retry::Backoff;
+use routing_key::RoutingKeys;
 
 /// Bound of each per-key cache (ServiceNow sys_ids, JSM priorities).
 const SYS_ID_CACHE_CAPACITY: u64 = 50_000;
@@ -80,7 +82,7 @@ pub enum SinkBuildError {
     BothSecretSources { field: &'static str },
     #[error("{field}: the secret contains characters that are not allowed in an HTTP header")]
     InvalidSecret { field: &'static str },
-    #[error("sink.routing_key: required by the pagerduty profile")]
+    #[error("sink.routing_key: required by the pagerduty profile (or routing_keys per on-call rotation)")]
     MissingRoutingKey,
     #[error("sink.endpoint: {0}")]
     Endpoint(String),
@@ -129,6 +131,9 @@ pub struct RestSink {
     /// Set on the copy that works for one action ([`RestSink::for_action`]):
     /// its claim, and the shutdown that ends a wait for it.
     claim: Option<(Claim, CancellationToken)>,
+    /// Set on that copy too: the PagerDuty routing key of the action
+    /// (an index into `routing`), whose bucket its requests take.
+    key: Option<usize>,
 }
 
 struct SinkInner {
@@ -142,7 +147,8 @@ struct SinkInner {
     auth: Option<HeaderValue>,
     /// `none`, `bearer`, `basic` or `genie_key` (for Debug).
     auth_kind: &'static str,
-    routing_key: Option<Secret>,
+    /// PagerDuty: the routing key per rotation, each with its rate limit.
+    routing: Option<RoutingKeys>,
     /// Every secret string (and encoding of one) to scrub from error text.
     scrub: Vec<Secret>,
     backoff: Backoff,
@@ -185,7 +191,7 @@ impl fmt::Debug for RestSink {
             .field("profile", &i.profile.as_str())
             .field("endpoint", &display_url(&i.base))
             .field("auth", &i.auth_kind)
-            .field("routing_key", &i.routing_key)
+            .field("routing", &i.routing)
             .field("backoff", &i.backoff)
             .finish_non_exhaustive()
     }
@@ -227,14 +233,9 @@ impl RestSink {
                 (Some(value), "basic")
             }
         };
-        let routing_key = match (cfg.profile, &cfg.routing_key) {
-            (SinkProfile::Pagerduty, None) => return Err(SinkBuildError::MissingRoutingKey),
-            (SinkProfile::Pagerduty, Some(src)) => {
-                let key = read_secret("sink.routing_key", src)?;
-                scrub.push(key.clone());
-                Some(key)
-            }
-            // Only the pagerduty profile uses a routing key (config validation says so).
+        // Only the pagerduty profile uses routing keys (config validation says so).
+        let routing = match cfg.profile {
+            SinkProfile::Pagerduty => Some(RoutingKeys::new(cfg, &mut scrub)?),
             _ => None,
         };
 
@@ -246,6 +247,7 @@ impl RestSink {
         Ok(RestSink {
             ownership: None,
             claim: None,
+            key: None,
             inner: Arc::new(SinkInner {
                 name: cfg.name.clone(),
                 profile: cfg.profile,
@@ -253,7 +255,7 @@ impl RestSink {
                 client,
                 auth,
                 auth_kind,
-                routing_key,
+                routing,
                 scrub,
                 backoff: Backoff::new(&cfg.retry),
                 breaker: Breaker::new(&cfg.circuit, &metrics, &cfg.name),
@@ -281,9 +283,21 @@ impl RestSink {
         &self.inner.backoff
     }
 
-    /// The rate limit every request of this sink waits for.
+    /// The rate limit every request of this sink waits for (PagerDuty: the
+    /// bucket of the routing key of the action this copy works for).
     pub fn rate_limit(&self) -> &RateLimit {
-        &self.inner.rate
+        match (&self.inner.routing, self.key) {
+            (Some(r), Some(i)) => r.rate(i),
+            _ => &self.inner.rate,
+        }
+    }
+
+    /// The rate limit the requests for `action` wait for.
+    pub fn rate_limit_for(&self, action: &Action) -> &RateLimit {
+        match self.inner.routing.as_ref().and_then(|r| Some((r, r.index_for(&action.incident).ok()?))) {
+            Some((r, i)) => r.rate(i),
+            None => &self.inner.rate,
+        }
     }
 
     /// Whether this profile can look incidents up by key (PagerDuty's
@@ -337,7 +351,8 @@ impl RestSink {
     /// stall, and what follows it is judged again. Cheap: two `Arc`s and
     /// the claim.
     pub fn for_action(&self, action: &Action, shutdown: &CancellationToken) -> RestSink {
-        RestSink { claim: action.claim.clone().map(|c| (c, shutdown.clone())), ..self.clone() }
+        let key = self.inner.routing.as_ref().and_then(|r| r.index_for(&action.incident).ok());
+        RestSink { claim: action.claim.clone().map(|c| (c, shutdown.clone())), key, ..self.clone() }
     }
 
     /// Waits while the claim is unconfirmed after a stall: `Ok` once it

@@ -23,8 +23,8 @@ use crate::sink::{Remote, RestSink};
 pub(crate) trait Deliver: Send + Sync + 'static {
     /// The sink's name, for its metrics and logs.
     fn name(&self) -> &str;
-    /// The limit every request of the sink waits for.
-    fn rate_limit(&self) -> &RateLimit;
+    /// The limit every request of the sink for `action` waits for.
+    fn rate_limit(&self, action: &Action) -> &RateLimit;
     /// The backoff of dead-letter writes.
     fn backoff(&self) -> &Backoff;
     /// Whether the ITSM already reflects an action sent again after a restart.
@@ -38,8 +38,8 @@ impl Deliver for RestSink {
         RestSink::name(self)
     }
 
-    fn rate_limit(&self) -> &RateLimit {
-        RestSink::rate_limit(self)
+    fn rate_limit(&self, action: &Action) -> &RateLimit {
+        RestSink::rate_limit_for(self, action)
     }
 
     fn backoff(&self) -> &Backoff {
@@ -105,7 +105,7 @@ impl<S: Deliver> SinkWorker<S> {
             // No token now: this action waits anyway, so take what is queued
             // and send only the latest state of each incident. (The wait
             // itself is in the sink's requests, which end on `stop`.)
-            if !sink.rate_limit().ready_in().is_zero() {
+            if !sink.rate_limit(&next.action).ready_in().is_zero() {
                 backlog.push_front(next);
                 while !backlog.is_full() {
                     match rx.try_recv() {
@@ -208,7 +208,7 @@ mod tests {
             "fake"
         }
 
-        fn rate_limit(&self) -> &RateLimit {
+        fn rate_limit(&self, _: &Action) -> &RateLimit {
             &self.rate
         }
 
