@@ -11,6 +11,7 @@ mod jsm;
 mod lookup;
 mod pagerduty;
 mod rate;
+mod routes;
 mod secrets;
 mod servicenow;
 mod servicenow_em;
