@@ -211,14 +211,21 @@ priority = 1
         let mut all = all_closed(vec![a, b], &tracker, &stop);
         assert!(*all.borrow_and_update());
         b_tx.send_replace(false);
-        all.changed().await.unwrap();
+        let seen = tokio::time::timeout(std::time::Duration::from_secs(5), all.changed()).await;
+        assert!(matches!(seen, Ok(Ok(()))), "one sink opening is seen");
         assert!(!*all.borrow_and_update(), "one sink open stops the reading");
+        // b closes while a opens: still not every circuit closed.
         a_tx.send_replace(false);
         b_tx.send_replace(true);
-        for _ in 0..100 {
-            tokio::task::yield_now().await;
-        }
-        assert!(!*all.borrow(), "the other still open");
+        let changed = tokio::time::timeout(std::time::Duration::from_millis(100), async {
+            loop {
+                all.changed().await.unwrap();
+                if *all.borrow_and_update() {
+                    return;
+                }
+            }
+        });
+        assert!(changed.await.is_err(), "never all closed while a is open");
         a_tx.send_replace(true);
         tokio::time::timeout(std::time::Duration::from_secs(5), async {
             while !*all.borrow_and_update() {
