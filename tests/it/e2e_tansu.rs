@@ -31,13 +31,13 @@ pub(crate) fn tansu_bin() -> PathBuf {
 }
 
 /// A Tansu broker on a free loopback port, killed on drop.
-struct Broker {
+pub(crate) struct Broker {
     child: Child,
     port: u16,
 }
 
 impl Broker {
-    fn start(log_dir: &Path) -> Broker {
+    pub(crate) fn start(log_dir: &Path) -> Broker {
         let port = free_port();
         let url = format!("tcp://127.0.0.1:{port}");
         let log = std::fs::File::create(log_dir.join("tansu.log")).unwrap();
@@ -56,11 +56,11 @@ impl Broker {
         broker
     }
 
-    fn bootstrap(&self) -> String {
+    pub(crate) fn bootstrap(&self) -> String {
         format!("127.0.0.1:{}", self.port)
     }
 
-    fn create_topic(&self, name: &str, partitions: i32) {
+    pub(crate) fn create_topic(&self, name: &str, partitions: i32) {
         let status = Command::new(tansu_bin())
             .args(["topic", "create", name, "--partitions", &partitions.to_string(), "--broker", &format!("tcp://127.0.0.1:{}", self.port)])
             .status()

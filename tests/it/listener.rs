@@ -79,6 +79,7 @@ async fn serve(cfg: &Config) -> Served {
         problems,
         decisions: DecisionLog::default(),
         listener: Listener::new(&cfg.http).unwrap(),
+        webhooks: None,
     };
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();

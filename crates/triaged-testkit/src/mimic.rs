@@ -494,9 +494,23 @@ impl Books {
     }
 }
 
+/// ServiceNow's default priority lookup: impact x urgency, 1..3 each.
+fn sn_priority(impact: &str, urgency: &str) -> Option<&'static str> {
+    Some(match (impact, urgency) {
+        ("1", "1") => "1",
+        ("1", "2") | ("2", "1") => "2",
+        ("1", "3") | ("2", "2") | ("3", "1") => "3",
+        ("2", "3") | ("3", "2") => "4",
+        ("3", "3") => "5",
+        _ => return None,
+    })
+}
+
 /// Writes a ServiceNow request body into `record`: work notes are appended
-/// to the journal, every other field replaces what was there.
+/// to the journal, every other field replaces what was there, and a new
+/// impact or urgency sets the priority as ServiceNow's default lookup does.
 fn sn_write(record: &mut SnRecord, body: Map<String, Value>) {
+    let sets_priority = body.contains_key("impact") || body.contains_key("urgency");
     for (field, value) in body {
         let text = match &value {
             Value::String(s) => s.clone(),
@@ -514,6 +528,12 @@ fn sn_write(record: &mut SnRecord, body: Map<String, Value>) {
             _ => {
                 record.fields.insert(field, value);
             }
+        }
+    }
+    if sets_priority {
+        let text = |f: &str| record.fields.get(f).and_then(Value::as_str).unwrap_or_default().to_owned();
+        if let Some(p) = sn_priority(&text("impact"), &text("urgency")) {
+            record.fields.insert("priority".into(), p.into());
         }
     }
 }
@@ -776,6 +796,33 @@ impl Mimic {
     /// ServiceNow: the records with `correlation_id` `key`, oldest first.
     pub fn sn_records(&self, key: &str) -> Vec<SnRecord> {
         self.shared.lock().books.servicenow.iter().filter(|r| r.correlation_id == key).cloned().collect()
+    }
+
+    /// ServiceNow: a person edits the latest record of `key` in the UI
+    /// (`state` "7" closes it, `assigned_to` takes it, `priority` re-rates
+    /// it). Not a request: nothing is logged. False when there is no record.
+    pub fn sn_operator(&self, key: &str, fields: Value) -> bool {
+        let mut inner = self.shared.lock();
+        let Some(record) = inner.books.servicenow.iter_mut().rev().find(|r| r.correlation_id == key) else { return false };
+        let Value::Object(fields) = fields else { return false };
+        for (field, value) in fields {
+            match field.as_str() {
+                "state" => record.state = value.as_str().unwrap_or_default().to_owned(),
+                _ => {
+                    record.fields.insert(field, value);
+                }
+            }
+        }
+        drop(inner);
+        true
+    }
+
+    /// PagerDuty: the on-call resolves the open incident of `dedup_key` in
+    /// the UI. Not a request: nothing is logged. False when none is open.
+    pub fn pd_resolve_by_hand(&self, dedup_key: &str) -> bool {
+        let mut inner = self.shared.lock();
+        let open = inner.books.pagerduty.iter_mut().rev().find(|i| i.dedup_key == dedup_key && i.status != PdStatus::Resolved);
+        open.map(|i| i.status = PdStatus::Resolved).is_some()
     }
 
     /// PagerDuty: incidents opened (pages) for any key.

@@ -121,6 +121,9 @@ pub struct Incident {
     /// sink no longer writes (field ownership).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub human_owned: BTreeMap<String, HumanOwned>,
+    /// When someone first took the incident at an ITSM (read back).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub acknowledged: Option<Acknowledgement>,
 }
 
 /// Fields of an ITSM record that a person changed there: from then on they
@@ -133,6 +136,22 @@ pub struct HumanOwned {
     /// Assignment group (queue) and assignee.
     #[serde(default)]
     pub assignment: bool,
+    /// The record itself: a person closed it while its alerts fired and it
+    /// is left closed (policy `note`, or closed again after triaged reopened
+    /// it). The sink sends nothing more to it.
+    #[serde(default)]
+    pub closed: bool,
+}
+
+/// The first acknowledgement of an incident read back from an ITSM.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Acknowledgement {
+    /// The sink whose record was acknowledged.
+    pub sink: String,
+    /// Who took it, when the ITSM says.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub by: Option<String>,
+    pub at: DateTime<Utc>,
 }
 
 impl Incident {
@@ -167,6 +186,12 @@ pub struct Action {
     pub incident: Incident,
     /// Work notes explaining what changed since the previous action.
     pub notes: Vec<String>,
+    /// The priority differs from the one sent before (or none was): a sink
+    /// that re-rates a record when its urgency or impact is written (ServiceNow
+    /// recomputes its priority) writes them only then, so a priority a person
+    /// set there between two reads is not overwritten by an unchanged value.
+    #[serde(default)]
+    pub priority_changed: bool,
     /// The partition assignment the incident's state was built under, when
     /// state follows partitions (see `ownership.rs`). Not part of the payload.
     #[serde(skip)]
@@ -249,11 +274,13 @@ pub(crate) mod test_support {
                 parent: None,
                 redundancy_group: None,
                 human_owned: Default::default(),
+                acknowledged: None,
                 peak_priority: 2,
             },
             notes: vec![],
             claim: None,
             resent: false,
+            priority_changed: true,
         }
     }
 }

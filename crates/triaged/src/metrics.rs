@@ -85,6 +85,16 @@ pub struct Metrics {
     pub actions_disowned: IntCounterVec,
     /// Restored open incidents checked at the ITSM, by what it holds.
     pub reconciled: IntCounterVec,
+    /// Records read back from an ITSM (polled), by sink and result.
+    pub itsm_reads: IntCounterVec,
+    /// What read-backs and webhooks changed, by sink and outcome.
+    pub itsm_readback: IntCounterVec,
+    /// Time from an incident's open to its first acknowledgement at an ITSM.
+    pub time_to_acknowledge: HistogramVec,
+    /// Webhook requests from ITSMs, by sink and result.
+    pub webhooks: IntCounterVec,
+    /// Actions not sent to a record a person closed and left closed.
+    pub sink_left_closed: IntCounter,
     /// Checkpoints of the correlation state, by outcome (written, failed).
     pub state_checkpoints: IntCounterVec,
     /// Actions decided and waiting for their checkpoint before they are sent.
@@ -348,6 +358,40 @@ impl Metrics {
                 "Open incidents restored from the changelog and looked up at the ITSM, by what it holds (open, closed, missing: opened again, failed).",
                 &["outcome"],
             ),
+            itsm_reads: counter(
+                &reg,
+                "itsm_reads_total",
+                "Incident records read back from an ITSM by key (polling), by sink and result (ok, error).",
+                &["sink", "result"],
+            ),
+            itsm_readback: counter(
+                &reg,
+                "itsm_readback_total",
+                "What people did at the ITSM, as read back or pushed by webhook, by sink and outcome (acknowledged, reopened, new_record, left_closed, priority_owned, assignment_owned, opened_again).",
+                &["sink", "outcome"],
+            ),
+            time_to_acknowledge: histogram(
+                &reg,
+                "incident_time_to_acknowledge_seconds",
+                "Time from an incident's open to its first acknowledgement read back from an ITSM, by sink.",
+                &["sink"],
+                vec![30.0, 60.0, 120.0, 300.0, 600.0, 900.0, 1800.0, 3600.0, 7200.0, 14400.0],
+            ),
+            sink_left_closed: {
+                let c = IntCounter::new(
+                    "sink_left_closed_total",
+                    "Actions not sent because a person closed the incident's record at the ITSM while its alerts fired and it is left closed.",
+                )
+                .unwrap();
+                reg.register(Box::new(c.clone())).unwrap();
+                c
+            },
+            webhooks: counter(
+                &reg,
+                "webhook_requests_total",
+                "Webhook requests from ITSMs, by sink and result (ok, ignored, bad_signature, bad_request).",
+                &["sink", "result"],
+            ),
             state_checkpoints,
             state_actions_waiting,
             state_depended_offset,
@@ -383,7 +427,7 @@ impl Metrics {
 
     /// Exposed name of every metric (`triaged_…`), whether or not it has samples yet.
     pub fn names(&self) -> std::collections::BTreeSet<String> {
-        let all: [&dyn Collector; 42] = [
+        let all: [&dyn Collector; 47] = [
             &self.messages_received,
             &self.events_decoded,
             &self.events_failed,
@@ -416,6 +460,11 @@ impl Metrics {
             &self.correlation_partitions,
             &self.actions_disowned,
             &self.reconciled,
+            &self.itsm_reads,
+            &self.itsm_readback,
+            &self.time_to_acknowledge,
+            &self.webhooks,
+            &self.sink_left_closed,
             &self.state_checkpoints,
             &self.state_actions_waiting,
             &self.state_depended_offset,

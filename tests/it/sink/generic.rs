@@ -1,5 +1,6 @@
-//! The generic profile: the incident PUT by key, and how reply statuses are
-//! classified (retryable, permanent, `Retry-After`, excerpts, redirects).
+//! The generic profile: the incident PUT by key, read back by GET, and how
+//! reply statuses are classified (retryable, permanent, `Retry-After`,
+//! excerpts, redirects).
 
 use std::time::Duration;
 
@@ -9,9 +10,11 @@ use wiremock::matchers::{method, path};
 use wiremock::{Mock, MockServer, ResponseTemplate};
 
 use triaged::config::{HumanDuration, RetryConfig, SinkProfile};
-use triaged::incident::{ActionKind, SinkError};
+use triaged::demo::itsm::IncidentReceiver;
+use triaged::incident::{ActionKind, HumanOwned, SinkError};
+use triaged::sink::{Remote, RemoteRecord};
 
-use super::{answer, answer_once, body, build, config, generic_sink, puts, sample_action, KEY};
+use super::{answer, answer_once, body, build, config, generic_sink, owned_action, puts, sample_action, KEY};
 
 #[tokio::test]
 async fn generic_puts_the_incident_by_key() {
@@ -158,4 +161,83 @@ async fn redirects_are_not_followed() {
     let (sink, _) = generic_sink(&server);
     let err = sink.apply(&sample_action(ActionKind::Open)).await.unwrap_err();
     assert!(matches!(&err, SinkError::Permanent(m) if m.contains("302")), "{err:?}");
+}
+
+#[tokio::test]
+async fn generic_reads_records_back_by_key() {
+    let server = MockServer::start().await;
+    let answers = [
+        ("trg-open", json!({ "state": "open" })),
+        (
+            "trg-taken",
+            json!({ "state": "open", "acknowledged": true, "assignee": "Ada Lovelace", "priority": 2, "assignment_group": "NetOps" }),
+        ),
+        ("trg-closed", json!({ "state": "closed", "priority": 9 })),
+        // What a receiver that stores the PUT body returns.
+        ("trg-stored", json!({ "incident": { "key": "trg-stored", "state": "resolved", "priority": 4, "assignment_group": "DBA" } })),
+        ("trg-bare", json!({})),
+    ];
+    for (key, answer) in answers {
+        Mock::given(method("GET"))
+            .and(path(format!("/incidents/{key}")))
+            .respond_with(ResponseTemplate::new(200).set_body_json(answer))
+            .mount(&server)
+            .await;
+    }
+    Mock::given(method("GET")).and(path("/incidents/trg-gone")).respond_with(ResponseTemplate::new(404)).mount(&server).await;
+    Mock::given(method("GET"))
+        .and(path("/incidents/trg-garbage"))
+        .respond_with(ResponseTemplate::new(200).set_body_string("<html>sign in</html>"))
+        .mount(&server)
+        .await;
+    let (sink, _) = generic_sink(&server);
+    let stop = CancellationToken::new();
+    assert!(sink.can_read_back());
+    let rec = |state, acknowledged, assignee: Option<&str>, priority, group: Option<&str>| RemoteRecord {
+        state,
+        acknowledged,
+        assignee: assignee.map(str::to_owned),
+        priority,
+        group: group.map(str::to_owned),
+    };
+    assert_eq!(sink.read_back("trg-open", &stop).await.unwrap(), rec(Remote::Open, false, None, None, None));
+    assert_eq!(sink.read_back("trg-taken", &stop).await.unwrap(), rec(Remote::Open, true, Some("Ada Lovelace"), Some(2), Some("NetOps")));
+    assert_eq!(sink.read_back("trg-closed", &stop).await.unwrap(), rec(Remote::Closed, false, None, None, None));
+    assert_eq!(sink.read_back("trg-stored", &stop).await.unwrap(), rec(Remote::Closed, false, None, Some(4), Some("DBA")));
+    assert_eq!(sink.read_back("trg-bare", &stop).await.unwrap(), rec(Remote::Open, false, None, None, None));
+    assert_eq!(sink.read_back("trg-gone", &stop).await.unwrap(), rec(Remote::Missing, false, None, None, None));
+    let err = sink.read_back("trg-garbage", &stop).await.unwrap_err();
+    assert!(matches!(&err, SinkError::Permanent(m) if m.contains("generic lookup") && m.contains("unusable")), "{err:?}");
+}
+
+#[tokio::test]
+async fn generic_read_back_of_the_demo_itsm() {
+    let itsm = IncidentReceiver::start().await.unwrap();
+    let (sink, _) = build(&config(SinkProfile::Generic, &itsm.url()));
+    let stop = CancellationToken::new();
+    assert_eq!(sink.read_back(KEY, &stop).await.unwrap().state, Remote::Missing);
+    sink.apply(&sample_action(ActionKind::Open)).await.unwrap();
+    let open = sink.read_back(KEY, &stop).await.unwrap();
+    let expected = RemoteRecord {
+        state: Remote::Open,
+        acknowledged: false,
+        assignee: None,
+        priority: Some(1),
+        group: Some("Network Operations".into()),
+    };
+    assert_eq!(open, expected);
+    sink.apply(&sample_action(ActionKind::Resolve)).await.unwrap();
+    assert_eq!(sink.read_back(KEY, &stop).await.unwrap().state, Remote::Closed);
+}
+
+#[tokio::test]
+async fn generic_sends_the_fields_a_person_owns_with_the_snapshot() {
+    // The receiver decides what a person's fields mean there.
+    let server = MockServer::start().await;
+    answer(&server, "PUT", ResponseTemplate::new(200)).await;
+    let (sink, _) = generic_sink(&server);
+    sink.apply(&owned_action(ActionKind::Update, HumanOwned { priority: true, ..Default::default() })).await.unwrap();
+    let b = body(&puts(&server).await[0]);
+    assert_eq!(b["incident"]["human_owned"], json!({ "default": { "priority": true, "assignment": false, "closed": false } }));
+    assert_eq!(b["incident"]["priority"], 1, "the snapshot is whole");
 }

@@ -1,6 +1,7 @@
 //! The Jira Service Management Operations profile: alerts created, noted,
 //! re-prioritised and closed by `alias` (the incident key) with
-//! `identifierType=alias`, 202 answers taken as delivered, look-up by alias.
+//! `identifierType=alias`, 202 answers taken as delivered, look-up and
+//! read-back by alias, a priority a person owns left alone.
 
 use serde_json::{json, Value};
 use tokio_util::sync::CancellationToken;
@@ -8,10 +9,10 @@ use wiremock::matchers::{method, path, query_param};
 use wiremock::{Mock, MockServer, Request, ResponseTemplate};
 
 use triaged::config::{AuthConfig, SinkConfig, SinkProfile};
-use triaged::incident::{ActionKind, SinkError};
-use triaged::sink::Remote;
+use triaged::incident::{ActionKind, HumanOwned, SinkError};
+use triaged::sink::{Remote, RemoteRecord};
 
-use super::{answer, answer_once, body, build, config_with_auth, file_secret, received, sample_action, secret_file, KEY};
+use super::{answer, answer_once, body, build, config_with_auth, file_secret, owned_action, received, sample_action, secret_file, KEY};
 
 const ALERTS: &str = "/v2/alerts";
 
@@ -216,4 +217,68 @@ async fn jsm_looks_alerts_up_by_alias() {
     assert_eq!(sink.look_up("trg-gone", &stop).await.unwrap(), Remote::Missing);
     let gets = received(&server, "GET", &format!("{ALERTS}/trg-open")).await;
     assert_genie_key(&gets[0]);
+}
+
+#[tokio::test]
+async fn jsm_reads_alerts_back_by_alias() {
+    let server = MockServer::start().await;
+    let answers = [
+        ("trg-open", json!({ "status": "open", "acknowledged": false, "priority": "P3" })),
+        ("trg-acked", json!({ "status": "open", "acknowledged": true, "owner": "ada@example.com", "priority": "P1" })),
+        ("trg-done", json!({ "status": "closed", "acknowledged": true, "owner": "", "priority": "P5" })),
+        ("trg-odd", json!({ "status": "snoozed" })),
+    ];
+    for (alias, data) in answers {
+        let mut data = data;
+        data["alias"] = alias.into();
+        Mock::given(method("GET"))
+            .and(path(format!("{ALERTS}/{alias}")))
+            .and(query_param("identifierType", "alias"))
+            .respond_with(ResponseTemplate::new(200).set_body_json(json!({ "data": data, "requestId": "9ae63dd7" })))
+            .mount(&server)
+            .await;
+    }
+    Mock::given(method("GET"))
+        .and(path(format!("{ALERTS}/trg-garbage")))
+        .respond_with(ResponseTemplate::new(200).set_body_string("<html>maintenance</html>"))
+        .mount(&server)
+        .await;
+    Mock::given(method("GET")).and(path(format!("{ALERTS}/trg-gone"))).respond_with(ResponseTemplate::new(404)).mount(&server).await;
+    let (_dir, cfg) = jsm_config(&server);
+    let (sink, _) = build(&cfg);
+    let stop = CancellationToken::new();
+    assert!(sink.can_read_back());
+    let rec = |state, acknowledged, assignee: Option<&str>, priority| RemoteRecord {
+        state,
+        acknowledged,
+        assignee: assignee.map(str::to_owned),
+        priority,
+        group: None,
+    };
+    assert_eq!(sink.read_back("trg-open", &stop).await.unwrap(), rec(Remote::Open, false, None, Some(3)));
+    assert_eq!(sink.read_back("trg-acked", &stop).await.unwrap(), rec(Remote::Open, true, Some("ada@example.com"), Some(1)));
+    assert_eq!(sink.read_back("trg-done", &stop).await.unwrap(), rec(Remote::Closed, true, None, Some(5)));
+    assert_eq!(sink.read_back("trg-gone", &stop).await.unwrap(), rec(Remote::Missing, false, None, None));
+    for alias in ["trg-odd", "trg-garbage"] {
+        let err = sink.read_back(alias, &stop).await.unwrap_err();
+        assert!(matches!(&err, SinkError::Permanent(m) if m.contains("jsm lookup") && m.contains("unusable")), "{alias}: {err:?}");
+    }
+    assert_genie_key(&received(&server, "GET", &format!("{ALERTS}/trg-acked")).await[0]);
+}
+
+#[tokio::test]
+async fn jsm_a_priority_a_person_owns_is_not_changed() {
+    let server = MockServer::start().await;
+    mount_accepted(&server).await;
+    let (_dir, cfg) = jsm_config(&server);
+    let (sink, _) = build(&cfg);
+    let owned = HumanOwned { priority: true, ..Default::default() };
+    // A create sends it all the same.
+    sink.apply(&owned_action(ActionKind::Open, owned)).await.unwrap();
+    let mut lowered = owned_action(ActionKind::Update, owned);
+    lowered.incident.priority = 3;
+    sink.apply(&lowered).await.unwrap();
+    let notes = format!("POST {}?identifierType=alias", alias_path("notes"));
+    assert_eq!(requests(&server).await, [format!("POST {ALERTS}"), notes]);
+    assert_eq!(body(&received(&server, "POST", ALERTS).await[0])["priority"], "P1");
 }

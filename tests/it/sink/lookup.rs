@@ -1,4 +1,5 @@
-//! Looking incidents up by key (`RestSink::look_up`) in each profile.
+//! Looking incidents up by key (`RestSink::look_up`) in each profile, and
+//! the profiles that cannot read a record back.
 
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
@@ -7,7 +8,7 @@ use wiremock::{Mock, MockServer, ResponseTemplate};
 
 use triaged::config::SinkProfile;
 use triaged::metrics::Metrics;
-use triaged::sink::{Remote, RestSink};
+use triaged::sink::{Remote, RemoteRecord, RestSink};
 
 use super::{build, config, pd_config, secret_file};
 
@@ -52,4 +53,18 @@ async fn incidents_are_looked_up_by_key_where_the_profile_can() {
     let (pagerduty, _) = build(&pd_config(&server, &rk));
     assert!(!pagerduty.can_look_up(), "the Events API has no lookup");
     assert_eq!(pagerduty.look_up("trg-open", &stop).await.unwrap(), Remote::Unknown);
+}
+
+#[tokio::test]
+async fn pagerduty_and_event_management_do_not_read_back() {
+    let server = MockServer::start().await;
+    let stop = CancellationToken::new();
+    let (_dir, rk) = secret_file("R0UTINGKEY0123456789\n");
+    let (pagerduty, _) = build(&pd_config(&server, &rk));
+    let (em, _) = build(&config(SinkProfile::ServicenowEm, &server.uri()));
+    for sink in [pagerduty, em] {
+        assert!(!sink.can_read_back(), "{sink}");
+        assert_eq!(sink.read_back("trg-open", &stop).await.unwrap(), RemoteRecord::default(), "{sink}");
+    }
+    assert!(server.received_requests().await.unwrap().is_empty(), "nothing asked");
 }

@@ -1,4 +1,5 @@
-//! The ITSM sink against wiremock servers on 127.0.0.1: the five API
+//! The ITSM sink against wiremock servers on 127.0.0.1 (the `rt` profile
+//! against a real Request Tracker): the six API
 //! profiles, status classification, retries, rate limits, idempotent creation, shutdown
 //! and secret handling. This module is the setup they share (a sample
 //! action, configs, mounted answers, what the server received); each area
@@ -12,6 +13,7 @@ mod lookup;
 mod pagerduty;
 mod rate;
 mod routes;
+mod rt;
 mod secrets;
 mod servicenow;
 mod servicenow_em;
@@ -29,12 +31,14 @@ use wiremock::{Mock, MockServer, Request, ResponseTemplate};
 
 use triaged::config::{AuthConfig, CircuitConfig, HumanDuration, RetryConfig, SecretSource, SinkConfig, SinkProfile};
 use triaged::event::{Severity, Status};
-use triaged::incident::{Action, ActionKind, CiRef, Incident, IncidentState, Member, SinkError};
+use triaged::incident::{Action, ActionKind, CiRef, HumanOwned, Incident, IncidentState, Member, SinkError};
 use triaged::metrics::Metrics;
 use triaged::sink::RestSink;
 
 const KEY: &str = "trg-00112233445566ff";
 const SN_TABLE: &str = "/api/now/table/incident";
+/// What the ServiceNow profile's one incident query reads.
+const SN_FIELDS: &str = "sys_id,state,urgency,impact,priority,assigned_to,assignment_group,sys_updated_on";
 
 // ----- actions and sinks -----------------------------------------------------
 
@@ -87,17 +91,28 @@ fn sample_action(kind: ActionKind) -> Action {
             parent: None,
             redundancy_group: None,
             human_owned: Default::default(),
+            acknowledged: None,
             peak_priority: 1,
         },
         notes: vec![format!("{} by triaged", kind.as_str()), "2 members firing".into()],
         claim: None,
         resent: false,
+        priority_changed: true,
     }
+}
+
+/// `kind` of the sample incident with `owned` a person's at the sink `default`.
+fn owned_action(kind: ActionKind, owned: HumanOwned) -> Action {
+    let mut a = sample_action(kind);
+    a.incident.human_owned.insert("default".into(), owned);
+    a
 }
 
 fn config(profile: SinkProfile, endpoint: &str) -> SinkConfig {
     SinkConfig {
         name: "default".into(),
+        read_back: Default::default(),
+        webhook: None,
         profile,
         endpoint: endpoint.into(),
         timeout: HumanDuration(Duration::from_secs(5)),
@@ -110,12 +125,14 @@ fn config(profile: SinkProfile, endpoint: &str) -> SinkConfig {
         // These tests are about single requests; the breaker has its own.
         circuit: CircuitConfig { failure_threshold: 0, ..CircuitConfig::default() },
         rate_limit: Default::default(),
+        servicenow: None,
         routing_key: None,
         routing_keys: Default::default(),
         max_response_bytes: 64 << 10,
         ca_file: None,
         client_cert_file: None,
         client_key_file: None,
+        rt: Default::default(),
     }
 }
 
@@ -186,7 +203,8 @@ async fn mount_lookup(server: &MockServer, rows: Value, times: Option<u64>) {
     let mock = Mock::given(method("GET"))
         .and(path(SN_TABLE))
         .and(query_param("sysparm_query", format!("correlation_id={KEY}")))
-        .and(query_param("sysparm_fields", "sys_id,state"))
+        .and(query_param("sysparm_fields", SN_FIELDS))
+        .and(query_param("sysparm_display_value", "all"))
         .and(query_param("sysparm_limit", "1"))
         .respond_with(ResponseTemplate::new(200).set_body_json(json!({ "result": rows })));
     match times {

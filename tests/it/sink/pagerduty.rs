@@ -24,7 +24,7 @@ async fn pagerduty_trigger_event() {
     assert_eq!(b["event_action"], "trigger");
     assert_eq!(b["dedup_key"], KEY);
     let p = &b["payload"];
-    assert_eq!(p["summary"], "sw-core-01 down: 2 dependent hosts unreachable");
+    assert_eq!(p["summary"], "sw-core-01 down: 2 dependent hosts unreachable [trg-00112233445566ff]");
     assert_eq!(p["severity"], "error", "Major maps to error");
     assert_eq!(p["source"], "sw-core-01");
     assert_eq!(p["component"], "sw-core-01");

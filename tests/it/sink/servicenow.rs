@@ -1,20 +1,22 @@
 //! The ServiceNow profile: lookup by `correlation_id` before any create,
-//! PATCHes by cached sys_id, state transitions, and both auth schemes.
+//! PATCHes by cached sys_id, state transitions, both auth schemes, records
+//! read back, references by name or sys_id, and fields a person owns.
 
 use std::time::Duration;
 
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
-use wiremock::matchers::{basic_auth, bearer_token, body_partial_json, method, path};
+use wiremock::matchers::{basic_auth, bearer_token, body_partial_json, method, path, query_param};
 use wiremock::{Mock, MockServer, Request, Respond, ResponseTemplate};
 
-use triaged::config::{AuthConfig, HumanDuration, SinkProfile};
-use triaged::incident::{ActionKind, SinkError};
+use triaged::config::{AuthConfig, HumanDuration, ReferenceBy, ServicenowConfig, SinkProfile};
+use triaged::incident::{ActionKind, HumanOwned, SinkError};
 use triaged::scale::ownership::{Claim, Ownership};
+use triaged::sink::{Remote, RemoteRecord};
 
 use super::{
-    answer, body, build, config, config_with_auth, env_secret, file_secret, mount_create, mount_lookup, mount_patch, patches, received,
-    sample_action, secret_file, servicenow_sink, KEY, SN_TABLE,
+    answer, body, build, config, config_with_auth, env_secret, file_secret, mount_create, mount_lookup, mount_patch, owned_action, patches,
+    received, sample_action, secret_file, servicenow_sink, KEY, SN_FIELDS, SN_TABLE,
 };
 
 #[tokio::test]
@@ -318,4 +320,249 @@ async fn servicenow_a_merged_record_becomes_the_child_of_its_parent() {
     sink.apply(&sample_action(ActionKind::Update)).await.unwrap();
     let patches = super::patches(&server, "child-1").await;
     assert!(body(&patches[1]).get("parent_incident").is_none());
+}
+
+/// A mounted answer to the incident query of `key` (`^` escaped as `^^`).
+async fn mount_row(server: &MockServer, key: &str, rows: serde_json::Value) {
+    Mock::given(method("GET"))
+        .and(path(SN_TABLE))
+        .and(query_param("sysparm_query", format!("correlation_id={}", key.replace('^', "^^"))))
+        .and(query_param("sysparm_fields", SN_FIELDS))
+        .and(query_param("sysparm_display_value", "all"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!({ "result": rows })))
+        .mount(server)
+        .await;
+}
+
+/// A field as `sysparm_display_value=all` gives it.
+fn both(value: &str, display: &str) -> serde_json::Value {
+    json!({ "value": value, "display_value": display })
+}
+
+#[tokio::test]
+async fn servicenow_reads_records_back_by_correlation_id() {
+    let server = MockServer::start().await;
+    let empty = both("", "");
+    let row = |sys_id: &str, state: (&str, &str), priority: &str, assigned: &serde_json::Value| {
+        json!([{ "sys_id": both(sys_id, sys_id), "state": both(state.0, state.1), "priority": both(priority, "x"),
+                 "assigned_to": assigned, "assignment_group": both("0a52d3dcd7011200f2d224837e6103f2", "Network Operations"),
+                 "urgency": both("2", "2 - Medium"), "impact": both("1", "1 - High"), "sys_updated_on": both("2024-05-01 10:05:00", "x") }])
+    };
+    mount_row(&server, "trg-new", row("s-new", ("1", "New"), "3", &empty)).await;
+    mount_row(&server, KEY, row("s-taken", ("2", "In Progress"), "2", &both("46d44a23a9fe19810012d100cca80666", "Ada Lovelace"))).await;
+    mount_row(&server, "trg-assigned", row("s-assigned", ("1", "New"), "4", &both("5137153cc611227c000bbd1bd8cd2005", "Bob"))).await;
+    mount_row(&server, "trg-closed", row("s-closed", ("7", "Closed"), "5", &empty)).await;
+    // Without display values every field is a plain string.
+    mount_row(
+        &server,
+        "trg-hold",
+        json!([{ "sys_id": "s-hold", "state": "3", "priority": "1", "assigned_to": "", "assignment_group": "" }]),
+    )
+    .await;
+    mount_row(&server, "trg-x^y", json!([])).await;
+    Mock::given(method("GET"))
+        .and(path(SN_TABLE))
+        .and(query_param("sysparm_query", "correlation_id=trg-garbage"))
+        .respond_with(ResponseTemplate::new(200).set_body_string("<html>login</html>"))
+        .mount(&server)
+        .await;
+    mount_patch(&server, "s-taken").await;
+    let (sink, _) = servicenow_sink(&server);
+    let stop = CancellationToken::new();
+    assert!(sink.can_read_back());
+
+    let rec = |state, acknowledged, assignee: Option<&str>, priority, group: Option<&str>| RemoteRecord {
+        state,
+        acknowledged,
+        assignee: assignee.map(str::to_owned),
+        priority,
+        group: group.map(str::to_owned),
+    };
+    let netops = Some("Network Operations");
+    assert_eq!(sink.read_back("trg-new", &stop).await.unwrap(), rec(Remote::Open, false, None, Some(3), netops));
+    assert_eq!(sink.read_back(KEY, &stop).await.unwrap(), rec(Remote::Open, true, Some("Ada Lovelace"), Some(2), netops));
+    assert_eq!(sink.read_back("trg-assigned", &stop).await.unwrap(), rec(Remote::Open, true, Some("Bob"), Some(4), netops));
+    assert_eq!(sink.read_back("trg-hold", &stop).await.unwrap(), rec(Remote::Open, true, None, Some(1), None));
+    assert_eq!(sink.read_back("trg-closed", &stop).await.unwrap(), rec(Remote::Closed, false, None, Some(5), netops));
+    assert_eq!(sink.read_back("trg-x^y", &stop).await.unwrap(), rec(Remote::Missing, false, None, None, None));
+    let err = sink.read_back("trg-garbage", &stop).await.unwrap_err();
+    assert!(matches!(&err, SinkError::Permanent(m) if m.contains("servicenow lookup") && m.contains("unusable")), "{err:?}");
+    // look_up asks the same query.
+    assert_eq!(sink.look_up("trg-closed", &stop).await.unwrap(), Remote::Closed);
+
+    // The sys_id read back is cached: the next update PATCHes it directly.
+    let gets = received(&server, "GET", SN_TABLE).await.len();
+    sink.apply(&sample_action(ActionKind::Update)).await.unwrap();
+    assert_eq!(received(&server, "GET", SN_TABLE).await.len(), gets);
+    assert_eq!(patches(&server, "s-taken").await.len(), 1);
+}
+
+/// `sysparm_input_display_value` of a request, if any.
+fn input_display_value(r: &Request) -> Option<String> {
+    r.url.query_pairs().find(|(k, _)| k == "sysparm_input_display_value").map(|(_, v)| v.into_owned())
+}
+
+#[tokio::test]
+async fn servicenow_references_by_name_have_servicenow_resolve_them() {
+    let server = MockServer::start().await;
+    mount_lookup(&server, json!([]), None).await;
+    mount_create(&server, "dv-1").await;
+    mount_patch(&server, "dv-1").await;
+    let (sink, _) = servicenow_sink(&server);
+    sink.apply(&sample_action(ActionKind::Open)).await.unwrap();
+    sink.apply(&sample_action(ActionKind::Update)).await.unwrap();
+    let posts = received(&server, "POST", SN_TABLE).await;
+    assert_eq!(input_display_value(&posts[0]).as_deref(), Some("true"));
+    assert_eq!(
+        (body(&posts[0])["cmdb_ci"].clone(), body(&posts[0])["assignment_group"].clone()),
+        (json!("sw-core-01"), json!("Network Operations"))
+    );
+    assert_eq!(input_display_value(&patches(&server, "dv-1").await[0]).as_deref(), Some("true"));
+    let all = server.received_requests().await.unwrap();
+    assert!(all.iter().all(|r| r.url.path() == SN_TABLE || r.url.path().starts_with(&format!("{SN_TABLE}/"))), "no name look-ups");
+}
+
+/// A sink with `[sink.servicenow]` set to `sn`.
+fn sn_sink(server: &MockServer, sn: ServicenowConfig) -> triaged::sink::RestSink {
+    let mut cfg = config(SinkProfile::Servicenow, &server.uri());
+    cfg.servicenow = Some(sn);
+    build(&cfg).0
+}
+
+/// `GET /api/now/table/{table}?sysparm_query=name=<name>` answers `response`.
+async fn mount_name(server: &MockServer, table: &str, name: &str, response: ResponseTemplate) {
+    Mock::given(method("GET"))
+        .and(path(format!("/api/now/table/{table}")))
+        .and(query_param("sysparm_query", format!("name={name}")))
+        .and(query_param("sysparm_fields", "sys_id"))
+        .and(query_param("sysparm_limit", "1"))
+        .respond_with(response)
+        .mount(server)
+        .await;
+}
+
+fn rows(rows: serde_json::Value) -> ResponseTemplate {
+    ResponseTemplate::new(200).set_body_json(json!({ "result": rows }))
+}
+
+#[tokio::test]
+async fn servicenow_references_by_sys_id_are_looked_up_once() {
+    let server = MockServer::start().await;
+    // Every incident query finds nothing: each action here creates.
+    Mock::given(method("GET")).and(path(SN_TABLE)).respond_with(rows(json!([]))).mount(&server).await;
+    mount_create(&server, "sid-1").await;
+    mount_name(&server, "cmdb_ci", "sw-core-01", rows(json!([{ "sys_id": "ci-sys-1" }]))).await;
+    mount_name(&server, "sys_user_group", "Network Operations", rows(json!([{ "sys_id": both("grp-sys-1", "Network Operations") }]))).await;
+    let sink = sn_sink(&server, ServicenowConfig { reference_by: ReferenceBy::SysId, ..ServicenowConfig::default() });
+    sink.apply(&sample_action(ActionKind::Open)).await.unwrap();
+    let mut other = sample_action(ActionKind::Open);
+    other.incident.key = "trg-other".into();
+    sink.apply(&other).await.unwrap();
+
+    let posts = received(&server, "POST", SN_TABLE).await;
+    assert_eq!(posts.len(), 2);
+    for p in &posts {
+        assert_eq!(input_display_value(p), None);
+        assert_eq!(body(p)["cmdb_ci"], "ci-sys-1");
+        assert_eq!(body(p)["assignment_group"], "grp-sys-1");
+    }
+    assert_eq!(received(&server, "GET", "/api/now/table/cmdb_ci").await.len(), 1, "cached");
+    assert_eq!(received(&server, "GET", "/api/now/table/sys_user_group").await.len(), 1, "cached");
+}
+
+#[tokio::test]
+async fn servicenow_a_name_not_found_still_creates_the_incident() {
+    let server = MockServer::start().await;
+    mount_lookup(&server, json!([]), None).await;
+    mount_create(&server, "nf-1").await;
+    mount_name(&server, "cmdb_ci", "sw-core-01", rows(json!([]))).await;
+    // A table the sink may not read is no reason to lose the incident either.
+    mount_name(&server, "sys_user_group", "Network Operations", ResponseTemplate::new(403)).await;
+    let sink = sn_sink(&server, ServicenowConfig { reference_by: ReferenceBy::SysId, ..ServicenowConfig::default() });
+    sink.deliver(&sample_action(ActionKind::Open), &CancellationToken::new()).await.unwrap();
+    let posts = received(&server, "POST", SN_TABLE).await;
+    assert_eq!(posts.len(), 1);
+    let b = body(&posts[0]);
+    assert_eq!(b["correlation_id"], KEY);
+    assert!(b.get("cmdb_ci").is_none() && b.get("assignment_group").is_none(), "{b}");
+    assert_eq!(received(&server, "GET", "/api/now/table/sys_user_group").await.len(), 1, "a 403 is not retried");
+}
+
+#[tokio::test]
+async fn servicenow_resolve_sends_the_configured_close_code() {
+    let server = MockServer::start().await;
+    mount_lookup(&server, json!([{ "sys_id": "cc-1", "state": "2" }]), None).await;
+    mount_patch(&server, "cc-1").await;
+    let sink = sn_sink(&server, ServicenowConfig { close_code: "Resolved by monitoring".into(), ..ServicenowConfig::default() });
+    sink.apply(&sample_action(ActionKind::Resolve)).await.unwrap();
+    let p = body(&patches(&server, "cc-1").await[0]);
+    assert_eq!((p["state"].clone(), p["close_code"].clone()), (json!("6"), json!("Resolved by monitoring")));
+}
+
+#[tokio::test]
+async fn servicenow_fields_a_person_owns_are_left_out_of_the_patch() {
+    let server = MockServer::start().await;
+    mount_lookup(&server, json!([]), None).await;
+    mount_create(&server, "own-1").await;
+    mount_patch(&server, "own-1").await;
+    let (sink, _) = servicenow_sink(&server);
+    let all = HumanOwned { priority: true, assignment: true, ..Default::default() };
+    // A create sends everything.
+    sink.apply(&owned_action(ActionKind::Open, all)).await.unwrap();
+    let post = body(&received(&server, "POST", SN_TABLE).await[0]);
+    assert_eq!((post["urgency"].clone(), post["assignment_group"].clone()), (json!("2"), json!("Network Operations")));
+
+    sink.apply(&owned_action(ActionKind::Update, all)).await.unwrap();
+    sink.apply(&owned_action(ActionKind::Update, HumanOwned { assignment: true, ..Default::default() })).await.unwrap();
+    let patches = patches(&server, "own-1").await;
+    let owned = body(&patches[0]);
+    for field in ["urgency", "impact", "assignment_group"] {
+        assert!(owned.get(field).is_none(), "{field} in {owned}");
+    }
+    assert_eq!(owned["work_notes"], "update by triaged\n2 members firing");
+    assert_eq!(owned["short_description"], "sw-core-01 down: 2 dependent hosts unreachable");
+    let priority_free = body(&patches[1]);
+    assert_eq!((priority_free["urgency"].clone(), priority_free["impact"].clone()), (json!("2"), json!("1")));
+    assert!(priority_free.get("assignment_group").is_none());
+}
+
+/// Log output written to a shared buffer.
+#[derive(Clone, Default)]
+struct Captured(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for Captured {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+#[tokio::test]
+async fn servicenow_a_name_not_found_is_warned_about_once() {
+    let logs = Captured::default();
+    let writer = logs.clone();
+    let subscriber =
+        tracing_subscriber::fmt().with_max_level(tracing::Level::WARN).with_ansi(false).with_writer(move || writer.clone()).finish();
+    // The test runs on one thread: what the sink logs here is captured.
+    let _guard = tracing::subscriber::set_default(subscriber);
+    let server = MockServer::start().await;
+    Mock::given(method("GET")).and(path(SN_TABLE)).respond_with(rows(json!([]))).mount(&server).await;
+    mount_create(&server, "w-1").await;
+    mount_name(&server, "cmdb_ci", "sw-core-01", rows(json!([]))).await;
+    mount_name(&server, "sys_user_group", "Network Operations", rows(json!([{ "sys_id": "grp-sys-1" }]))).await;
+    let sink = sn_sink(&server, ServicenowConfig { reference_by: ReferenceBy::SysId, ..ServicenowConfig::default() });
+    for key in ["trg-w1", "trg-w2", "trg-w3"] {
+        let mut open = sample_action(ActionKind::Open);
+        open.incident.key = key.into();
+        sink.apply(&open).await.unwrap();
+    }
+    assert_eq!(received(&server, "POST", SN_TABLE).await.len(), 3);
+    assert_eq!(received(&server, "GET", "/api/now/table/cmdb_ci").await.len(), 3, "looked up again: it may appear");
+    let text = String::from_utf8(logs.0.lock().unwrap().clone()).unwrap();
+    let warned: Vec<_> = text.lines().filter(|l| l.contains("WARN") && l.contains("sw-core-01")).collect();
+    assert_eq!(warned.len(), 1, "{text}");
+    assert!(warned[0].contains("cmdb_ci"), "{text}");
 }

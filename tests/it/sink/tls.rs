@@ -122,6 +122,8 @@ async fn pki() -> Pki {
 fn tls_config(url: &str, ca: Option<&Path>, client: Option<&(PathBuf, PathBuf)>) -> SinkConfig {
     SinkConfig {
         name: "default".into(),
+        read_back: Default::default(),
+        webhook: None,
         ca_file: ca.map(Path::to_owned),
         client_cert_file: client.map(|c| c.0.clone()),
         client_key_file: client.map(|c| c.1.clone()),

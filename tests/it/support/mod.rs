@@ -1,10 +1,11 @@
 //! What the integration tests share: the repository root, a polling wait,
 //! the daemon in this process (`in_process`) and as a child process
-//! (`process`).
+//! (`process`), and a Request Tracker of a test's own (`rt`).
 
 pub mod ca;
 pub mod in_process;
 pub mod process;
+pub mod rt;
 
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;

@@ -210,7 +210,7 @@ pub fn write_config(dir: &Path, brokers: &str, group: &str, session_timeout_ms: 
 /// A `[sink]` other than the generic profile; the endpoint stays
 /// [`write_config_with`]'s `sink`.
 pub struct Sink {
-    /// `generic`, `servicenow` or `pagerduty`.
+    /// `generic`, `servicenow`, `pagerduty` or `rt`.
     pub profile: &'static str,
     /// `routing_key = { env = "..." }` (the pagerduty profile).
     pub routing_key_env: Option<&'static str>,
@@ -231,6 +231,8 @@ pub struct Extra {
     pub commit_interval: Option<&'static str>,
     /// `correlation.resolve_hold_down` (default 2s).
     pub resolve_hold_down: Option<&'static str>,
+    /// `correlation.reopen_window` (default 2s).
+    pub reopen_window: Option<&'static str>,
     /// The `[sink]` profile and its secrets (default: generic, no auth).
     pub sink: Option<Sink>,
     /// Whole sections appended (`[rekey]` ...).
@@ -251,6 +253,7 @@ pub fn write_config_with(
     let group_wait = extra.group_wait.unwrap_or("2s");
     let commit_interval = extra.commit_interval.unwrap_or("200ms");
     let hold_down = extra.resolve_hold_down.unwrap_or("2s");
+    let reopen_window = extra.reopen_window.unwrap_or("2s");
     let (profile, sink_secrets) = match &extra.sink {
         None => ("generic", String::new()),
         Some(s) => (
@@ -288,7 +291,7 @@ group_wait = "{group_wait}"
 topology_wait = "{group_wait}"
 update_interval = "1s"
 resolve_hold_down = "{hold_down}"
-reopen_window = "2s"
+reopen_window = "{reopen_window}"
 [shutdown]
 deadline = "5s"
 [state]

@@ -59,6 +59,10 @@ pub(super) struct CoreLoop {
     /// Looks restored open incidents up at the ITSM (profiles that can).
     pub(super) reconcile: Option<Reconcile>,
     pub(super) reconciled: mpsc::UnboundedReceiver<Reconciled>,
+    /// What read-backs and webhooks saw at the ITSM.
+    pub(super) observed: mpsc::UnboundedReceiver<crate::core::partitions::Observed>,
+    /// Pollers asking which incidents are open at the ITSM.
+    pub(super) poll_requests: mpsc::Receiver<super::readback::PollRequest>,
     /// Only partitions still owned are checkpointed: a late write would
     /// overwrite what their new owner restored.
     pub(super) ownership: Option<Arc<Ownership>>,
@@ -190,6 +194,14 @@ pub(super) async fn core_loop(mut l: CoreLoop) -> Summary {
             // Once the source has stopped, only the last checkpoint is taken.
             _ = checkpoints.tick(), if source_open => blocked = !checkpoint(&mut l, None).await,
             Some(r) = l.reconciled.recv() => reconciled(&mut l, r),
+            Some(o) = l.observed.recv() => super::readback::observed(&mut l, o),
+            Some((sink, reply)) = l.poll_requests.recv() => {
+                let polled = l.core.polled();
+                // Only what is routed to that sink is read back there.
+                let routed: std::collections::HashSet<String> =
+                    l.core.open_incidents().into_iter().filter(|i| l.fanout.routes_to(i, &sink)).map(|i| i.key).collect();
+                let _ = reply.send(polled.into_iter().filter(|(_, key)| routed.contains(key)).collect());
+            }
             Some((parts, done)) = l.drains.recv() => {
                 checkpoint(&mut l, Some(&parts)).await;
                 let _ = done.send(());

@@ -96,6 +96,11 @@ impl Fanout {
         }
     }
 
+    /// Whether `incident` is routed to the sink named `sink`.
+    pub(super) fn routes_to(&self, incident: &crate::incident::Incident, sink: &str) -> bool {
+        self.routes.sinks_for(incident).iter().any(|&s| self.lanes[s].name == sink)
+    }
+
     /// Every worker of every sink is gone.
     pub(super) fn all_closed(&self) -> bool {
         self.lanes.iter().flat_map(|l| &l.workers).all(|w| w.is_closed())

@@ -22,6 +22,7 @@ mod core_task;
 mod coverage;
 mod fanout;
 mod handover;
+mod readback;
 mod reconcile;
 mod reload;
 mod shutdown;
@@ -192,6 +193,9 @@ pub async fn start(cfg: Config, shutdown: CancellationToken) -> Result<Running, 
     let sink_stop = CancellationToken::new();
     let http_stop = CancellationToken::new();
     tracker.spawn(broker_probe::run(cfg.kafka.clone(), readiness.clone(), http_stop.clone()));
+    let (observed_tx, observed_rx) = mpsc::unbounded_channel::<crate::core::partitions::Observed>();
+    let webhooks = server::webhook::Webhooks::new(cfg.sink_configs(), observed_tx.clone(), metrics.clone())
+        .map_err(|e| AppError::Sink(e.to_string()))?;
     tracker.spawn(server::serve(
         listener,
         ServerState {
@@ -203,6 +207,7 @@ pub async fn start(cfg: Config, shutdown: CancellationToken) -> Result<Running, 
             ingest,
             problems: problems_rx,
             decisions: decisions.clone(),
+            webhooks,
         },
         http_stop.clone(),
     ));
@@ -217,7 +222,10 @@ pub async fn start(cfg: Config, shutdown: CancellationToken) -> Result<Running, 
         }
     });
 
-    let core_cfg = CoreConfig::from_config(&cfg.correlation);
+    let mut core_cfg = CoreConfig::from_config(&cfg.correlation);
+    for s in cfg.sink_configs() {
+        core_cfg.closed_while_firing.insert(s.name.clone(), s.read_back.closed_while_firing);
+    }
     let (rules, cmdb) = (Arc::new(rules), Arc::new(cmdb));
     // The re-key stage: its own consumer, producer and offsets.
     let mut rekey_stage = None;
@@ -260,6 +268,15 @@ pub async fn start(cfg: Config, shutdown: CancellationToken) -> Result<Running, 
         lanes.push(Lane { name: sink.name().to_owned(), workers });
     }
     drop(ack_tx);
+    let (poll_tx, poll_rx) = mpsc::channel::<readback::PollRequest>(4);
+    // A poller per sink that can read records back, each for the incidents routed to it.
+    for ((sink, _), sink_cfg) in sinks.iter().zip(cfg.sink_configs()) {
+        let every = sink_cfg.read_back.poll_interval.0;
+        if sink.can_read_back() && !every.is_zero() {
+            tracker.spawn(readback::poll(sink.clone(), every, poll_tx.clone(), observed_tx.clone(), metrics.clone(), sink_stop.clone()));
+        }
+    }
+    drop(poll_tx);
     let watch_thread = ownership.as_ref().map(|o| o.watch());
 
     let (reload_tx, reload_rx) = mpsc::channel::<()>(4);
@@ -296,6 +313,8 @@ pub async fn start(cfg: Config, shutdown: CancellationToken) -> Result<Running, 
             stop: sink_stop.clone(),
         }),
         reconciled: reconciled_rx,
+        observed: observed_rx,
+        poll_requests: poll_rx,
         ownership: ownership.clone(),
         checkpoint_every: cfg.kafka.commit_interval.0,
         items: item_rx,

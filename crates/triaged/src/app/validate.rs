@@ -185,11 +185,14 @@ fn secret_sources(cfg: &Config) -> Vec<(String, &SecretSource)> {
     for (at, sink) in cfg.sink_tables() {
         match &sink.auth {
             AuthConfig::None => {}
-            AuthConfig::Bearer { token } | AuthConfig::GenieKey { token } => out.push((format!("{at}.auth.token"), token)),
+            AuthConfig::Bearer { token } | AuthConfig::GenieKey { token } | AuthConfig::Token { token } => {
+                out.push((format!("{at}.auth.token"), token))
+            }
             AuthConfig::Basic { password, .. } => out.push((format!("{at}.auth.password"), password)),
         }
         out.extend(sink.routing_key.as_ref().map(|s| (format!("{at}.routing_key"), s)));
         out.extend(sink.routing_keys.iter().map(|(rot, s)| (format!("{at}.routing_keys.\"{rot}\""), s)));
+        out.extend(sink.webhook.as_ref().map(|w| (format!("{at}.webhook.secret"), &w.secret)));
     }
     out.extend(cfg.ingest.as_ref().and_then(|i| i.token.as_ref()).map(|s| ("ingest.token".to_string(), s)));
     out.extend(cfg.kafka.sasl_password.as_ref().map(|s| ("kafka.sasl_password".to_string(), s)));

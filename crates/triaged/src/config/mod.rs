@@ -13,6 +13,7 @@ mod kafka;
 mod log;
 mod rekey;
 mod routes;
+mod servicenow;
 mod sink;
 
 pub use self::correlation::{CorrelationConfig, ProblemsConfig};
@@ -21,7 +22,10 @@ pub use self::kafka::{Format, KafkaConfig, KafkaSecrets, TopicConfig, OWNED_KAFK
 pub use self::log::LogConfig;
 pub use self::rekey::{IngestConfig, RekeyConfig, RekeyScope, StateConfig};
 pub use self::routes::{unused_sinks, valid_sink_name, RouteConfig};
-pub use self::sink::{AuthConfig, CircuitConfig, RateLimitConfig, RetryConfig, SecretSource, SinkConfig, SinkProfile};
+pub use self::servicenow::{ReferenceBy, ServicenowConfig};
+pub use self::sink::{
+    AuthConfig, CircuitConfig, RateLimitConfig, ReadBackConfig, RetryConfig, RtConfig, SecretSource, SinkConfig, SinkProfile, WebhookConfig,
+};
 
 /// A configuration problem, located by file and field (or line for syntax errors).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -235,11 +239,14 @@ impl Config {
         for sink in self.sink.iter_mut().chain(self.sinks.values_mut()) {
             match &mut sink.auth {
                 AuthConfig::None => {}
-                AuthConfig::Bearer { token } | AuthConfig::GenieKey { token } => fix_secret(token),
+                AuthConfig::Bearer { token } | AuthConfig::GenieKey { token } | AuthConfig::Token { token } => fix_secret(token),
                 AuthConfig::Basic { password, .. } => fix_secret(password),
             }
             for rk in sink.routing_key.iter_mut().chain(sink.routing_keys.values_mut()) {
                 fix_secret(rk);
+            }
+            if let Some(w) = sink.webhook.as_mut() {
+                fix_secret(&mut w.secret);
             }
             for p in [&mut sink.ca_file, &mut sink.client_cert_file, &mut sink.client_key_file].into_iter().flatten() {
                 fix(p);
@@ -497,6 +504,35 @@ endpoint = "http://127.0.0.1:8080"
     fn event_management_profile_by_name() {
         let em = MINIMAL.replace("\"generic\"", "\"servicenow_em\"");
         assert_eq!(Config::parse(Path::new("t.toml"), &em).unwrap().sink.unwrap().profile, SinkProfile::ServicenowEm);
+    }
+
+    #[test]
+    fn rt_profile_takes_a_token_or_basic_and_a_queue_and_key_field() {
+        let rt = MINIMAL.replace("\"generic\"", "\"rt\"");
+        let token = "[sink.auth]\nkind = \"token\"\ntoken = { env = \"RT_TOKEN\" }\n";
+        let cfg = Config::parse(Path::new("t.toml"), &format!("{rt}{token}")).unwrap();
+        assert_eq!(
+            (
+                cfg.sink.as_ref().unwrap().profile,
+                cfg.sink.as_ref().unwrap().rt.queue.as_str(),
+                cfg.sink.as_ref().unwrap().rt.key_field.as_str()
+            ),
+            (SinkProfile::Rt, "General", "TriagedKey")
+        );
+        assert!(matches!(cfg.sink.as_ref().unwrap().auth, AuthConfig::Token { .. }));
+        let opts = "[sink.rt]\nqueue = \"Network\"\nkey_field = \"Incident Key\"\n";
+        let cfg = Config::parse(Path::new("t.toml"), &format!("{rt}{opts}{token}")).unwrap();
+        assert_eq!(
+            (cfg.sink.as_ref().unwrap().rt.queue.as_str(), cfg.sink.as_ref().unwrap().rt.key_field.as_str()),
+            ("Network", "Incident Key")
+        );
+        let locs = |text: &str| Config::parse(Path::new("t.toml"), text).unwrap_err().into_iter().map(|e| e.location).collect::<Vec<_>>();
+        assert_eq!(locs(&rt), ["sink.auth"], "no auth");
+        assert_eq!(locs(&format!("{rt}[sink.rt]\nqueue = \"\"\nkey_field = \"\"\n{token}")), ["sink.rt.queue", "sink.rt.key_field"]);
+        assert!(locs(&format!("{rt}[sink.rt]\nqeue = \"x\"\n"))[0].starts_with("line"), "unknown fields are refused");
+        let errs = Config::parse(Path::new("t.toml"), &format!("{MINIMAL}{token}")).unwrap_err();
+        assert_eq!(errs[0].location, "sink.auth");
+        assert!(errs[0].message.contains("only used by the rt profile"), "{}", errs[0]);
     }
 
     #[test]

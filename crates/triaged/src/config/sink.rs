@@ -22,6 +22,9 @@ pub enum SinkProfile {
     ServicenowEm,
     /// Jira Service Management Operations alerts (`/v1/alerts`), by alias.
     Jsm,
+    /// Request Tracker 5 REST2 tickets (`/REST/2.0/ticket`), found by the
+    /// incident key in a ticket custom field (`[sink.rt]`).
+    Rt,
 }
 
 impl SinkProfile {
@@ -32,6 +35,7 @@ impl SinkProfile {
             SinkProfile::Pagerduty => "pagerduty",
             SinkProfile::ServicenowEm => "servicenow_em",
             SinkProfile::Jsm => "jsm",
+            SinkProfile::Rt => "rt",
         }
     }
 }
@@ -92,6 +96,9 @@ pub enum AuthConfig {
     /// Operations API integration key; `jsm` profile only.
     #[serde(rename = "genie_key")]
     GenieKey { token: SecretSource },
+    /// `Authorization: token <token>`: a Request Tracker auth token;
+    /// `rt` profile only.
+    Token { token: SecretSource },
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -219,6 +226,10 @@ pub struct SinkConfig {
     /// Requests per minute and burst (`[sink.rate_limit]`).
     #[serde(default)]
     pub rate_limit: RateLimitConfig,
+    /// ServiceNow Table API options (`[sink.servicenow]`); servicenow
+    /// profile only, defaults when absent.
+    #[serde(default)]
+    pub servicenow: Option<super::ServicenowConfig>,
     /// PagerDuty integration (routing) key; required for the pagerduty
     /// profile unless `routing_keys` has one for every rotation. The one
     /// used when no entry of `routing_keys` names the incident's rotation.
@@ -244,6 +255,110 @@ pub struct SinkConfig {
     /// PEM private key of `client_cert_file`; readable by the daemon only.
     #[serde(default)]
     pub client_key_file: Option<PathBuf>,
+    /// Reading records back, and what to do with one a person closed
+    /// (`[sink.read_back]`).
+    #[serde(default)]
+    pub read_back: ReadBackConfig,
+    /// Signed webhooks this ITSM pushes (`[sink.webhook]`), served on the
+    /// listener at `POST /webhooks/{sink name}`.
+    #[serde(default)]
+    pub webhook: Option<WebhookConfig>,
+    /// Request Tracker options (`[sink.rt]`), used by the `rt` profile.
+    #[serde(default)]
+    pub rt: RtConfig,
+}
+
+/// `[sink.read_back]`: polling the ITSM's records by key.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct ReadBackConfig {
+    /// How often every open incident's record is read back, where the
+    /// profile can (`0s`: never). Each read takes a token of the rate limit.
+    #[serde(default = "default_poll_interval")]
+    pub poll_interval: HumanDuration,
+    /// A record a person closed while its alerts still fire: `reopen` it
+    /// (within the reopen window, else a new record), open a `new` one, or
+    /// add one `note` and leave it closed.
+    #[serde(default)]
+    pub closed_while_firing: crate::core::ClosedPolicy,
+}
+
+impl Default for ReadBackConfig {
+    fn default() -> Self {
+        ReadBackConfig { poll_interval: default_poll_interval(), closed_while_firing: Default::default() }
+    }
+}
+
+fn default_poll_interval() -> HumanDuration {
+    dur("1m")
+}
+
+impl ReadBackConfig {
+    /// What `check` and `run` refuse: `(field, message)`.
+    pub fn errors(&self, profile: SinkProfile) -> Vec<(&'static str, String)> {
+        let no_notes = matches!(profile, SinkProfile::Pagerduty | SinkProfile::ServicenowEm);
+        if no_notes && self.closed_while_firing == crate::core::ClosedPolicy::Note {
+            let why = "the profile cannot add a note to a closed record (every event it sends is a new trigger): use reopen or new";
+            return vec![(
+                "sink.read_back.closed_while_firing",
+                format!("`note` is not possible with the {} profile: {why}", profile.as_str()),
+            )];
+        }
+        Vec::new()
+    }
+}
+
+/// `[sink.webhook]`: the secret that signs what the ITSM pushes.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct WebhookConfig {
+    /// PagerDuty: the webhook subscription's secret (`X-PagerDuty-Signature`).
+    /// Others: the key of `X-Triaged-Signature: sha256=<HMAC of the body>`.
+    pub secret: SecretSource,
+}
+
+/// `[sink.rt]`: where the `rt` profile files tickets and how it finds them.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct RtConfig {
+    /// Queue new tickets are created in (its name).
+    #[serde(default = "default_rt_queue")]
+    pub queue: String,
+    /// Ticket custom field holding the incident key: tickets are found by
+    /// it (TicketSQL `CF.{name}`), so it must be applied to `queue`.
+    #[serde(default = "default_rt_key_field")]
+    pub key_field: String,
+}
+
+impl Default for RtConfig {
+    fn default() -> Self {
+        RtConfig { queue: default_rt_queue(), key_field: default_rt_key_field() }
+    }
+}
+
+fn default_rt_queue() -> String {
+    "General".into()
+}
+
+fn default_rt_key_field() -> String {
+    "TriagedKey".into()
+}
+
+impl RtConfig {
+    /// What `check` and `run` refuse: `(field, message)`. The key field
+    /// goes into TicketSQL as `CF.{name}`, so braces and quotes are refused.
+    pub fn errors(&self) -> Vec<(&'static str, String)> {
+        let mut out = Vec::new();
+        if self.queue.trim().is_empty() {
+            out.push(("sink.rt.queue", "must name the queue tickets are created in".into()));
+        }
+        if self.key_field.trim().is_empty() {
+            out.push(("sink.rt.key_field", "must name the ticket custom field holding the incident key".into()));
+        } else if self.key_field.chars().any(|c| matches!(c, '{' | '}' | '\'' | '"' | '\\') || c.is_control()) {
+            out.push(("sink.rt.key_field", "may not contain braces, quotes, backslashes or control characters".into()));
+        }
+        out
+    }
 }
 
 impl SinkConfig {
@@ -274,8 +389,16 @@ impl SinkConfig {
             (None, Some(_)) => err(&mut errs, "client_cert_file", "is needed with client_key_file: set both or neither".into()),
             _ => {}
         }
+        // The shared checks name their field from `sink.`; here it is relative.
+        let relative = |f: &str| f.strip_prefix("sink.").unwrap_or(f).to_string();
         for (field, message) in self.rate_limit.errors(self.profile) {
             err(&mut errs, field, message);
+        }
+        for (field, message) in self.read_back.errors(self.profile) {
+            err(&mut errs, &relative(field), message);
+        }
+        for (field, message) in super::servicenow::errors(self.profile, self.servicenow.as_ref()) {
+            err(&mut errs, &relative(field), message);
         }
         if self.retry.initial_backoff > self.retry.max_backoff {
             err(&mut errs, "retry.initial_backoff", "is larger than retry.max_backoff".into());
@@ -287,8 +410,13 @@ impl SinkConfig {
         };
         match &self.auth {
             AuthConfig::None => {}
-            AuthConfig::Bearer { token } | AuthConfig::GenieKey { token } => check_secret(&mut errs, "auth.token", token),
+            AuthConfig::Bearer { token } | AuthConfig::GenieKey { token } | AuthConfig::Token { token } => {
+                check_secret(&mut errs, "auth.token", token)
+            }
             AuthConfig::Basic { password, .. } => check_secret(&mut errs, "auth.password", password),
+        }
+        if let Some(w) = &self.webhook {
+            check_secret(&mut errs, "webhook.secret", &w.secret);
         }
         let pagerduty = self.profile == SinkProfile::Pagerduty;
         match &self.routing_key {
@@ -317,6 +445,21 @@ impl SinkConfig {
             ),
             AuthConfig::GenieKey { .. } if !jsm => err(&mut errs, "auth", "kind = \"genie_key\" is only used by the jsm profile".into()),
             _ => {}
+        }
+        let rt = self.profile == SinkProfile::Rt;
+        match &self.auth {
+            AuthConfig::None | AuthConfig::Bearer { .. } | AuthConfig::GenieKey { .. } if rt => err(
+                &mut errs,
+                "auth",
+                "the rt profile authenticates with kind = \"token\" (an RT auth token) or \"basic\" (user and password)".into(),
+            ),
+            AuthConfig::Token { .. } if !rt => err(&mut errs, "auth", "kind = \"token\" is only used by the rt profile".into()),
+            _ => {}
+        }
+        if rt {
+            for (field, message) in self.rt.errors() {
+                err(&mut errs, &relative(field), message);
+            }
         }
         errs
     }
@@ -356,6 +499,17 @@ mod tests {
         assert_eq!(limit(Some(600), Some(50)).resolved(SinkProfile::Servicenow), Some((600, 50)));
         assert_eq!(limit(Some(6), None).resolved(SinkProfile::Generic), Some((6, 6)), "burst capped at per_minute");
         assert_eq!(limit(None, Some(5)).resolved(SinkProfile::Pagerduty), Some((120, 5)));
+    }
+
+    #[test]
+    fn rt_options_name_the_field_they_refuse() {
+        assert!(RtConfig::default().errors().is_empty());
+        let fields = |c: RtConfig| c.errors().into_iter().map(|(f, _)| f).collect::<Vec<_>>();
+        assert_eq!(fields(RtConfig { queue: " ".into(), key_field: String::new() }), ["sink.rt.queue", "sink.rt.key_field"]);
+        for bad in ["Key}", "K'ey", "K\\ey", "a\nb"] {
+            assert_eq!(fields(RtConfig { key_field: bad.into(), ..RtConfig::default() }), ["sink.rt.key_field"], "{bad:?}");
+        }
+        assert!(fields(RtConfig { queue: "Ops Queue".into(), key_field: "Triaged Key-1".into() }).is_empty());
     }
 
     #[test]

@@ -124,6 +124,8 @@ impl<C> Inc<C> {
             acked: self.acked,
             last_action: self.last_action,
             failed_group: self.failed_group,
+            remote: self.remote,
+            generation: self.generation,
         }
     }
 }

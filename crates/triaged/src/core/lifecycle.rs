@@ -60,6 +60,8 @@ impl Core {
                 acked: None,
                 last_action: 0,
                 failed_group: None,
+                remote: Default::default(),
+                generation: 0,
             },
         );
         self.join(fp, id, now, reason);
@@ -98,11 +100,13 @@ impl Core {
         match inc.phase {
             Phase::Pending => {}
             Phase::Open if flapping && !new_member => {}
+            // Someone works on it: a repeat tells them nothing new.
+            Phase::Open if !new_member && inc.acknowledged() => {}
             Phase::Open => {
                 inc.dirty = true;
                 inc.notes.push(if new_member { format!("{fp} joined: {reason}") } else { format!("{fp} fired again") });
             }
-            Phase::Resolving { .. } if flapping => inc.phase = Phase::Open,
+            Phase::Resolving { .. } if flapping || inc.acknowledged() => inc.phase = Phase::Open,
             Phase::Resolving { .. } => {
                 inc.phase = Phase::Open;
                 inc.dirty = true;
@@ -366,6 +370,7 @@ impl Core {
         if let Some(p) = inc.sent_priority.filter(|p| *p != incident.priority) {
             inc.notes.push(format!("priority P{p} -> P{} (impact {} x urgency {})", incident.priority, incident.impact, incident.urgency));
         }
+        let priority_changed = inc.sent_priority != Some(incident.priority);
         let notes = std::mem::take(&mut inc.notes);
         inc.dirty = false;
         inc.last_sent = Some(now);
@@ -377,6 +382,6 @@ impl Core {
         self.inflight.insert(action_id, (id, kind));
         self.changes.incident(id);
         *self.stats.actions.entry(kind.as_str()).or_default() += 1;
-        self.outbox.push(Action { id: action_id, kind, incident, notes, claim: None, resent: false });
+        self.outbox.push(Action { id: action_id, kind, incident, notes, claim: None, resent: false, priority_changed });
     }
 }

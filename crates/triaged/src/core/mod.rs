@@ -48,11 +48,12 @@ pub mod partitions;
 mod priority;
 pub mod problems;
 mod redundancy;
+pub mod remote;
 mod snapshot;
 mod suppress;
 mod topology;
 
-use std::collections::{BTreeSet, HashMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -67,6 +68,7 @@ use crate::topology::{CiIdx, Snapshot};
 use keys::Keys;
 pub use keys::Route;
 use offset_book::{OffsetBook, PartId};
+pub use remote::{ClosedPolicy, Observation, Outcome as RemoteOutcome, SeenState};
 
 /// Core timers and defaults.
 #[derive(Debug, Clone)]
@@ -92,6 +94,13 @@ pub struct CoreConfig {
     /// Below this severity an alert is context, not part of topology
     /// correlation (`correlation.topology_min_severity`).
     pub topology_min_severity: Severity,
+    /// Per sink name: what to do with a record a person closed while its
+    /// alerts fire (absent: reopen).
+    pub closed_while_firing: HashMap<String, ClosedPolicy>,
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
 }
 
 fn chrono_dur(d: Duration) -> chrono::Duration {
@@ -117,6 +126,7 @@ impl CoreConfig {
             stale_after_by_source: c.stale_after_by_source.iter().map(|(k, v)| (k.clone(), chrono_dur(v.0))).collect(),
             topology_min_severity: c.topology_min_severity,
             max_fingerprints: c.max_fingerprints,
+            closed_while_firing: HashMap::new(),
         }
     }
 }
@@ -266,6 +276,12 @@ struct Inc<C = CiIdx> {
     /// had it as its root cause: its members' impact counts from then on.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     failed_group: Option<String>,
+    /// Per sink: what was read back of the incident's record there.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    remote: BTreeMap<String, remote::SinkView>,
+    /// Records replaced by new ones (`closed_while_firing = new`).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    generation: u32,
     /// Core id of the latest action decided (not checkpointed).
     #[serde(skip)]
     last_action: u64,
@@ -598,6 +614,7 @@ impl Core {
                         inc.phase = Phase::Resolved { at: now };
                         inc.notes.push(format!("all member events clear for {}", crate::duration::format_span(hold)));
                         self.emit(id, ActionKind::Resolve, now);
+                        self.resolved_at_itsm(id);
                     }
                 }
                 Phase::Resolved { at } if inc.inflight == 0 && (inc.merged || now - at >= self.cfg.reopen_window) => {

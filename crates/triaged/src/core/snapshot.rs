@@ -98,7 +98,8 @@ impl Core {
             reasons: inc.reasons.clone(),
             parent: None,
             redundancy_group: self.group_state(inc),
-            human_owned: Default::default(),
+            human_owned: inc.human_owned(),
+            acknowledged: inc.first_ack(),
         }
     }
 }

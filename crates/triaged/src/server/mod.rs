@@ -14,6 +14,7 @@ mod listen;
 pub mod metrics;
 pub mod ready;
 pub mod tls;
+pub mod webhook;
 
 use std::sync::Arc;
 
@@ -88,6 +89,8 @@ pub struct ServerState {
     pub problems: watch::Receiver<Arc<Vec<ProblemCandidate>>>,
     pub decisions: DecisionLog,
     pub listener: Listener,
+    /// `POST /webhooks/{sink}` for the sinks with a `[sink.webhook]`.
+    pub webhooks: Option<Arc<webhook::Webhooks>>,
 }
 
 pub fn router(state: ServerState) -> Router {
@@ -103,6 +106,9 @@ pub fn router(state: ServerState) -> Router {
     let mut app = Router::new().route("/healthz", get(|| async { "ok\n" })).route("/readyz", get(readyz)).merge(read).merge(scrape);
     if state.ingest.is_some() {
         app = app.route("/api/v2/alerts", post(ingest_alerts));
+    }
+    if state.webhooks.is_some() {
+        app = app.route("/webhooks/{sink}", post(webhook));
     }
     app.with_state(state)
 }
@@ -140,6 +146,19 @@ async fn readyz(State(s): State<ServerState>) -> Response {
 }
 
 /// The body is read by the ingest only after the token was checked.
+/// A signed webhook from an ITSM (`webhook.rs`); the body is read within
+/// `body_timeout` and up to [`webhook::MAX_BODY`].
+async fn webhook(State(s): State<ServerState>, Path(sink): Path<String>, headers: HeaderMap, body: Body) -> Response {
+    let Some(hooks) = &s.webhooks else { return StatusCode::NOT_FOUND.into_response() };
+    let read = tokio::time::timeout(s.listener.limits.body_timeout, axum::body::to_bytes(body, webhook::MAX_BODY)).await;
+    let bytes = match read {
+        Ok(Ok(b)) => b,
+        Ok(Err(_)) => return (StatusCode::PAYLOAD_TOO_LARGE, [(header::CONNECTION, "close")], "body too large\n").into_response(),
+        Err(_) => return (StatusCode::REQUEST_TIMEOUT, [(header::CONNECTION, "close")], "body not sent in time\n").into_response(),
+    };
+    hooks.handle(&sink, &headers, &bytes).into_response()
+}
+
 async fn ingest_alerts(State(s): State<ServerState>, headers: HeaderMap, body: Body) -> Response {
     let Some(ing) = &s.ingest else { return StatusCode::NOT_FOUND.into_response() };
     let (code, text) = ing.handle(&headers, body, s.listener.limits.body_timeout).await;

@@ -1,16 +1,18 @@
-//! The ITSM sink: applies [`Action`]s over HTTP in one of five API profiles
+//! The ITSM sink: applies [`Action`]s over HTTP in one of six API profiles
 //! (generic PUT, ServiceNow Table API, PagerDuty Events API v2, ServiceNow
-//! Event Management, Jira Service Management Operations alerts).
+//! Event Management, Jira Service Management Operations alerts, Request
+//! Tracker REST2 tickets).
 //!
 //! Creation is idempotent by the incident's correlation key: the generic
 //! profile PUTs by key, PagerDuty dedups by `dedup_key`, and for ServiceNow
 //! the sink looks the key up (`correlation_id`) before every create, so a
 //! create whose response was lost is found instead of duplicated. ServiceNow
 //! Event Management folds every event of one `message_key` into one alert,
-//! and Jira Service Management de-duplicates open alerts by `alias`.
+//! and Jira Service Management de-duplicates open alerts by `alias`. Request
+//! Tracker tickets are searched for by the key's custom field before a create.
 //!
-//! This module builds the sink and dispatches `deliver` / `look_up` to the
-//! profile (`profile/`); `http.rs` sends requests and classifies replies,
+//! This module builds the sink and dispatches `deliver` / `look_up` /
+//! `read_back` to the profile (`profile/`); `http.rs` sends requests and classifies replies,
 //! `tls.rs` sets the client's CA bundle and certificate, `secret.rs` reads secrets, `retry.rs` and `breaker.rs` pace the retries,
 //! `rate.rs` paces every request to the sink's rate limit.
 //! Secrets are read once at construction, kept out of `Debug`/`Display`, and
@@ -28,6 +30,7 @@ mod tls;
 pub(crate) mod worker;
 
 pub use http::error_chain;
+pub(crate) use profile::parse_priority;
 pub(crate) use secret::{loose_permissions, read_secret, Secret};
 pub use tls::SinkTlsError;
 
@@ -145,7 +148,7 @@ struct SinkInner {
     client: reqwest::Client,
     /// Precomputed `Authorization` value, marked sensitive.
     auth: Option<HeaderValue>,
-    /// `none`, `bearer`, `basic` or `genie_key` (for Debug).
+    /// `none`, `bearer`, `basic`, `genie_key` or `token` (for Debug).
     auth_kind: &'static str,
     /// PagerDuty: the routing key per rotation, each with its rate limit.
     routing: Option<RoutingKeys>,
@@ -159,10 +162,16 @@ struct SinkInner {
     metrics: Metrics,
     /// Largest response body read (`sink.max_response_bytes`).
     max_response_bytes: usize,
-    /// ServiceNow: correlation key -> sys_id of incidents seen or created.
+    /// ServiceNow: correlation key -> sys_id of incidents seen or created;
+    /// Request Tracker: incident key -> ticket id.
     sys_ids: Cache<String, String>,
-    /// Jira Service Management: alias -> the priority last sent for it.
+    /// Jira Service Management: alias -> the priority last sent for it;
+    /// Request Tracker: incident key -> the ticket priority last sent.
     priorities: Cache<String, String>,
+    /// ServiceNow: `[sink.servicenow]` and the references looked up.
+    servicenow: profile::SnOptions,
+    /// Request Tracker: queue and key field (`[sink.rt]`).
+    rt: profile::RtSettings,
 }
 
 /// `Authorization: <scheme> <token>` from the secret `token`, marked
@@ -222,6 +231,7 @@ impl RestSink {
             AuthConfig::None => (None, "none"),
             AuthConfig::Bearer { token } => (Some(token_header("Bearer", token, &mut scrub)?), "bearer"),
             AuthConfig::GenieKey { token } => (Some(token_header("GenieKey", token, &mut scrub)?), "genie_key"),
+            AuthConfig::Token { token } => (Some(token_header("token", token, &mut scrub)?), "token"),
             AuthConfig::Basic { username, password } => {
                 let field = "sink.auth.password";
                 let password = read_secret(field, password)?;
@@ -264,6 +274,8 @@ impl RestSink {
                 max_response_bytes: cfg.max_response_bytes,
                 sys_ids,
                 priorities,
+                servicenow: profile::SnOptions::new(cfg.servicenow.as_ref()),
+                rt: profile::RtSettings::new(&cfg.rt),
             }),
         })
     }
@@ -314,7 +326,32 @@ impl RestSink {
                 SinkProfile::Generic => self.generic_look_up(key).await,
                 SinkProfile::Servicenow => self.sn_state(key).await,
                 SinkProfile::Jsm => self.jsm_look_up(key).await,
+                SinkProfile::Rt => self.rt_look_up(key).await,
                 SinkProfile::Pagerduty | SinkProfile::ServicenowEm => Ok(Remote::Unknown),
+            }
+        })
+        .await
+    }
+
+    /// Whether this profile can read a record back by key
+    /// ([`RestSink::read_back`]): generic, servicenow and jsm. PagerDuty's
+    /// state comes from its webhooks instead; Event Management alerts are
+    /// not read by key.
+    pub fn can_read_back(&self) -> bool {
+        matches!(self.inner.profile, SinkProfile::Generic | SinkProfile::Servicenow | SinkProfile::Jsm | SinkProfile::Rt)
+    }
+
+    /// The ITSM's record of incident `key` (state, who took it, its
+    /// priority and group), with the sink's retries; the default record
+    /// (state `Unknown`) where the profile cannot read back.
+    pub async fn read_back(&self, key: &str, shutdown: &CancellationToken) -> Result<RemoteRecord, SinkError> {
+        retry::retry(&self.inner.backoff, shutdown, || async move {
+            match self.inner.profile {
+                SinkProfile::Generic => self.generic_read_back(key).await,
+                SinkProfile::Servicenow => self.sn_read_back(key).await,
+                SinkProfile::Jsm => self.jsm_read_back(key).await,
+                SinkProfile::Rt => self.rt_read_back(key).await,
+                SinkProfile::Pagerduty | SinkProfile::ServicenowEm => Ok(RemoteRecord::default()),
             }
         })
         .await
@@ -331,6 +368,7 @@ impl RestSink {
             SinkProfile::Pagerduty => self.pagerduty(action).await,
             SinkProfile::ServicenowEm => self.servicenow_em(action).await,
             SinkProfile::Jsm => self.jsm(action).await,
+            SinkProfile::Rt => self.rt(action).await,
         };
         if let Err(e @ (SinkError::Retryable { .. } | SinkError::Permanent(_))) = &result {
             self.inner.metrics.sink_errors.with_label_values(&[&self.inner.name, e.class()]).inc();

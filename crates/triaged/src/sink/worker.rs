@@ -121,6 +121,14 @@ impl<S: Deliver> SinkWorker<S> {
                 next = backlog.pop().expect("the action just put back");
             }
             let action = &next.action;
+            if action.incident.owned_at(sink.name()).closed {
+                // A person closed this record while its alerts fired, and it is
+                // left closed: nothing more is written to it.
+                info!(worker = id, sink = sink.name(), action = action.kind.as_str(), key = %action.incident.key, "record left closed at the ITSM by a person; not sent");
+                metrics.sink_left_closed.inc();
+                ack(&acks, &next);
+                continue;
+            }
             if sink.already_there(action, &stop).await {
                 info!(worker = id, action = action.kind.as_str(), key = %action.incident.key, "owed after a restart, but the ITSM already has it; not sent again");
                 ack(&acks, &next);
@@ -279,6 +287,24 @@ mod tests {
         // The bucket was the pace: 5 at once, then one a second.
         assert_eq!(started.elapsed(), Duration::from_secs(requests - 5));
         println!("rate 60/min burst 5: 202 actions, {requests} requests, {} updates coalesced", 202 - requests);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn nothing_is_sent_to_a_record_left_closed_but_it_is_acknowledged() {
+        let sink = Fake::new(RateLimit::unlimited());
+        let mut w = start(&sink, 8);
+        w.tx.send(action(1, ActionKind::Open, KEY)).await.unwrap();
+        let mut closed = action(2, ActionKind::Update, KEY);
+        closed.incident.human_owned.insert("fake".into(), crate::incident::HumanOwned { closed: true, ..Default::default() });
+        w.tx.send(closed.clone()).await.unwrap();
+        let mut elsewhere = action(3, ActionKind::Update, KEY);
+        elsewhere.incident.human_owned.insert("other".into(), crate::incident::HumanOwned { closed: true, ..Default::default() });
+        w.tx.send(elsewhere).await.unwrap();
+        drop(w.tx);
+        w.task.await.unwrap();
+        assert_eq!(sink.sent().iter().map(|s| s.0).collect::<Vec<_>>(), [1, 3], "only this sink's closed record is skipped");
+        assert_eq!(drain(&mut w.acks), [1, 2, 3]);
+        assert_eq!(w.metrics.sink_left_closed.get(), 1);
     }
 
     #[tokio::test(start_paused = true)]

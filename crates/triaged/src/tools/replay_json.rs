@@ -182,9 +182,10 @@ mod tests {
             parent: None,
             redundancy_group: None,
             human_owned: Default::default(),
+            acknowledged: None,
             peak_priority: 2,
         };
-        Action { id: 1, kind, incident, notes: vec!["a note".into()], claim: None, resent: false }
+        Action { id: 1, kind, incident, notes: vec!["a note".into()], claim: None, resent: false, priority_changed: true }
     }
 
     #[test]

@@ -9,7 +9,11 @@
 //!   from the one last sent (or none is known, after a restart), then
 //!   `POST /v2/alerts/{alias}/notes` with the action's notes.
 //! - resolve: `POST /v2/alerts/{alias}/close`.
-//! - look-up: `GET /v2/alerts/{alias}`, `data.status` open or closed.
+//! - look-up and read-back: `GET /v2/alerts/{alias}`: `data.status` open or
+//!   closed, `data.acknowledged`, `data.owner`, `data.priority` `P1`..`P5`.
+//!
+//! A priority a person owns at this sink (`Incident::owned_at`) is not
+//! changed by an update; a create sends it.
 //!
 //! JSM answers writes with 202 Accepted and processes them later; the 202
 //! is taken as delivered and its `requestId` is logged at debug level.
@@ -19,9 +23,9 @@ use reqwest::{Method, Url};
 use serde_json::{json, Map, Value};
 use tracing::debug;
 
-use super::{description, truncate};
+use super::{description, parse_priority, truncate};
 use crate::incident::{Action, ActionKind, Incident, SinkError};
-use crate::sink::{Remote, RestSink};
+use crate::sink::{Remote, RemoteRecord, RestSink};
 
 /// JSM alert `message` limit.
 const JSM_MESSAGE_MAX: usize = 130;
@@ -47,7 +51,8 @@ impl RestSink {
                 // The priority first: it is idempotent, a note is not, so a
                 // retry after a failed note does not add the note twice.
                 let priority = jsm_priority(inc.priority);
-                if self.inner.priorities.get(key).as_deref() != Some(priority) {
+                let owned = inc.owned_at(self.name()).priority;
+                if !owned && self.inner.priorities.get(key).as_deref() != Some(priority) {
                     let body = json!({ "priority": priority });
                     self.jsm_call("priority", Method::PUT, self.alias_url(key, Some("priority")), key, &body).await?;
                     self.inner.priorities.insert(key.clone(), priority.to_owned());
@@ -67,13 +72,29 @@ impl RestSink {
 
     /// What JSM holds under alias `key`: `data.status` of its latest alert.
     pub(in crate::sink) async fn jsm_look_up(&self, key: &str) -> Result<Remote, SinkError> {
-        let Some(body) = self.get_or_missing(self.alias_url(key, None)).await? else { return Ok(Remote::Missing) };
+        self.jsm_read_back(key).await.map(|r| r.state)
+    }
+
+    /// The latest alert of alias `key`; a status other than open or closed
+    /// is an unusable answer.
+    pub(in crate::sink) async fn jsm_read_back(&self, key: &str) -> Result<RemoteRecord, SinkError> {
+        let Some(body) = self.get_or_missing(self.alias_url(key, None)).await? else {
+            return Ok(RemoteRecord { state: Remote::Missing, ..RemoteRecord::default() });
+        };
         let value: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
-        match value.pointer("/data/status").and_then(Value::as_str) {
-            Some("open") => Ok(Remote::Open),
-            Some("closed") => Ok(Remote::Closed),
-            _ => Err(self.unusable("lookup", &body)),
-        }
+        let state = match value.pointer("/data/status").and_then(Value::as_str) {
+            Some("open") => Remote::Open,
+            Some("closed") => Remote::Closed,
+            _ => return Err(self.unusable("lookup", &body)),
+        };
+        let data = &value["data"];
+        Ok(RemoteRecord {
+            state,
+            acknowledged: data.get("acknowledged").and_then(Value::as_bool).unwrap_or(false),
+            assignee: data.get("owner").and_then(Value::as_str).filter(|o| !o.is_empty()).map(str::to_owned),
+            priority: data.get("priority").and_then(parse_priority),
+            group: None,
+        })
     }
 
     /// `/v2/alerts/{alias}[/{op}]?identifierType=alias`.

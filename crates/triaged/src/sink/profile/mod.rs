@@ -1,11 +1,31 @@
-//! The sink's five API profiles, one module each, and the text helpers
-//! their request bodies share (member lines, the long description, truncation).
+//! The sink's six API profiles, one module each, and the functions their
+//! request bodies and read-backs share (member lines, the long description,
+//! truncation, priorities read back).
 
 mod generic;
 mod jsm;
 mod pagerduty;
+mod rt;
 mod servicenow;
 mod servicenow_em;
+mod servicenow_refs;
+
+pub(super) use servicenow_refs::SnOptions;
+
+use serde_json::Value;
+
+/// A priority an ITSM record holds, as P1..P5: a number, `"3"` or `"P3"`;
+/// anything else (or out of range) is none.
+pub(crate) fn parse_priority(v: &Value) -> Option<u8> {
+    let n = match v {
+        Value::Number(n) => n.as_u64()?,
+        Value::String(s) => s.trim().trim_start_matches(['P', 'p']).parse().ok()?,
+        _ => return None,
+    };
+    (1..=5).contains(&n).then_some(n as u8)
+}
+
+pub(super) use rt::RtSettings;
 
 /// At most `max` characters, the last one an ellipsis when cut.
 pub(super) fn truncate(s: &str, max: usize) -> String {
@@ -65,6 +85,16 @@ fn description(inc: &crate::incident::Incident) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn priorities_read_back() {
+        use serde_json::json;
+        let read: Vec<_> = [json!(1), json!("5"), json!("P2"), json!(" p3 "), json!(0), json!(6), json!("high"), json!(null), json!(2.5)]
+            .iter()
+            .map(parse_priority)
+            .collect();
+        assert_eq!(read, [Some(1), Some(5), Some(2), Some(3), None, None, None, None, None]);
+    }
 
     #[test]
     fn truncation_counts_characters() {

@@ -56,7 +56,11 @@ fn pagerduty_event(action: &Action, routing_key: &str) -> Value {
         details.insert("oncall".into(), oncall.clone().into());
     }
     let mut payload = Map::new();
-    payload.insert("summary".into(), truncate(&inc.title, PD_SUMMARY_MAX).into());
+    // The key ends the summary: a PagerDuty v3 webhook carries the
+    // incident's title, not its dedup key, and triaged finds it there.
+    let keyed = format!(" [{}]", inc.key);
+    let summary = truncate(&inc.title, PD_SUMMARY_MAX - keyed.chars().count()) + &keyed;
+    payload.insert("summary".into(), summary.into());
     payload.insert("source".into(), inc.ci.as_ref().map_or("triaged", |c| c.name.as_str()).into());
     payload.insert("severity".into(), pd_severity(inc.severity).into());
     payload.insert("timestamp".into(), inc.opened_at.to_rfc3339_opts(chrono::SecondsFormat::Millis, true).into());

@@ -1,16 +1,22 @@
 //! The ServiceNow profile: Table API incidents found by `correlation_id`
-//! (looked up before every create), created by POST and changed by PATCH.
+//! (looked up before every create, and read back by the same query),
+//! created by POST and changed by PATCH. A field a person owns at this sink
+//! (`Incident::owned_at`) is left out of every PATCH; a create sends all.
 
-use reqwest::{Method, StatusCode};
+use reqwest::{Method, StatusCode, Url};
 use serde_json::{Map, Value};
 use tracing::debug;
 
-use super::{description, truncate};
+use super::servicenow_refs::SnRef;
+use super::{description, parse_priority, truncate};
+use crate::config::ReferenceBy;
 use crate::incident::{Action, ActionKind, SinkError};
-use crate::sink::{Remote, RestSink};
+use crate::sink::{Remote, RemoteRecord, RestSink};
 
 /// ServiceNow `short_description` limit applied by the sink.
 const SN_SHORT_DESCRIPTION_MAX: usize = 160;
+/// What the one incident query reads: enough to find the record and to read it back.
+const SN_FIELDS: &str = "sys_id,state,urgency,impact,priority,assigned_to,assignment_group,sys_updated_on";
 
 /// Outcome of a ServiceNow PATCH that tolerates a stale cached sys_id.
 enum Patched {
@@ -19,17 +25,74 @@ enum Patched {
     Gone,
 }
 
+/// The incident row of a correlation key, as the one query reads it.
+struct SnRow {
+    sys_id: String,
+    state: String,
+    priority: String,
+    /// `assigned_to`'s display name (its value when only that came).
+    assigned_to: String,
+    /// `assignment_group`'s display name, likewise.
+    group: String,
+}
+
+impl SnRow {
+    /// States 6 (Resolved), 7 (Closed) and 8 (Canceled) are closed; 2 (In
+    /// Progress), 3 (On Hold) or an assignee mean someone took it.
+    fn record(&self) -> RemoteRecord {
+        let closed = matches!(self.state.as_str(), "6" | "7" | "8");
+        let non_empty = |s: &str| (!s.is_empty()).then(|| s.to_owned());
+        RemoteRecord {
+            state: if closed { Remote::Closed } else { Remote::Open },
+            acknowledged: matches!(self.state.as_str(), "2" | "3") || !self.assigned_to.is_empty(),
+            assignee: non_empty(&self.assigned_to),
+            priority: parse_priority(&Value::String(self.priority.clone())),
+            group: non_empty(&self.group),
+        }
+    }
+}
+
+/// A field of a Table API row: `(value, display value)`. With
+/// `sysparm_display_value=all` a field is `{value, display_value}`; without
+/// it a plain string (both halves then). Absent or null is empty.
+pub(super) fn sn_field(row: &Value, name: &str) -> (String, String) {
+    let text = |v: Option<&Value>| match v {
+        Some(Value::String(s)) => s.clone(),
+        Some(Value::Number(n)) => n.to_string(),
+        _ => String::new(),
+    };
+    match row.get(name) {
+        Some(Value::Object(o)) => (text(o.get("value")), text(o.get("display_value"))),
+        v => (text(v), text(v)),
+    }
+}
+
+/// The display name of a field, else its value.
+fn sn_display(row: &Value, name: &str) -> String {
+    let (value, display) = sn_field(row, name);
+    if display.is_empty() {
+        value
+    } else {
+        display
+    }
+}
+
+/// `s` as a literal in an encoded query: `^` separates terms, a literal one is `^^`.
+pub(super) fn sn_escape(s: &str) -> String {
+    s.replace('^', "^^")
+}
+
 impl RestSink {
-    /// ServiceNow incident states 6 (Resolved), 7 (Closed) and 8 (Canceled) are closed.
+    /// What the record of `key` is in: [`SnRow::record`]'s state.
     pub(in crate::sink) async fn sn_state(&self, key: &str) -> Result<Remote, SinkError> {
-        let (row, _) = self.sn_find(key).await?;
-        Ok(match row {
-            None => Remote::Missing,
-            Some(r) => match r.get("state") {
-                Some(Value::String(st)) if matches!(st.as_str(), "6" | "7" | "8") => Remote::Closed,
-                _ => Remote::Open,
-            },
-        })
+        Ok(self.sn_find(key).await?.map_or(Remote::Missing, |r| r.record().state))
+    }
+
+    /// The record of `key` read back (its sys_id cached for the PATCHes).
+    pub(in crate::sink) async fn sn_read_back(&self, key: &str) -> Result<RemoteRecord, SinkError> {
+        let Some(row) = self.sn_find(key).await? else { return Ok(RemoteRecord { state: Remote::Missing, ..RemoteRecord::default() }) };
+        self.inner.sys_ids.insert(key.to_owned(), row.sys_id.clone());
+        Ok(row.record())
     }
 
     pub(in crate::sink) async fn servicenow(&self, action: &Action) -> Result<(), SinkError> {
@@ -70,31 +133,46 @@ impl RestSink {
         }
     }
 
-    /// The first incident row (`sys_id`, `state`) whose `correlation_id` is
-    /// `key`, if any, and the response body (for error excerpts).
-    async fn sn_find(&self, key: &str) -> Result<(Option<Value>, Vec<u8>), SinkError> {
+    /// The first incident row whose `correlation_id` is `key`, if any: the
+    /// one query behind the look-up before a create, `look_up` and
+    /// `read_back`. A row without a sys_id is an unusable answer.
+    async fn sn_find(&self, key: &str) -> Result<Option<SnRow>, SinkError> {
         let mut url = self.url(&["api", "now", "table", "incident"]);
         url.query_pairs_mut()
-            // `^` separates encoded-query terms; a literal one is written `^^`.
-            .append_pair("sysparm_query", &format!("correlation_id={}", key.replace('^', "^^")))
-            .append_pair("sysparm_fields", "sys_id,state")
+            .append_pair("sysparm_query", &format!("correlation_id={}", sn_escape(key)))
+            .append_pair("sysparm_fields", SN_FIELDS)
+            .append_pair("sysparm_display_value", "all")
             .append_pair("sysparm_limit", "1");
         let body = self.call("lookup", Method::GET, url, None).await?;
         let value: Value = serde_json::from_slice(&body).map_err(|_| self.unusable("lookup", &body))?;
         let rows = value.get("result").and_then(Value::as_array).ok_or_else(|| self.unusable("lookup", &body))?;
-        Ok((rows.first().cloned(), body))
+        let Some(row) = rows.first() else { return Ok(None) };
+        let (sys_id, _) = sn_field(row, "sys_id");
+        if sys_id.is_empty() {
+            return Err(self.unusable("lookup", &body));
+        }
+        Ok(Some(SnRow {
+            sys_id,
+            state: sn_field(row, "state").0,
+            priority: sn_field(row, "priority").0,
+            assigned_to: sn_display(row, "assigned_to"),
+            group: sn_display(row, "assignment_group"),
+        }))
     }
 
     /// `sys_id` of the incident whose `correlation_id` is `key`, if any.
     async fn sn_lookup(&self, key: &str) -> Result<Option<String>, SinkError> {
-        let (row, body) = self.sn_find(key).await?;
-        match row {
-            None => Ok(None),
-            Some(row) => match row.get("sys_id").and_then(Value::as_str) {
-                Some(id) if !id.is_empty() => Ok(Some(id.to_owned())),
-                _ => Err(self.unusable("lookup", &body)),
-            },
+        Ok(self.sn_find(key).await?.map(|r| r.sys_id))
+    }
+
+    /// A Table API URL for a create or PATCH: with references by name,
+    /// `sysparm_input_display_value=true` has ServiceNow resolve them.
+    fn sn_write_url(&self, segments: &[&str]) -> Url {
+        let mut url = self.url(segments);
+        if self.inner.servicenow.reference_by == ReferenceBy::DisplayValue {
+            url.query_pairs_mut().append_pair("sysparm_input_display_value", "true");
         }
+        url
     }
 
     /// `sys_id` of the record of `key`: cached, else looked up (and cached).
@@ -123,18 +201,18 @@ impl RestSink {
         body.insert("correlation_display".into(), "triaged".into());
         body.insert("short_description".into(), truncate(&inc.title, SN_SHORT_DESCRIPTION_MAX).into());
         body.insert("description".into(), description(inc).into());
-        if let Some(ci) = &inc.ci {
-            body.insert("cmdb_ci".into(), ci.name.clone().into());
-        }
-        if let Some(group) = &inc.assignment_group {
-            body.insert("assignment_group".into(), group.clone().into());
+        for (r, name) in [(SnRef::Ci, inc.ci.as_ref().map(|c| &c.name)), (SnRef::Group, inc.assignment_group.as_ref())] {
+            let Some(name) = name else { continue };
+            if let Some(reference) = self.sn_reference(r, name).await? {
+                body.insert(r.field().into(), reference.into());
+            }
         }
         body.insert("urgency".into(), inc.urgency.to_string().into());
         body.insert("impact".into(), inc.impact.to_string().into());
         if !work_notes.is_empty() {
             body.insert("work_notes".into(), work_notes.into());
         }
-        let url = self.url(&["api", "now", "table", "incident"]);
+        let url = self.sn_write_url(&["api", "now", "table", "incident"]);
         let reply = self.call("create", Method::POST, url, Some(&Value::Object(body))).await?;
         let sys_id = serde_json::from_slice::<Value>(&reply)
             .ok()
@@ -156,8 +234,16 @@ impl RestSink {
         match action.kind {
             ActionKind::Open | ActionKind::Update => {
                 body.insert("short_description".into(), truncate(&inc.title, SN_SHORT_DESCRIPTION_MAX).into());
-                body.insert("urgency".into(), inc.urgency.to_string().into());
-                body.insert("impact".into(), inc.impact.to_string().into());
+                // A priority a person set there is theirs; and an unchanged one
+                // is not written again, since ServiceNow re-rates the record
+                // from urgency and impact (a restart's resend writes it, in
+                // case the change it carried was lost). The assignment group
+                // is only ever sent on create.
+                let changed = action.priority_changed || action.resent;
+                if changed && !inc.owned_at(self.name()).priority {
+                    body.insert("urgency".into(), inc.urgency.to_string().into());
+                    body.insert("impact".into(), inc.impact.to_string().into());
+                }
                 if !notes.is_empty() {
                     body.insert("work_notes".into(), notes.into());
                 }
@@ -169,7 +255,7 @@ impl RestSink {
                     notes.clone()
                 };
                 body.insert("state".into(), "6".into());
-                body.insert("close_code".into(), "Solved (Permanently)".into());
+                body.insert("close_code".into(), self.inner.servicenow.close_code.clone().into());
                 body.insert("close_notes".into(), close_notes.into());
                 let work_notes = if notes.is_empty() { "Resolved by triaged.".to_owned() } else { notes };
                 body.insert("work_notes".into(), work_notes.into());
@@ -186,7 +272,7 @@ impl RestSink {
                 body.insert("parent_incident".into(), parent_id.into());
             }
         }
-        let url = self.url(&["api", "now", "table", "incident", sys_id]);
+        let url = self.sn_write_url(&["api", "now", "table", "incident", sys_id]);
         let reply = self.send("update", Method::PATCH, url, Some(&Value::Object(body))).await?;
         if tolerate_gone && reply.status == StatusCode::NOT_FOUND {
             return Ok(Patched::Gone);
