@@ -244,6 +244,15 @@ priority = 1
         tracker.wait().await;
     }
 
+    #[test]
+    fn a_sink_reads_back_only_what_is_routed_to_it() {
+        let s = setup();
+        let (p1, p3) = (at(1, 1).incident, at(2, 3).incident);
+        assert!(s.fanout.routes_to(&p1, "pd") && s.fanout.routes_to(&p1, "sn"));
+        assert!(!s.fanout.routes_to(&p3, "pd"), "a P3 is not PagerDuty's to read back");
+        assert!(s.fanout.routes_to(&p3, "sn"));
+    }
+
     #[tokio::test]
     async fn an_unrouted_action_is_counted_and_not_sent() {
         let mut s = setup();
