@@ -324,3 +324,54 @@ fn logs_go_to_stderr_one_json_object_a_line_without_colour() {
     assert!(text.contains("rules and CMDB loaded"), "{text}");
     assert!(!text.contains('\u{1b}'), "no ANSI codes when stderr is a file: {text}");
 }
+
+/// `check` on the shipped routes example, its secrets in the environment.
+fn check_routes(config: &Path) -> (i32, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_triaged"))
+        .args(["check", "--config", config.to_str().unwrap()])
+        .env("TRIAGED_SN_PASSWORD", "not-a-real-password")
+        .env("PD_KEY_DEFAULT", "not-a-real-key-0")
+        .env("PD_KEY_DBA", "not-a-real-key-1")
+        .env("PD_KEY_NETWORK", "not-a-real-key-2")
+        .env("TRIAGED_INGEST_TOKEN", "not-a-real-token")
+        .output()
+        .unwrap();
+    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    (out.status.code().unwrap_or(-1), text)
+}
+
+#[test]
+fn shipped_routes_example_passes_and_gaps_are_reported() {
+    let root = crate::repo();
+    let (code, out) = check_routes(&root.join("config/routes-example.toml"));
+    assert_eq!(code, 0, "{out}");
+    assert!(!out.contains("no route matches"), "ServiceNow takes every incident: {out}");
+    assert!(!out.contains("not-a-real"), "no secret in the report: {out}");
+
+    // Without the ServiceNow route, P3-P5 incidents go nowhere, and it is said
+    // per CI with its owner and rotation; the unused sink is warned about.
+    let dir = tempfile::tempdir().unwrap();
+    let text = std::fs::read_to_string(root.join("config/routes-example.toml")).unwrap();
+    // The shipped files, from a copy elsewhere.
+    let absolute = |t: &str| {
+        t.replace("\"cmdb.yaml\"", &format!("\"{}\"", root.join("config/cmdb.yaml").display()))
+            .replace("\"changes.yaml\"", &format!("\"{}\"", root.join("config/changes.yaml").display()))
+            .replace("\"../rules\"", &format!("\"{}\"", root.join("rules").display()))
+    };
+    let paging_only =
+        text.replace("name = \"everything to ServiceNow\"\nsinks = [\"servicenow\"]", "sinks = [\"pagerduty\"]\npriority = 1");
+    std::fs::write(dir.path().join("paging.toml"), absolute(&paging_only)).unwrap();
+    let (code, out) = check_routes(&dir.path().join("paging.toml"));
+    assert_eq!(code, 0, "gaps are warnings: {out}");
+    assert!(out.contains("routes: no route names the sink `servicenow`"), "{out}");
+    assert!(out.contains("routes: no route matches P3/P4/P5 incidents on"), "{out}");
+    assert!(out.contains("more CIs with incidents no route matches"), "capped: {out}");
+
+    // A route naming an unknown sink is an error.
+    let unknown = text.replace("sinks = [\"pagerduty\"]", "sinks = [\"pagerdty\"]");
+    let path = dir.path().join("unknown.toml");
+    std::fs::write(&path, absolute(&unknown)).unwrap();
+    let (code, out) = check_routes(&path);
+    assert_eq!(code, 2, "{out}");
+    assert!(out.contains("routes[1].sinks: route `page P1-P2` names the unknown sink `pagerdty`"), "{out}");
+}

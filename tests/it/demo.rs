@@ -40,7 +40,7 @@ async fn demo_metrics_file_counts_the_last_actions() {
         .await
         .unwrap_or_else(|e| panic!("demo failed: {e}"));
     let text = std::fs::read_to_string(&out).unwrap();
-    let resolves = sample(&text, r#"triaged_incident_actions_total{action="resolve"}"#).unwrap_or(0.0);
+    let resolves = sample(&text, r#"triaged_incident_actions_total{action="resolve",sink="default"}"#).unwrap_or(0.0);
     assert_eq!(Some(resolves as u64), report.summary.actions.get("resolve").copied(), "the file and the summary agree");
     assert_eq!(resolves as usize, opened_keys(&report.received).len(), "every opened incident resolved");
     for p in 1..=5 {

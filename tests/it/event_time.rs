@@ -131,10 +131,10 @@ async fn a_maintenance_window_that_ends_while_its_events_wait_behind_an_open_cir
     let path = cmdb_path.clone();
     let d = in_process::start(crate::repo(), 1, move |cfg: &mut Config| {
         cfg.cmdb.path = path;
-        cfg.sink.circuit.failure_threshold = 3;
-        cfg.sink.circuit.open_for = HumanDuration(Duration::from_millis(500));
-        cfg.sink.retry.initial_backoff = HumanDuration(Duration::from_millis(20));
-        cfg.sink.retry.max_backoff = HumanDuration(Duration::from_millis(100));
+        cfg.sink.as_mut().unwrap().circuit.failure_threshold = 3;
+        cfg.sink.as_mut().unwrap().circuit.open_for = HumanDuration(Duration::from_millis(500));
+        cfg.sink.as_mut().unwrap().retry.initial_backoff = HumanDuration(Duration::from_millis(20));
+        cfg.sink.as_mut().unwrap().retry.max_backoff = HumanDuration(Duration::from_millis(100));
     })
     .await;
     let (producer, receiver, m, addr) = (&d.producer, &d.receiver, &d.running.metrics, d.running.http_addr);
@@ -148,7 +148,7 @@ async fn a_maintenance_window_that_ends_while_its_events_wait_behind_an_open_cir
     // The ITSM refuses the trigger's incident until the circuit opens.
     receiver.fail_with(StatusCode::SERVICE_UNAVAILABLE, None);
     produce(&[message("et-trigger", TRIGGER, "Health check failed", true, Utc::now())]).await;
-    support::wait_until("circuit opened", minute, || m.sink_circuit_opened.get() >= 1).await;
+    support::wait_until("circuit opened", minute, || m.sink_circuit_opened.with_label_values(&["default"]).get() >= 1).await;
 
     // The CMDB now says MAINTAINED is under CHG-ET-1 until 4 s from now.
     let (start, end) = (Utc::now() - chrono::Duration::minutes(30), Utc::now() + chrono::Duration::seconds(4));
@@ -172,7 +172,7 @@ async fn a_maintenance_window_that_ends_while_its_events_wait_behind_an_open_cir
     // The window's end passes in wall time; none of them has been read.
     support::wait_until("the window's end passed", minute, || Utc::now() >= end).await;
     assert_eq!(m.messages_handled.get(), handled, "the backlog waits behind the open circuit, unread, past the window's end");
-    assert_ne!(m.sink_circuit_state.get(), 0, "the circuit is still not closed");
+    assert_ne!(m.sink_circuit_state.with_label_values(&["default"]).get(), 0, "the circuit is still not closed");
     // One more firing on the maintained CI, after the window, joins the backlog.
     produce(&[message("et-maint-after", MAINTAINED, AFTER_WINDOW, true, Utc::now())]).await;
 
@@ -189,7 +189,7 @@ async fn a_maintenance_window_that_ends_while_its_events_wait_behind_an_open_cir
             panic!("after healing, the trigger, the control and the firing after the window were not all opened: {got:#?}")
         });
     assert_eq!(m.messages_handled.get(), handled + 4, "the whole backlog was read");
-    assert_eq!(m.sink_circuit_state.get(), 0, "the circuit closed");
+    assert_eq!(m.sink_circuit_state.with_label_values(&["default"]).get(), 0, "the circuit closed");
 
     // The two firings of the window: suppressed, decided after its end, the
     // change named; the ITSM heard nothing of them.
@@ -226,7 +226,7 @@ async fn a_maintenance_window_that_ends_while_its_events_wait_behind_an_open_cir
         explained(addr, IN_WINDOW[1].0).await.map_or_else(|| "?".into(), |x| x.at.to_rfc3339()),
         m.decisions.with_label_values(&["suppressed"]).get(),
         log.iter().filter(|r| r.kind == ActionKind::Open).count(),
-        m.sink_circuit_opened.get()
+        m.sink_circuit_opened.with_label_values(&["default"]).get()
     );
     assert!(d.stop().await.clean_shutdown);
 }

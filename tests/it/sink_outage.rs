@@ -21,12 +21,12 @@ const THRESHOLD: u32 = 3;
 const CONCURRENCY: usize = 4;
 
 fn tweak(cfg: &mut Config) {
-    cfg.sink.concurrency = CONCURRENCY;
-    cfg.sink.circuit.failure_threshold = THRESHOLD;
-    cfg.sink.circuit.open_for = HumanDuration(Duration::from_millis(500));
+    cfg.sink.as_mut().unwrap().concurrency = CONCURRENCY;
+    cfg.sink.as_mut().unwrap().circuit.failure_threshold = THRESHOLD;
+    cfg.sink.as_mut().unwrap().circuit.open_for = HumanDuration(Duration::from_millis(500));
     // Without the breaker, workers would retry every 100 ms at most.
-    cfg.sink.retry.initial_backoff = HumanDuration(Duration::from_millis(20));
-    cfg.sink.retry.max_backoff = HumanDuration(Duration::from_millis(100));
+    cfg.sink.as_mut().unwrap().retry.initial_backoff = HumanDuration(Duration::from_millis(20));
+    cfg.sink.as_mut().unwrap().retry.max_backoff = HumanDuration(Duration::from_millis(100));
     // A small channel, so the source pauses its partitions soon after the core stops reading.
     cfg.kafka.channel_capacity = 4;
 }
@@ -60,7 +60,7 @@ async fn sustained_503_opens_the_circuit_pauses_consumption_and_loses_nothing() 
 
     receiver.fail_with(StatusCode::SERVICE_UNAVAILABLE, None);
     produce(producer, &storm.firing).await;
-    support::wait_until("circuit opened", minute, || m.sink_circuit_opened.get() >= 1).await;
+    support::wait_until("circuit opened", minute, || m.sink_circuit_opened.with_label_values(&["default"]).get() >= 1).await;
     // Events that arrive during the outage wait in Kafka: the core stops
     // reading, its channel fills and the source pauses the partitions.
     produce(producer, &storm.recovery).await;
@@ -68,15 +68,15 @@ async fn sustained_503_opens_the_circuit_pauses_consumption_and_loses_nothing() 
     let handled = m.messages_handled.get();
     assert!(handled < firing + storm.recovery.len() as u64);
     // Two failed probes later the core has read nothing more.
-    let opened = m.sink_circuit_opened.get();
-    support::wait_until("two failed probes", minute, || m.sink_circuit_opened.get() >= opened + 2).await;
+    let opened = m.sink_circuit_opened.with_label_values(&["default"]).get();
+    support::wait_until("two failed probes", minute, || m.sink_circuit_opened.with_label_values(&["default"]).get() >= opened + 2).await;
     assert_eq!(m.messages_handled.get(), handled, "no event read while the circuit is open");
-    assert_ne!(m.sink_circuit_state.get(), 0);
+    assert_ne!(m.sink_circuit_state.with_label_values(&["default"]).get(), 0);
     // What reached the ITSM: the failures that opened the circuit, requests
     // already out on the other workers, and one probe per reopening (plus
     // one that may be out right now).
     let rejected = receiver.rejected();
-    let opened = m.sink_circuit_opened.get();
+    let opened = m.sink_circuit_opened.with_label_values(&["default"]).get();
     let bound = u64::from(THRESHOLD) + CONCURRENCY as u64 + opened;
     assert!(rejected <= bound, "{rejected} requests during the outage, at most {bound} expected");
     assert!(receiver.log().is_empty());
@@ -96,13 +96,13 @@ async fn sustained_503_opens_the_circuit_pauses_consumption_and_loses_nothing() 
     let storm_inc = last.iter().find(|r| r.incident.root_cause.as_ref().is_some_and(|c| c.id == storm.root)).expect("the storm incident");
     assert_eq!(storm_inc.incident.members.len(), storm.downstream + 1);
     assert!(last.iter().all(|r| r.incident.state == IncidentState::Resolved));
-    assert_eq!(m.sink_circuit_state.get(), 0);
+    assert_eq!(m.sink_circuit_state.with_label_values(&["default"]).get(), 0);
     support::wait_until("partitions resumed", minute, || m.paused_partitions.get() == 0).await;
     eprintln!(
         "sustained 503: {all} events, 2 incidents expected, {} created, {} opens, {rejected} requests refused during the outage, {} circuit openings, peak RSS {:.0} MiB (test process)",
         opened_keys(&log).len(),
         log.iter().filter(|r| r.kind == ActionKind::Open).count(),
-        m.sink_circuit_opened.get(),
+        m.sink_circuit_opened.with_label_values(&["default"]).get(),
         triaged_testkit::rss::rss_mib().1
     );
 
@@ -113,7 +113,7 @@ async fn sustained_503_opens_the_circuit_pauses_consumption_and_loses_nothing() 
 async fn too_many_requests_with_retry_after_is_waited_out() {
     let d = in_process::start(crate::repo(), 1, |cfg| {
         tweak(cfg);
-        cfg.sink.retry.max_backoff = HumanDuration(Duration::from_secs(5));
+        cfg.sink.as_mut().unwrap().retry.max_backoff = HumanDuration(Duration::from_secs(5));
     })
     .await;
     let (producer, receiver, m) = (&d.producer, &d.receiver, &d.running.metrics);
@@ -142,7 +142,7 @@ async fn too_many_requests_with_retry_after_is_waited_out() {
         }
     }
     assert!(opens_per_key(&log).iter().all(|(_, n)| *n == 1), "{:?}", opens_per_key(&log));
-    assert!(m.sink_errors.with_label_values(&["retryable"]).get() >= 2);
+    assert!(m.sink_errors.with_label_values(&["default", "retryable"]).get() >= 2);
 
     assert!(d.stop().await.clean_shutdown);
 }
@@ -151,7 +151,7 @@ async fn too_many_requests_with_retry_after_is_waited_out() {
 async fn a_timeout_after_the_itsm_applied_the_request_duplicates_no_incident() {
     let d = in_process::start(crate::repo(), 2, |cfg| {
         tweak(cfg);
-        cfg.sink.timeout = HumanDuration(Duration::from_millis(300));
+        cfg.sink.as_mut().unwrap().timeout = HumanDuration(Duration::from_millis(300));
     })
     .await;
     let (producer, receiver, m) = (&d.producer, &d.receiver, &d.running.metrics);
@@ -161,7 +161,7 @@ async fn a_timeout_after_the_itsm_applied_the_request_duplicates_no_incident() {
     // Every request is applied, and answered after the sink gave up on it.
     receiver.answer_late(Duration::from_secs(2));
     produce(producer, &storm.firing).await;
-    let timed_out = || m.sink_errors.with_label_values(&["retryable"]).get() >= 3;
+    let timed_out = || m.sink_errors.with_label_values(&["default", "retryable"]).get() >= 3;
     support::wait_until("three timed-out requests", minute, timed_out).await;
     receiver.heal();
     receiver.wait_for(minute, |log| opened_keys(log).len() == 2).await.expect("both incidents open");

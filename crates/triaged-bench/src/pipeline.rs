@@ -179,7 +179,7 @@ pub async fn raw_consume(cfg: &Config, group: &str, expected: u64, limit: Durati
 /// The daemon with `cfg`, its sink an in-process incident receiver.
 async fn start_daemon(mut cfg: Config) -> Result<(IncidentReceiver, CancellationToken, app::Running), BenchError> {
     let receiver = IncidentReceiver::start().await.map_err(BenchError::Io)?;
-    cfg.sink.endpoint = receiver.url();
+    cfg.sink.as_mut().unwrap().endpoint = receiver.url();
     let shutdown = CancellationToken::new();
     let running = app::start(cfg, shutdown.clone()).await.map_err(|e| BenchError::App(e.to_string()))?;
     Ok((receiver, shutdown, running))

@@ -11,6 +11,7 @@ pub mod incident;
 pub mod kafka;
 pub mod logs;
 pub mod metrics;
+pub mod route;
 pub mod rules;
 pub mod scale;
 pub mod server;

@@ -29,15 +29,19 @@ pub struct Metrics {
     pub events_dropped: IntCounterVec,
     /// Messages written to the dead-letter topic, by kind (decode, sink).
     pub dead_letters: IntCounterVec,
-    /// Incident lifecycle transitions sent to the sink, by action.
+    /// Actions a sink rejected permanently and dead-lettered, by sink.
+    pub sink_dead_letters: IntCounterVec,
+    /// Incident lifecycle transitions sent to a sink, by sink and action.
     pub incident_actions: IntCounterVec,
+    /// Actions no route matched: acknowledged without being sent.
+    pub actions_unrouted: IntCounter,
     /// Open incidents by priority.
     pub open_incidents: IntGaugeVec,
     /// Open incidents by impacted business service.
     pub open_incidents_by_service: IntGaugeVec,
-    /// Sink request duration, by profile and operation.
+    /// Sink request duration, by sink, profile and operation.
     pub sink_request_duration: HistogramVec,
-    /// Sink request failures, by class (retryable, permanent, cancelled).
+    /// Sink request failures, by sink and class (retryable, permanent, cancelled).
     pub sink_errors: IntCounterVec,
     /// Consumer lag in messages, by topic and partition.
     pub consumer_lag: IntGaugeVec,
@@ -69,15 +73,16 @@ pub struct Metrics {
     pub problem_candidates: IntCounter,
     /// Time from a Kafka message's timestamp to the core's decision on it.
     pub event_lag: Histogram,
-    /// Sink circuit breaker state: 0 closed, 1 open, 2 half open.
-    pub sink_circuit_state: IntGauge,
-    pub sink_circuit_opened: IntCounter,
+    /// Sink circuit breaker state by sink: 0 closed, 1 open, 2 half open.
+    pub sink_circuit_state: IntGaugeVec,
+    /// Times a sink's circuit breaker opened, by sink.
+    pub sink_circuit_opened: IntCounterVec,
     /// Events produced to the repartition topic and acknowledged.
     pub rekeyed: IntCounter,
     /// Partitions with a correlation core of their own here.
     pub correlation_partitions: IntGauge,
-    /// Sink actions dropped because their partition moved to another owner.
-    pub actions_disowned: IntCounter,
+    /// Sink actions dropped because their partition moved to another owner, by sink.
+    pub actions_disowned: IntCounterVec,
     /// Restored open incidents checked at the ITSM, by what it holds.
     pub reconciled: IntCounterVec,
     /// Records read back from an ITSM (polled), by sink and result.
@@ -102,11 +107,11 @@ pub struct Metrics {
     pub events_out_of_order: IntCounter,
     /// Event fields cut to their size cap (check, summary, labels, annotations).
     pub fields_truncated: IntCounter,
-    /// Time a sink request waited for a token of the sink's rate limit.
-    pub sink_rate_limited: Histogram,
-    /// Updates dropped while rate-limited: a later action of the same
-    /// incident, queued behind them, carries the latest state.
-    pub sink_updates_coalesced: IntCounter,
+    /// Time a sink request waited for a token of the sink's rate limit, by sink.
+    pub sink_rate_limited: HistogramVec,
+    /// Updates dropped while rate-limited, by sink: a later action of the
+    /// same incident, queued behind them, carries the latest state.
+    pub sink_updates_coalesced: IntCounterVec,
 }
 
 /// Buckets of `triaged_event_lag_seconds`: fine below 10 ms, since the
@@ -197,24 +202,28 @@ impl Metrics {
         let problem_candidates =
             IntCounter::new("problem_candidates_total", "Problem candidates raised: one CI causing repeated incidents.").unwrap();
         reg.register(Box::new(problem_candidates.clone())).unwrap();
-        let sink_circuit_state =
-            IntGauge::new("sink_circuit_state", "Sink circuit breaker: 0 closed, 1 open (no requests, events wait in Kafka), 2 half open.")
-                .unwrap();
-        reg.register(Box::new(sink_circuit_state.clone())).unwrap();
-        let sink_circuit_opened = IntCounter::new("sink_circuit_opened_total", "Times the sink circuit breaker opened.").unwrap();
-        reg.register(Box::new(sink_circuit_opened.clone())).unwrap();
+        let sink_circuit_state = gauge_vec(
+            &reg,
+            "sink_circuit_state",
+            "Sink circuit breaker: 0 closed, 1 open (no requests, events wait in Kafka), 2 half open.",
+            &["sink"],
+        );
+        let sink_circuit_opened = counter(&reg, "sink_circuit_opened_total", "Times the sink circuit breaker opened.", &["sink"]);
         let rekeyed =
             IntCounter::new("rekeyed_events_total", "Events produced to the repartition topic, keyed by correlation scope.").unwrap();
         reg.register(Box::new(rekeyed.clone())).unwrap();
         let correlation_partitions =
             IntGauge::new("correlation_partitions", "Repartition topic partitions correlated by this instance.").unwrap();
         reg.register(Box::new(correlation_partitions.clone())).unwrap();
-        let actions_disowned = IntCounter::new(
+        let actions_disowned = counter(
+            &reg,
             "sink_actions_disowned_total",
             "Sink actions not sent because their partition was revoked; its new owner rebuilds them.",
-        )
-        .unwrap();
-        reg.register(Box::new(actions_disowned.clone())).unwrap();
+            &["sink"],
+        );
+        let actions_unrouted =
+            IntCounter::new("actions_unrouted_total", "Incident actions no route matched: acknowledged without being sent.").unwrap();
+        reg.register(Box::new(actions_unrouted.clone())).unwrap();
         let state_checkpoints =
             counter(&reg, "state_checkpoints_total", "Checkpoints of the correlation state to the changelog, by outcome.", &["outcome"]);
         for outcome in ["written", "failed"] {
@@ -244,21 +253,21 @@ impl Metrics {
         let fields_truncated =
             IntCounter::new("event_fields_truncated_total", "Event fields cut to their size cap, marked in the field.").unwrap();
         reg.register(Box::new(fields_truncated.clone())).unwrap();
-        let sink_rate_limited = Histogram::with_opts(
-            HistogramOpts::new(
-                "sink_rate_limited_seconds",
-                "Time a sink request (an action's first request, a look-up or a retry) waited for a token of the sink's rate limit.",
-            )
-            .buckets(vec![0.01, 0.1, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 900.0]),
-        )
-        .unwrap();
-        reg.register(Box::new(sink_rate_limited.clone())).unwrap();
-        let sink_updates_coalesced = IntCounter::new(
+        let sink_rate_limited = histogram(
+            &reg,
+            "sink_rate_limited_seconds",
+            "Time a sink request (an action's first request, a look-up or a retry) waited for a token of the sink's rate limit.",
+            &["sink"],
+            vec![0.01, 0.1, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 900.0],
+        );
+        let sink_updates_coalesced = counter(
+            &reg,
             "sink_updates_coalesced_total",
             "Incident updates not sent while the sink was rate-limited: a later action of the same incident carried the latest state.",
-        )
-        .unwrap();
-        reg.register(Box::new(sink_updates_coalesced.clone())).unwrap();
+            &["sink"],
+        );
+        let sink_dead_letters =
+            counter(&reg, "sink_dead_letters_total", "Actions a sink rejected permanently, dead-lettered and acknowledged.", &["sink"]);
         let lag_buckets = LAG_BUCKETS.to_vec();
         let event_lag = Histogram::with_opts(
             HistogramOpts::new(
@@ -292,8 +301,8 @@ impl Metrics {
             incident_actions: counter(
                 &reg,
                 "incident_actions_total",
-                "Incident actions acknowledged by the sink (open, update, resolve, reopen).",
-                &["action"],
+                "Incident actions acknowledged by a sink (open, update, resolve, reopen).",
+                &["sink", "action"],
             ),
             open_incidents: gauge_vec(&reg, "open_incidents", "Open incidents by priority.", &["priority"]),
             open_incidents_by_service: gauge_vec(
@@ -306,10 +315,10 @@ impl Metrics {
                 &reg,
                 "sink_request_duration_seconds",
                 "Duration of sink HTTP requests.",
-                &["profile", "operation"],
+                &["sink", "profile", "operation"],
                 latency_buckets,
             ),
-            sink_errors: counter(&reg, "sink_errors_total", "Failed sink requests by class.", &["class"]),
+            sink_errors: counter(&reg, "sink_errors_total", "Failed sink requests by class.", &["sink", "class"]),
             consumer_lag: gauge_vec(
                 &reg,
                 "kafka_consumer_lag_messages",
@@ -341,6 +350,8 @@ impl Metrics {
             rekeyed,
             correlation_partitions,
             actions_disowned,
+            actions_unrouted,
+            sink_dead_letters,
             reconciled: counter(
                 &reg,
                 "reconciled_incidents_total",
@@ -397,9 +408,26 @@ impl Metrics {
         m
     }
 
+    /// The series of sink `name` at zero, so each configured sink shows in
+    /// every sink family from the start (called when the sink is built).
+    pub fn sink_families_at_zero(&self, name: &str) {
+        for action in ["open", "update", "resolve", "reopen"] {
+            self.incident_actions.with_label_values(&[name, action]);
+        }
+        for class in ["retryable", "permanent", "cancelled"] {
+            self.sink_errors.with_label_values(&[name, class]);
+        }
+        self.sink_circuit_state.with_label_values(&[name]);
+        self.sink_circuit_opened.with_label_values(&[name]);
+        self.actions_disowned.with_label_values(&[name]);
+        self.sink_rate_limited.with_label_values(&[name]);
+        self.sink_updates_coalesced.with_label_values(&[name]);
+        self.sink_dead_letters.with_label_values(&[name]);
+    }
+
     /// Exposed name of every metric (`triaged_…`), whether or not it has samples yet.
     pub fn names(&self) -> std::collections::BTreeSet<String> {
-        let all: [&dyn Collector; 45] = [
+        let all: [&dyn Collector; 47] = [
             &self.messages_received,
             &self.events_decoded,
             &self.events_failed,
@@ -445,6 +473,8 @@ impl Metrics {
             &self.fields_truncated,
             &self.sink_rate_limited,
             &self.sink_updates_coalesced,
+            &self.actions_unrouted,
+            &self.sink_dead_letters,
         ];
         let listener = self.listener.names().into_iter();
         let own = all.iter().flat_map(|c| c.desc()).map(|d| d.fq_name.clone()).chain(listener).map(|n| format!("triaged_{n}"));
@@ -513,14 +543,21 @@ mod tests {
 
     #[test]
     fn families_exist_at_zero_from_the_start() {
-        let text = Metrics::new().render();
+        let m = Metrics::new();
+        m.sink_families_at_zero("default");
+        let text = m.render();
         for p in ["P1", "P2", "P3", "P4", "P5"] {
             assert!(text.contains(&format!("triaged_open_incidents{{priority=\"{p}\"}} 0")), "{p}: {text}");
         }
         for line in ["triaged_events_decoded_total{source=\"other\"} 0", "triaged_events_dropped_total{source=\"native\"} 0"] {
             assert!(text.contains(line), "{line}: {text}");
         }
-        for line in ["triaged_sink_rate_limited_seconds_count 0", "triaged_sink_updates_coalesced_total 0"] {
+        for line in [
+            "triaged_sink_rate_limited_seconds_count{sink=\"default\"} 0",
+            "triaged_sink_updates_coalesced_total{sink=\"default\"} 0",
+            "triaged_incident_actions_total{action=\"resolve\",sink=\"default\"} 0",
+            "triaged_actions_unrouted_total 0",
+        ] {
             assert!(text.contains(line), "{line}: {text}");
         }
         assert!(text.contains("process_resident_memory_bytes"), "process metrics");

@@ -31,7 +31,7 @@ async fn timeout_after_sending_may_have_been_applied() {
         }
         other => panic!("expected retryable, got {other:?}"),
     }
-    assert_eq!(metrics.sink_errors.with_label_values(&["retryable"]).get(), 1);
+    assert_eq!(metrics.sink_errors.with_label_values(&["default", "retryable"]).get(), 1);
 }
 
 #[tokio::test]
@@ -61,7 +61,7 @@ async fn shutdown_during_backoff_cancels_promptly() {
     let task = spawn_deliver(&sink, &shutdown);
     // The failed first attempt is counted right before the backoff wait
     // begins (no await point in between): wait for that, without sleeping.
-    let retryable = metrics.sink_errors.with_label_values(&["retryable"]);
+    let retryable = metrics.sink_errors.with_label_values(&["default", "retryable"]);
     while retryable.get() == 0 {
         assert!(!task.is_finished(), "deliver ended before failing once");
         tokio::task::yield_now().await;
@@ -72,7 +72,7 @@ async fn shutdown_during_backoff_cancels_promptly() {
     assert!(matches!(result, Err(SinkError::Cancelled)), "{result:?}");
     assert!(started.elapsed() < Duration::from_secs(2));
     assert_eq!(puts(&server).await.len(), 1);
-    assert_eq!(metrics.sink_errors.with_label_values(&["cancelled"]).get(), 1);
+    assert_eq!(metrics.sink_errors.with_label_values(&["default", "cancelled"]).get(), 1);
 }
 
 /// Answers after `delay` and reports each request on a channel as it arrives.

@@ -38,7 +38,7 @@ async fn generic_puts_the_incident_by_key() {
     assert_eq!(b["incident"]["priority"], 1);
     assert_eq!(b["incident"]["members"].as_array().unwrap().len(), 2);
     assert_eq!(b["notes"], json!(["open by triaged", "2 members firing"]));
-    assert_eq!(metrics.sink_request_duration.with_label_values(&["generic", "put"]).get_sample_count(), 1);
+    assert_eq!(metrics.sink_request_duration.with_label_values(&["default", "generic", "put"]).get_sample_count(), 1);
     server.verify().await;
 }
 
@@ -64,9 +64,9 @@ async fn generic_500_then_200_is_delivered_after_a_retry() {
     let (sink, metrics) = generic_sink(&server);
     sink.deliver(&sample_action(ActionKind::Open), &CancellationToken::new()).await.unwrap();
     assert_eq!(puts(&server).await.len(), 2);
-    assert_eq!(metrics.sink_errors.with_label_values(&["retryable"]).get(), 1);
-    assert_eq!(metrics.sink_errors.with_label_values(&["permanent"]).get(), 0);
-    assert_eq!(metrics.sink_request_duration.with_label_values(&["generic", "put"]).get_sample_count(), 2);
+    assert_eq!(metrics.sink_errors.with_label_values(&["default", "retryable"]).get(), 1);
+    assert_eq!(metrics.sink_errors.with_label_values(&["default", "permanent"]).get(), 0);
+    assert_eq!(metrics.sink_request_duration.with_label_values(&["default", "generic", "put"]).get_sample_count(), 2);
 }
 
 #[tokio::test]
@@ -104,7 +104,7 @@ async fn generic_429_retry_after_is_reported_and_honoured() {
     assert_eq!(fast.backoff().delay(0, retry_after, 0.0), Duration::from_millis(5));
     fast.deliver(&sample_action(ActionKind::Open), &CancellationToken::new()).await.unwrap();
     assert_eq!(puts(&server).await.len(), 2);
-    assert_eq!(metrics.sink_errors.with_label_values(&["retryable"]).get(), 1);
+    assert_eq!(metrics.sink_errors.with_label_values(&["default", "retryable"]).get(), 1);
 }
 
 #[tokio::test]
@@ -131,7 +131,7 @@ async fn generic_400_is_permanent_without_retry() {
     assert!(msg.contains("400"), "{msg}");
     assert!(msg.contains("incident.title is invalid"), "single-line excerpt: {msg}");
     assert_eq!(puts(&server).await.len(), 1);
-    assert_eq!(metrics.sink_errors.with_label_values(&["permanent"]).get(), 1);
+    assert_eq!(metrics.sink_errors.with_label_values(&["default", "permanent"]).get(), 1);
 }
 
 #[tokio::test]

@@ -75,7 +75,7 @@ async fn jsm_open_creates_an_alert_with_the_key_as_alias() {
     for needle in ["Root cause: sw-core-01", "nagios/http on web-01", "open by triaged"] {
         assert!(description.contains(needle), "{needle:?} missing from {description}");
     }
-    assert_eq!(metrics.sink_request_duration.with_label_values(&["jsm", "create"]).get_sample_count(), 1);
+    assert_eq!(metrics.sink_request_duration.with_label_values(&["default", "jsm", "create"]).get_sample_count(), 1);
 }
 
 #[tokio::test]
@@ -175,7 +175,7 @@ async fn jsm_202_is_delivered_429_is_retried_and_400_is_permanent() {
     let stop = CancellationToken::new();
     sink.deliver(&sample_action(ActionKind::Open), &stop).await.unwrap();
     assert_eq!(received(&server, "POST", ALERTS).await.len(), 2, "429 then 202");
-    assert_eq!(metrics.sink_errors.with_label_values(&["retryable"]).get(), 1);
+    assert_eq!(metrics.sink_errors.with_label_values(&["default", "retryable"]).get(), 1);
 
     let rejecting = MockServer::start().await;
     let bad = json!({ "message": "Request body is not processable. Please check the errors.", "errors": { "message": "Message can not be empty." } });

@@ -12,6 +12,7 @@ mod jsm;
 mod lookup;
 mod pagerduty;
 mod rate;
+mod routes;
 mod rt;
 mod secrets;
 mod servicenow;
@@ -126,6 +127,7 @@ fn config(profile: SinkProfile, endpoint: &str) -> SinkConfig {
         rate_limit: Default::default(),
         servicenow: None,
         routing_key: None,
+        routing_keys: Default::default(),
         max_response_bytes: 64 << 10,
         ca_file: None,
         client_cert_file: None,

@@ -41,7 +41,7 @@ async fn pagerduty_trigger_event() {
     assert_eq!(d["runbook"], "https://wiki.example.com/runbooks/core-switch");
     assert_eq!(d["oncall"], "netops-primary");
     assert_eq!(b["links"], json!([{ "href": "https://wiki.example.com/runbooks/core-switch", "text": "Runbook" }]));
-    assert_eq!(metrics.sink_request_duration.with_label_values(&["pagerduty", "enqueue"]).get_sample_count(), 1);
+    assert_eq!(metrics.sink_request_duration.with_label_values(&["default", "pagerduty", "enqueue"]).get_sample_count(), 1);
 }
 
 #[tokio::test]

@@ -80,16 +80,16 @@ async fn a_429_storm_loses_nothing_and_every_open_and_resolve_arrives() {
         assert_eq!(deduped, ["open", "update", "resolve"], "{key}: in order, a refused one again: {kinds:?}");
         assert_eq!(got.last().unwrap().1, "resolved", "{key}");
     }
-    assert_eq!(metrics.sink_errors.with_label_values(&["retryable"]).get(), REFUSED);
+    assert_eq!(metrics.sink_errors.with_label_values(&["default", "retryable"]).get(), REFUSED);
     // Every request took a token; past the burst of 5 they came 10 a second.
-    assert_eq!(metrics.sink_rate_limited.get_sample_count(), actions + REFUSED);
+    assert_eq!(metrics.sink_rate_limited.with_label_values(&["default"]).get_sample_count(), actions + REFUSED);
     let paced = Duration::from_millis(100 * (actions + REFUSED - 5) - 100);
     assert!(elapsed >= paced, "{elapsed:?} < {paced:?}");
-    assert!(metrics.sink_rate_limited.get_sample_sum() > 0.0);
+    assert!(metrics.sink_rate_limited.with_label_values(&["default"]).get_sample_sum() > 0.0);
     println!(
         "429 storm: {actions} actions, {} requests ({REFUSED} refused and sent again) in {elapsed:?}, {:.2}s waited for tokens",
         requests.len(),
-        metrics.sink_rate_limited.get_sample_sum()
+        metrics.sink_rate_limited.with_label_values(&["default"]).get_sample_sum()
     );
 }
 
@@ -109,8 +109,12 @@ async fn pagerduty_is_held_to_120_a_minute_with_bursts_of_20_by_default() {
     let elapsed = started.elapsed();
     // 20 at once, then one every 500 ms.
     assert!(elapsed >= Duration::from_millis(950), "{elapsed:?}");
-    assert_eq!(metrics.sink_rate_limited.get_sample_count(), 22);
-    assert!(metrics.sink_rate_limited.get_sample_sum() >= 0.95, "{}", metrics.sink_rate_limited.get_sample_sum());
+    assert_eq!(metrics.sink_rate_limited.with_label_values(&["default"]).get_sample_count(), 22);
+    assert!(
+        metrics.sink_rate_limited.with_label_values(&["default"]).get_sample_sum() >= 0.95,
+        "{}",
+        metrics.sink_rate_limited.with_label_values(&["default"]).get_sample_sum()
+    );
     assert_eq!(server.received_requests().await.unwrap().len(), 22);
 }
 
@@ -123,7 +127,7 @@ async fn other_profiles_are_not_limited_unless_configured() {
     for id in 0..40 {
         sink.deliver(&action(id, ActionKind::Update, "trg-free"), &stop).await.unwrap();
     }
-    assert_eq!(metrics.sink_rate_limited.get_sample_count(), 0, "no bucket, no wait");
+    assert_eq!(metrics.sink_rate_limited.with_label_values(&["default"]).get_sample_count(), 0, "no bucket, no wait");
 }
 
 // One thread: the spawned delivery runs up to its wait for a token
@@ -149,4 +153,38 @@ async fn a_shutdown_ends_the_wait_for_a_token() {
     assert!(matches!(r, Err(SinkError::Cancelled)), "{r:?}");
     assert!(started.elapsed() < Duration::from_secs(2));
     assert_eq!(server.received_requests().await.unwrap().len(), 1, "the resolve waits for the restart");
+}
+
+/// PagerDuty limits events per routing key: each on-call rotation's key has
+/// its own bucket, so one busy rotation does not hold back another's pages;
+/// and the key sent is the rotation's (or the default for any other).
+#[tokio::test]
+async fn pagerduty_has_one_bucket_per_routing_key_chosen_by_rotation() {
+    let (_d1, default_key) = secret_file("rk-default");
+    let (_d2, dba_key) = secret_file("rk-dba");
+    let server = MockServer::start().await;
+    mount_enqueue(&server).await;
+    let mut cfg = pd_config(&server, &default_key);
+    cfg.routing_keys = BTreeMap::from([("dba-oncall".to_string(), super::file_secret(&dba_key))]);
+    cfg.rate_limit = RateLimitConfig { per_minute: Some(1), burst: Some(1) };
+    let (sink, _) = build(&cfg);
+    let stop = CancellationToken::new();
+    let on = |id, oncall: &str| {
+        let mut a = action(id, ActionKind::Open, &format!("trg-pd-key-{id}"));
+        a.incident.oncall = Some(oncall.into());
+        a
+    };
+    let started = Instant::now();
+    sink.deliver(&on(1, "dba-oncall"), &stop).await.unwrap();
+    // The default key's bucket is still full: no wait for the minute.
+    tokio::time::timeout(Duration::from_secs(5), sink.deliver(&on(2, "network-oncall"), &stop))
+        .await
+        .expect("another routing key is not held by the first one's bucket")
+        .unwrap();
+    assert!(started.elapsed() < Duration::from_secs(5));
+    let keys: Vec<_> = server.received_requests().await.unwrap().iter().map(|r| body(r)["routing_key"].clone()).collect();
+    assert_eq!(keys, ["rk-dba", "rk-default"]);
+    // The dba key's bucket is empty now: its next event waits.
+    let again = tokio::time::timeout(Duration::from_millis(300), sink.deliver(&on(3, "dba-oncall"), &stop)).await;
+    assert!(again.is_err(), "the same key waits for its bucket");
 }

@@ -47,8 +47,8 @@ async fn servicenow_open_creates_when_lookup_is_empty() {
         assert!(description.contains(needle), "{needle:?} missing from {description}");
     }
     assert!(description.lines().count() > 5);
-    assert_eq!(metrics.sink_request_duration.with_label_values(&["servicenow", "lookup"]).get_sample_count(), 1);
-    assert_eq!(metrics.sink_request_duration.with_label_values(&["servicenow", "create"]).get_sample_count(), 1);
+    assert_eq!(metrics.sink_request_duration.with_label_values(&["default", "servicenow", "lookup"]).get_sample_count(), 1);
+    assert_eq!(metrics.sink_request_duration.with_label_values(&["default", "servicenow", "create"]).get_sample_count(), 1);
 
     // A later update uses the cached sys_id: no second lookup.
     sink.apply(&sample_action(ActionKind::Update)).await.unwrap();
@@ -61,7 +61,7 @@ async fn servicenow_open_creates_when_lookup_is_empty() {
     assert_eq!(p["impact"], "1");
     assert_eq!(p["short_description"], "sw-core-01 down: 2 dependent hosts unreachable");
     assert!(p.get("state").is_none());
-    assert_eq!(metrics.sink_request_duration.with_label_values(&["servicenow", "update"]).get_sample_count(), 1);
+    assert_eq!(metrics.sink_request_duration.with_label_values(&["default", "servicenow", "update"]).get_sample_count(), 1);
 }
 
 /// An empty lookup answered while the partition is revoked: the
@@ -95,7 +95,7 @@ async fn servicenow_claim_lost_during_the_lookup_stops_the_create() {
     assert_eq!(received(&server, "GET", SN_TABLE).await.len(), 1);
     assert_eq!(received(&server, "POST", SN_TABLE).await.len(), 0);
     // Not the ITSM's failure.
-    assert_eq!(metrics.sink_errors.with_label_values(&["disowned"]).get(), 0);
+    assert_eq!(metrics.sink_errors.with_label_values(&["default", "disowned"]).get(), 0);
     server.verify().await;
     ownership.stop();
     watch.join().unwrap();
@@ -140,7 +140,7 @@ async fn servicenow_create_timeout_is_not_duplicated_on_retry() {
     assert_eq!(received(&server, "POST", SN_TABLE).await.len(), 1, "created exactly once");
     assert_eq!(received(&server, "GET", SN_TABLE).await.len(), 2, "looked up again before any create");
     assert_eq!(patches(&server, "late-1").await.len(), 1);
-    assert_eq!(metrics.sink_errors.with_label_values(&["retryable"]).get(), 1);
+    assert_eq!(metrics.sink_errors.with_label_values(&["default", "retryable"]).get(), 1);
 }
 
 #[tokio::test]

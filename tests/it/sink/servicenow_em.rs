@@ -62,7 +62,7 @@ async fn em_open_posts_one_event_keyed_by_the_incident() {
     assert_eq!(info["members"], 2);
     assert_eq!(info["parent"], Value::Null);
     assert_eq!(info["triaged_key"], KEY);
-    assert_eq!(metrics.sink_request_duration.with_label_values(&["servicenow_em", "event"]).get_sample_count(), 1);
+    assert_eq!(metrics.sink_request_duration.with_label_values(&["default", "servicenow_em", "event"]).get_sample_count(), 1);
 }
 
 #[tokio::test]
@@ -125,7 +125,7 @@ async fn em_429_with_retry_after_is_retried_then_delivered() {
     let reqs = received(&server, "POST", EM_PATH).await;
     assert_eq!(reqs.len(), 2);
     assert_eq!(record(&reqs[0]), record(&reqs[1]), "the same event again");
-    assert_eq!(metrics.sink_errors.with_label_values(&["retryable"]).get(), 1);
+    assert_eq!(metrics.sink_errors.with_label_values(&["default", "retryable"]).get(), 1);
 }
 
 #[tokio::test]

@@ -21,6 +21,7 @@ use crate::scale::ownership::Ownership;
 use crate::server::explain::DecisionLog;
 use crate::source::{OffsetHandle, SourceItem};
 
+use super::fanout::{Fanout, Sent};
 use super::handover::{checkpoint, partitions_changed, Drain};
 use super::reconcile::Reconcile;
 use super::reconcile::{reconciled, Reconciled};
@@ -67,11 +68,12 @@ pub(super) struct CoreLoop {
     pub(super) ownership: Option<Arc<Ownership>>,
     pub(super) checkpoint_every: Duration,
     pub(super) items: mpsc::Receiver<SourceItem>,
-    /// `true` while the sink's circuit is closed; events are read only then.
+    /// `true` while every sink's circuit is closed; events are read only then.
     pub(super) circuit: watch::Receiver<bool>,
     pub(super) acks: mpsc::UnboundedReceiver<u64>,
     pub(super) swaps: mpsc::Receiver<Reload>,
-    pub(super) workers: Vec<mpsc::Sender<Action>>,
+    /// The sinks' workers, and which sinks each action goes to.
+    pub(super) fanout: Fanout,
     pub(super) offsets: OffsetHandle,
     pub(super) metrics: Metrics,
     pub(super) incidents: watch::Sender<Arc<Vec<Incident>>>,
@@ -152,9 +154,14 @@ pub(super) async fn core_loop(mut l: CoreLoop) -> Summary {
             },
             ack = l.acks.recv(), if acks_open => match ack {
                 Some(id) => {
-                    l.core.ack(id);
-                    while let Ok(id) = l.acks.try_recv() {
+                    // Acknowledged to the core once every sink it went to has.
+                    if l.fanout.ack(id) {
                         l.core.ack(id);
+                    }
+                    while let Ok(id) = l.acks.try_recv() {
+                        if l.fanout.ack(id) {
+                            l.core.ack(id);
+                        }
                     }
                     unrecorded_acks = true;
                 }
@@ -188,8 +195,12 @@ pub(super) async fn core_loop(mut l: CoreLoop) -> Summary {
             _ = checkpoints.tick(), if source_open => blocked = !checkpoint(&mut l, None).await,
             Some(r) = l.reconciled.recv() => reconciled(&mut l, r),
             Some(o) = l.observed.recv() => super::readback::observed(&mut l, o),
-            Some(reply) = l.poll_requests.recv() => {
-                let _ = reply.send(l.core.polled());
+            Some((sink, reply)) = l.poll_requests.recv() => {
+                let polled = l.core.polled();
+                // Only what is routed to that sink is read back there.
+                let routed: std::collections::HashSet<String> =
+                    l.core.open_incidents().into_iter().filter(|i| l.fanout.routes_to(i, &sink)).map(|i| i.key).collect();
+                let _ = reply.send(polled.into_iter().filter(|(_, key)| routed.contains(key)).collect());
             }
             Some((parts, done)) = l.drains.recv() => {
                 checkpoint(&mut l, Some(&parts)).await;
@@ -205,7 +216,7 @@ pub(super) async fn core_loop(mut l: CoreLoop) -> Summary {
         if !source_open && (l.core.inflight_actions() == 0 || !acks_open) {
             break;
         }
-        if !source_open && l.workers.iter().all(|w| w.is_closed()) {
+        if !source_open && l.fanout.all_closed() {
             break;
         }
     }
@@ -244,18 +255,19 @@ pub(super) fn failed(l: &CoreLoop, why: &str) -> Summary {
     Summary { clean_shutdown: false, failure: Some(why.to_string()), ..counted(l) }
 }
 
-/// Sends checkpointed actions to their sink workers; a full worker queue
-/// blocks here, which stops reading the source channel, which pauses the
-/// Kafka partitions.
+/// Sends checkpointed actions to the workers of their routed sinks; a full
+/// worker queue blocks here, which stops reading the source channel, which
+/// pauses the Kafka partitions. An action no route matches is acknowledged
+/// at once.
 pub(super) async fn dispatch(l: &mut CoreLoop, actions: Vec<Action>) {
     for action in actions {
         if let Some(p) = l.problems.observe(&action, Utc::now()) {
             warn!(problem = %p.id, ci = %p.ci, incidents = ?p.incidents, "problem candidate: {}", p.reason);
             l.metrics.problem_candidates.inc();
         }
-        let w = worker_for(&action.incident.key, l.workers.len());
-        if l.workers[w].send(action).await.is_err() {
-            warn!("sink worker gone; action not delivered, it stays owed in the state");
+        let id = action.id;
+        if l.fanout.send(action).await == Sent::Unrouted {
+            l.core.ack(id);
         }
     }
 }
@@ -325,9 +337,4 @@ pub(super) fn publish_gauges(l: &mut CoreLoop) {
     }
     let _ = l.incidents.send(Arc::new(open));
     let _ = l.problems_tx.send(Arc::new(l.problems.current(Utc::now())));
-}
-
-pub(super) fn worker_for(key: &str, n: usize) -> usize {
-    let h = key.bytes().fold(0u64, |h, b| h.wrapping_mul(31).wrapping_add(u64::from(b)));
-    (h % n as u64) as usize
 }

@@ -19,6 +19,8 @@ use tracing::{error, info, warn};
 
 mod broker_probe;
 mod core_task;
+mod coverage;
+mod fanout;
 mod handover;
 mod readback;
 mod reconcile;
@@ -28,6 +30,7 @@ mod shutdown;
 pub mod validate;
 
 use self::core_task::{core_loop, CoreLoop};
+use self::fanout::{Fanout, Lane};
 use self::handover::{drain_hook, Drain};
 use self::reconcile::{Reconcile, Reconciled};
 pub use self::reload::{load_cmdb, load_rules_and_cmdb, Reload};
@@ -42,6 +45,7 @@ use crate::core::CoreConfig;
 use crate::incident::{Action, Incident};
 use crate::kafka::DeadLetter;
 use crate::metrics::Metrics;
+use crate::route::Routes;
 use crate::rules::RuleError;
 use crate::scale::changelog::Changelog;
 use crate::scale::ownership::Ownership;
@@ -121,11 +125,20 @@ pub async fn start(cfg: Config, shutdown: CancellationToken) -> Result<Running, 
     info!(rules = rules.len(), cis = cmdb.len(), "rules and CMDB loaded");
     // With a re-key stage, state follows partitions and actions carry claims.
     let ownership = cfg.rekey.as_ref().map(|_| Ownership::new(session_timeout(&cfg.kafka)));
-    let mut sink = RestSink::new(&cfg.sink, metrics.clone()).map_err(|e| AppError::Sink(e.to_string()))?;
-    if let Some(o) = &ownership {
-        sink = sink.with_ownership(o.clone());
+    // One sink (its own retries, breaker, rate limit and workers) per
+    // `[sinks.NAME]`, or the lone `[sink]`; routes say which get an action.
+    let routes = Routes::new(&cfg);
+    for w in crate::config::unused_sinks(&cfg.sinks, &cfg.routes) {
+        warn!(sink = w, "no route names this sink: it gets no incident");
     }
-    let sink = Arc::new(sink);
+    let mut sinks = Vec::new();
+    for (at, sink_cfg) in cfg.sink_tables() {
+        let mut sink = RestSink::new(sink_cfg, metrics.clone()).map_err(|e| AppError::Sink(format!("{at}: {e}")))?;
+        if let Some(o) = &ownership {
+            sink = sink.with_ownership(o.clone());
+        }
+        sinks.push((Arc::new(sink), sink_cfg.concurrency));
+    }
     let dead_letter = DeadLetter::new(&cfg.kafka)?.map(Arc::new);
     let ingest = Ingest::new(&cfg, metrics.clone())?.map(Arc::new);
     let listener_setup = server::Listener::new(&cfg.http)?;
@@ -181,8 +194,8 @@ pub async fn start(cfg: Config, shutdown: CancellationToken) -> Result<Running, 
     let http_stop = CancellationToken::new();
     tracker.spawn(broker_probe::run(cfg.kafka.clone(), readiness.clone(), http_stop.clone()));
     let (observed_tx, observed_rx) = mpsc::unbounded_channel::<crate::core::partitions::Observed>();
-    let webhooks =
-        server::webhook::Webhooks::new([&cfg.sink], observed_tx.clone(), metrics.clone()).map_err(|e| AppError::Sink(e.to_string()))?;
+    let webhooks = server::webhook::Webhooks::new(cfg.sink_configs(), observed_tx.clone(), metrics.clone())
+        .map_err(|e| AppError::Sink(e.to_string()))?;
     tracker.spawn(server::serve(
         listener,
         ServerState {
@@ -210,7 +223,9 @@ pub async fn start(cfg: Config, shutdown: CancellationToken) -> Result<Running, 
     });
 
     let mut core_cfg = CoreConfig::from_config(&cfg.correlation);
-    core_cfg.closed_while_firing.insert(cfg.sink.name.clone(), cfg.sink.read_back.closed_while_firing);
+    for s in cfg.sink_configs() {
+        core_cfg.closed_while_firing.insert(s.name.clone(), s.read_back.closed_while_firing);
+    }
     let (rules, cmdb) = (Arc::new(rules), Arc::new(cmdb));
     // The re-key stage: its own consumer, producer and offsets.
     let mut rekey_stage = None;
@@ -234,26 +249,34 @@ pub async fn start(cfg: Config, shutdown: CancellationToken) -> Result<Running, 
     }
 
     let (ack_tx, ack_rx) = mpsc::unbounded_channel::<u64>();
-    let mut workers = Vec::new();
-    for i in 0..cfg.sink.concurrency {
-        let (tx, rx) = mpsc::channel::<Action>(256);
-        workers.push(tx);
-        let w = SinkWorker {
-            id: i,
-            sink: sink.clone(),
-            dead_letter: dead_letter.clone(),
-            ownership: ownership.clone(),
-            acks: ack_tx.clone(),
-            metrics: metrics.clone(),
-        };
-        tracker.spawn(w.run(rx, sink_stop.clone()));
+    let mut lanes = Vec::new();
+    for (sink, concurrency) in &sinks {
+        let mut workers = Vec::new();
+        for i in 0..*concurrency {
+            let (tx, rx) = mpsc::channel::<Action>(256);
+            workers.push(tx);
+            let w = SinkWorker {
+                id: i,
+                sink: sink.clone(),
+                dead_letter: dead_letter.clone(),
+                ownership: ownership.clone(),
+                acks: ack_tx.clone(),
+                metrics: metrics.clone(),
+            };
+            tracker.spawn(w.run(rx, sink_stop.clone()));
+        }
+        lanes.push(Lane { name: sink.name().to_owned(), workers });
     }
     drop(ack_tx);
     let (poll_tx, poll_rx) = mpsc::channel::<readback::PollRequest>(4);
-    let every = cfg.sink.read_back.poll_interval.0;
-    if sink.can_read_back() && !every.is_zero() {
-        tracker.spawn(readback::poll(sink.clone(), every, poll_tx, observed_tx.clone(), metrics.clone(), sink_stop.clone()));
+    // A poller per sink that can read records back, each for the incidents routed to it.
+    for ((sink, _), sink_cfg) in sinks.iter().zip(cfg.sink_configs()) {
+        let every = sink_cfg.read_back.poll_interval.0;
+        if sink.can_read_back() && !every.is_zero() {
+            tracker.spawn(readback::poll(sink.clone(), every, poll_tx.clone(), observed_tx.clone(), metrics.clone(), sink_stop.clone()));
+        }
     }
+    drop(poll_tx);
     let watch_thread = ownership.as_ref().map(|o| o.watch());
 
     let (reload_tx, reload_rx) = mpsc::channel::<()>(4);
@@ -283,17 +306,22 @@ pub async fn start(cfg: Config, shutdown: CancellationToken) -> Result<Running, 
         closing: false,
         deadline: cfg.shutdown.deadline.0,
         drains: drain_rx,
-        reconcile: sink.can_look_up().then(|| Reconcile { sink: sink.clone(), tx: reconciled_tx, stop: sink_stop.clone() }),
+        // The first sink that can look incidents up reconciles them all.
+        reconcile: sinks.iter().find(|(s, _)| s.can_look_up()).map(|(s, _)| Reconcile {
+            sink: s.clone(),
+            tx: reconciled_tx,
+            stop: sink_stop.clone(),
+        }),
         reconciled: reconciled_rx,
         observed: observed_rx,
         poll_requests: poll_rx,
         ownership: ownership.clone(),
         checkpoint_every: cfg.kafka.commit_interval.0,
         items: item_rx,
-        circuit: sink.circuit_closed(),
+        circuit: fanout::all_closed(sinks.iter().map(|(s, _)| s.circuit_closed()).collect(), &tracker, &sink_stop),
         acks: ack_rx,
         swaps: swap_rx,
-        workers,
+        fanout: Fanout::new(routes, lanes, metrics.clone()),
         offsets: offsets.clone(),
         metrics: metrics.clone(),
         incidents: incidents_tx,

@@ -19,8 +19,9 @@ use crate::sink::{Remote, RemoteRecord, RestSink};
 
 use super::core_task::CoreLoop;
 
-/// A poller's request for the incidents open at the ITSM.
-pub(super) type PollRequest = oneshot::Sender<Vec<(PolledAt, String)>>;
+/// A poller's request for the incidents open at its ITSM: the sink's name
+/// (only the incidents routed to it are read back there), and the reply.
+pub(super) type PollRequest = (String, oneshot::Sender<Vec<(PolledAt, String)>>);
 
 /// The observation a read-back gives, if it tells anything.
 pub fn observation(sink: &str, key: &str, r: RemoteRecord, via: &'static str) -> Option<Observation> {
@@ -60,7 +61,7 @@ pub(super) async fn poll(
             _ = stop.cancelled() => return,
         }
         let (tx, rx) = oneshot::channel();
-        if requests.send(tx).await.is_err() {
+        if requests.send((name.clone(), tx)).await.is_err() {
             return;
         }
         let Ok(keys) = rx.await else { return };

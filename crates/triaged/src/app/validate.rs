@@ -99,8 +99,23 @@ pub fn check(path: &Path) -> Report {
         }
     }
     if sink_valid {
-        if let Err(e) = crate::sink::RestSink::new(&cfg.sink, crate::metrics::Metrics::new()) {
-            r.error(format!("{}: sink: {e}", path.display()));
+        let metrics = crate::metrics::Metrics::new();
+        for (at, sink) in cfg.sink_tables() {
+            if let Err(e) = crate::sink::RestSink::new(sink, metrics.clone()) {
+                r.error(format!("{}: {at}: {e}", path.display()));
+            }
+        }
+    }
+    let routes_valid = !config_errors.iter().any(|e| e.location.starts_with("sink") || e.location.starts_with("routes"));
+    if routes_valid && cfg.sink.is_none() {
+        for w in crate::config::unused_sinks(&cfg.sinks, &cfg.routes) {
+            r.warning(format!("{}: warning: routes: no route names the sink `{w}`: it gets no incident", path.display()));
+        }
+        if let Ok(cmdb) = super::load_cmdb(&cfg) {
+            let routes = crate::route::Routes::new(&cfg);
+            for w in super::coverage::unrouted(&routes, &cmdb) {
+                r.warning(format!("{}: warning: {w}", path.display()));
+            }
         }
     }
     // librdkafka's own refusals (TLS files, mechanisms), as `run` would meet them.
@@ -153,26 +168,34 @@ fn named_files(path: &Path) -> (Option<PathBuf>, Option<PathBuf>) {
 /// group or others can read; `check` prints them and `run` logs them at
 /// startup.
 pub fn secret_file_warnings(cfg: &Config) -> Vec<String> {
-    let client_key = cfg.sink.client_key_file.clone().map(|f| SecretSource { env: None, file: Some(f) });
-    secret_sources(cfg)
+    let client_keys: Vec<_> = cfg
+        .sink_tables()
         .into_iter()
-        .chain(client_key.as_ref().map(|k| ("sink.client_key_file", k)))
-        .filter_map(|(field, secret)| crate::sink::loose_permissions(field, secret))
-        .collect()
+        .filter_map(|(at, s)| {
+            s.client_key_file.clone().map(|f| (format!("{at}.client_key_file"), SecretSource { env: None, file: Some(f) }))
+        })
+        .collect();
+    let keys = client_keys.iter().map(|(f, k)| (f.clone(), k));
+    secret_sources(cfg).into_iter().chain(keys).filter_map(|(field, secret)| crate::sink::loose_permissions(&field, secret)).collect()
 }
 
 /// Every secret of the config, with its field.
-fn secret_sources(cfg: &Config) -> Vec<(&'static str, &SecretSource)> {
+fn secret_sources(cfg: &Config) -> Vec<(String, &SecretSource)> {
     let mut out = Vec::new();
-    match &cfg.sink.auth {
-        AuthConfig::None => {}
-        AuthConfig::Bearer { token } | AuthConfig::GenieKey { token } | AuthConfig::Token { token } => out.push(("sink.auth.token", token)),
-        AuthConfig::Basic { password, .. } => out.push(("sink.auth.password", password)),
+    for (at, sink) in cfg.sink_tables() {
+        match &sink.auth {
+            AuthConfig::None => {}
+            AuthConfig::Bearer { token } | AuthConfig::GenieKey { token } | AuthConfig::Token { token } => {
+                out.push((format!("{at}.auth.token"), token))
+            }
+            AuthConfig::Basic { password, .. } => out.push((format!("{at}.auth.password"), password)),
+        }
+        out.extend(sink.routing_key.as_ref().map(|s| (format!("{at}.routing_key"), s)));
+        out.extend(sink.routing_keys.iter().map(|(rot, s)| (format!("{at}.routing_keys.\"{rot}\""), s)));
+        out.extend(sink.webhook.as_ref().map(|w| (format!("{at}.webhook.secret"), &w.secret)));
     }
-    out.extend(cfg.sink.routing_key.as_ref().map(|s| ("sink.routing_key", s)));
-    out.extend(cfg.sink.webhook.as_ref().map(|w| ("sink.webhook.secret", &w.secret)));
-    out.extend(cfg.ingest.as_ref().and_then(|i| i.token.as_ref()).map(|s| ("ingest.token", s)));
-    out.extend(cfg.kafka.sasl_password.as_ref().map(|s| ("kafka.sasl_password", s)));
-    out.extend(cfg.kafka.ssl_key_password.as_ref().map(|s| ("kafka.ssl_key_password", s)));
+    out.extend(cfg.ingest.as_ref().and_then(|i| i.token.as_ref()).map(|s| ("ingest.token".to_string(), s)));
+    out.extend(cfg.kafka.sasl_password.as_ref().map(|s| ("kafka.sasl_password".to_string(), s)));
+    out.extend(cfg.kafka.ssl_key_password.as_ref().map(|s| ("kafka.ssl_key_password".to_string(), s)));
     out
 }

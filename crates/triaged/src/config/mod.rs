@@ -12,6 +12,7 @@ mod http;
 mod kafka;
 mod log;
 mod rekey;
+mod routes;
 mod servicenow;
 mod sink;
 
@@ -20,6 +21,7 @@ pub use self::http::{HttpConfig, TlsConfig};
 pub use self::kafka::{Format, KafkaConfig, KafkaSecrets, TopicConfig, OWNED_KAFKA_OPTIONS, SECRET_KAFKA_OPTIONS};
 pub use self::log::LogConfig;
 pub use self::rekey::{IngestConfig, RekeyConfig, RekeyScope, StateConfig};
+pub use self::routes::{unused_sinks, valid_sink_name, RouteConfig};
 pub use self::servicenow::{ReferenceBy, ServicenowConfig};
 pub use self::sink::{
     AuthConfig, CircuitConfig, RateLimitConfig, ReadBackConfig, RetryConfig, RtConfig, SecretSource, SinkConfig, SinkProfile, WebhookConfig,
@@ -75,7 +77,16 @@ pub struct Config {
     pub kafka: KafkaConfig,
     pub cmdb: CmdbConfig,
     pub rules: RulesConfig,
-    pub sink: SinkConfig,
+    /// `[sink]`: the one sink, named `default`, that gets every incident.
+    #[serde(default)]
+    pub sink: Option<SinkConfig>,
+    /// `[sinks.NAME]`: several sinks, each a `[sink]` table named by its key;
+    /// `[[routes]]` say which incidents go to which.
+    #[serde(default)]
+    pub sinks: std::collections::BTreeMap<String, SinkConfig>,
+    /// `[[routes]]`: with `[sinks.NAME]`, which incidents go to which sinks.
+    #[serde(default)]
+    pub routes: Vec<RouteConfig>,
     #[serde(default)]
     pub http: HttpConfig,
     #[serde(default)]
@@ -190,7 +201,7 @@ impl Config {
     }
 
     fn parse_checked(path: &Path, text: &str) -> Result<(Config, Vec<ConfigError>), Vec<ConfigError>> {
-        let cfg: Config = toml::from_str(text).map_err(|e| {
+        let mut cfg: Config = toml::from_str(text).map_err(|e| {
             let location = match e.span() {
                 Some(span) => {
                     let (line, col) = line_col(text, span.start);
@@ -200,6 +211,9 @@ impl Config {
             };
             vec![ConfigError { file: path.to_owned(), location, message: e.message().to_string() }]
         })?;
+        for (name, sink) in cfg.sinks.iter_mut() {
+            sink.name = name.clone();
+        }
         let errors = cfg.validate(path);
         Ok((cfg, errors))
     }
@@ -222,19 +236,21 @@ impl Config {
                 }
             }
         };
-        match &mut self.sink.auth {
-            AuthConfig::None => {}
-            AuthConfig::Bearer { token } | AuthConfig::GenieKey { token } | AuthConfig::Token { token } => fix_secret(token),
-            AuthConfig::Basic { password, .. } => fix_secret(password),
-        }
-        if let Some(rk) = self.sink.routing_key.as_mut() {
-            fix_secret(rk);
-        }
-        if let Some(w) = self.sink.webhook.as_mut() {
-            fix_secret(&mut w.secret);
-        }
-        for p in [&mut self.sink.ca_file, &mut self.sink.client_cert_file, &mut self.sink.client_key_file].into_iter().flatten() {
-            fix(p);
+        for sink in self.sink.iter_mut().chain(self.sinks.values_mut()) {
+            match &mut sink.auth {
+                AuthConfig::None => {}
+                AuthConfig::Bearer { token } | AuthConfig::GenieKey { token } | AuthConfig::Token { token } => fix_secret(token),
+                AuthConfig::Basic { password, .. } => fix_secret(password),
+            }
+            for rk in sink.routing_key.iter_mut().chain(sink.routing_keys.values_mut()) {
+                fix_secret(rk);
+            }
+            if let Some(w) = sink.webhook.as_mut() {
+                fix_secret(&mut w.secret);
+            }
+            for p in [&mut sink.ca_file, &mut sink.client_cert_file, &mut sink.client_key_file].into_iter().flatten() {
+                fix(p);
+            }
         }
         if let Some(token) = self.ingest.as_mut().and_then(|i| i.token.as_mut()) {
             fix_secret(token);
@@ -249,6 +265,17 @@ impl Config {
         for secret in [self.kafka.sasl_password.as_mut(), self.kafka.ssl_key_password.as_mut()].into_iter().flatten() {
             fix_secret(secret);
         }
+    }
+
+    /// Every sink: the lone `[sink]`, or each `[sinks.NAME]` in name order.
+    pub fn sink_configs(&self) -> Vec<&SinkConfig> {
+        self.sink.iter().chain(self.sinks.values()).collect()
+    }
+
+    /// Every sink with the table it is written in (`sink`, `sinks.NAME`).
+    pub fn sink_tables(&self) -> Vec<(String, &SinkConfig)> {
+        let lone = self.sink.iter().map(|s| ("sink".to_string(), s));
+        lone.chain(self.sinks.iter().map(|(n, s)| (format!("sinks.{n}"), s))).collect()
     }
 
     /// Checks everything serde cannot; returns every problem found.
@@ -335,39 +362,13 @@ impl Config {
         for (key, message) in crate::kafka::check_options(&self.kafka) {
             err(&format!("kafka.options.\"{key}\""), message);
         }
-        match reqwest::Url::parse(&self.sink.endpoint) {
-            Ok(u) if u.scheme() == "http" || u.scheme() == "https" => {}
-            Ok(u) => err("sink.endpoint", format!("scheme `{}` is not http or https", u.scheme())),
-            Err(e) => err("sink.endpoint", format!("`{}` is not a URL: {e}", self.sink.endpoint)),
+        for (at, sink) in self.sink_tables() {
+            for (field, message) in sink.errors() {
+                err(&format!("{at}.{field}"), message);
+            }
         }
-        if self.sink.concurrency == 0 || self.sink.concurrency > 256 {
-            err("sink.concurrency", "must be between 1 and 256".into());
-        }
-        if self.sink.max_response_bytes == 0 || self.sink.max_response_bytes > 64 << 20 {
-            err("sink.max_response_bytes", "must be between 1 and 67108864".into());
-        }
-        if self.sink.timeout.0.is_zero() {
-            err("sink.timeout", "must be greater than zero".into());
-        }
-        if self.sink.circuit.failure_threshold > 0 && self.sink.circuit.open_for.0.is_zero() {
-            err("sink.circuit.open_for", "must be above zero (set failure_threshold = 0 to disable the breaker)".into());
-        }
-        match (&self.sink.client_cert_file, &self.sink.client_key_file) {
-            (Some(_), None) => err("sink.client_key_file", "is needed with sink.client_cert_file: set both or neither".into()),
-            (None, Some(_)) => err("sink.client_cert_file", "is needed with sink.client_key_file: set both or neither".into()),
-            _ => {}
-        }
-        for (field, message) in self.sink.rate_limit.errors(self.sink.profile) {
-            err(field, message);
-        }
-        for (field, message) in self.sink.read_back.errors(self.sink.profile) {
-            err(field, message);
-        }
-        for (field, message) in servicenow::errors(self.sink.profile, self.sink.servicenow.as_ref()) {
-            err(field, message);
-        }
-        if self.sink.retry.initial_backoff > self.sink.retry.max_backoff {
-            err("sink.retry.initial_backoff", "is larger than sink.retry.max_backoff".into());
+        for (field, message) in routes::errors(self.sink.as_ref(), &self.sinks, &self.routes) {
+            err(&field, message);
         }
         let mut check_secret = |loc: &str, s: &SecretSource| match (&s.env, &s.file) {
             (Some(_), Some(_)) => err(loc, "set either `env` or `file`, not both".into()),
@@ -382,46 +383,6 @@ impl Config {
         }
         if let Some(s) = &self.kafka.ssl_key_password {
             check_secret("kafka.ssl_key_password", s);
-        }
-        match &self.sink.auth {
-            AuthConfig::None => {}
-            AuthConfig::Bearer { token } | AuthConfig::GenieKey { token } | AuthConfig::Token { token } => {
-                check_secret("sink.auth.token", token)
-            }
-            AuthConfig::Basic { password, .. } => check_secret("sink.auth.password", password),
-        }
-        if let Some(w) = &self.sink.webhook {
-            check_secret("sink.webhook.secret", &w.secret);
-        }
-        match (&self.sink.profile, &self.sink.routing_key) {
-            (SinkProfile::Pagerduty, None) => check_secret("sink.routing_key", &SecretSource { env: None, file: None }),
-            (SinkProfile::Pagerduty, Some(rk)) => check_secret("sink.routing_key", rk),
-            (_, Some(_)) => err("sink.routing_key", "is only used by the pagerduty profile".into()),
-            _ => {}
-        }
-        let jsm = self.sink.profile == SinkProfile::Jsm;
-        match &self.sink.auth {
-            AuthConfig::None | AuthConfig::Bearer { .. } if jsm => err(
-                "sink.auth",
-                "the jsm profile authenticates with kind = \"genie_key\" (an API integration key) or \"basic\" (email and API token)"
-                    .into(),
-            ),
-            AuthConfig::GenieKey { .. } if !jsm => err("sink.auth", "kind = \"genie_key\" is only used by the jsm profile".into()),
-            _ => {}
-        }
-        let rt = self.sink.profile == SinkProfile::Rt;
-        match &self.sink.auth {
-            AuthConfig::None | AuthConfig::Bearer { .. } | AuthConfig::GenieKey { .. } if rt => err(
-                "sink.auth",
-                "the rt profile authenticates with kind = \"token\" (an RT auth token) or \"basic\" (user and password)".into(),
-            ),
-            AuthConfig::Token { .. } if !rt => err("sink.auth", "kind = \"token\" is only used by the rt profile".into()),
-            _ => {}
-        }
-        if rt {
-            for (field, message) in self.sink.rt.errors() {
-                err(field, message);
-            }
         }
         self.http.validate(&mut err);
         self.log.validate(&mut err);
@@ -483,7 +444,7 @@ endpoint = "http://127.0.0.1:8080"
         let cfg = Config::parse(Path::new("t.toml"), MINIMAL).unwrap();
         assert_eq!(cfg.correlation.group_wait.0, Duration::from_secs(30));
         assert_eq!(cfg.kafka.topics[0].format, Format::Auto);
-        assert_eq!(cfg.sink.concurrency, 4);
+        assert_eq!(cfg.sink.as_ref().unwrap().concurrency, 4);
     }
 
     #[test]
@@ -509,7 +470,10 @@ endpoint = "http://127.0.0.1:8080"
     #[test]
     fn circuit_breaker_defaults_and_validation() {
         let cfg = Config::parse(Path::new("t.toml"), MINIMAL).unwrap();
-        assert_eq!((cfg.sink.circuit.failure_threshold, cfg.sink.circuit.open_for.0), (5, Duration::from_secs(15)));
+        assert_eq!(
+            (cfg.sink.as_ref().unwrap().circuit.failure_threshold, cfg.sink.as_ref().unwrap().circuit.open_for.0),
+            (5, Duration::from_secs(15))
+        );
         let zero = format!("{MINIMAL}[sink.circuit]\nopen_for = \"0s\"\n");
         let errs = Config::parse(Path::new("t.toml"), &zero).unwrap_err();
         assert_eq!(errs[0].location, "sink.circuit.open_for");
@@ -539,7 +503,7 @@ endpoint = "http://127.0.0.1:8080"
     #[test]
     fn event_management_profile_by_name() {
         let em = MINIMAL.replace("\"generic\"", "\"servicenow_em\"");
-        assert_eq!(Config::parse(Path::new("t.toml"), &em).unwrap().sink.profile, SinkProfile::ServicenowEm);
+        assert_eq!(Config::parse(Path::new("t.toml"), &em).unwrap().sink.unwrap().profile, SinkProfile::ServicenowEm);
     }
 
     #[test]
@@ -548,13 +512,20 @@ endpoint = "http://127.0.0.1:8080"
         let token = "[sink.auth]\nkind = \"token\"\ntoken = { env = \"RT_TOKEN\" }\n";
         let cfg = Config::parse(Path::new("t.toml"), &format!("{rt}{token}")).unwrap();
         assert_eq!(
-            (cfg.sink.profile, cfg.sink.rt.queue.as_str(), cfg.sink.rt.key_field.as_str()),
+            (
+                cfg.sink.as_ref().unwrap().profile,
+                cfg.sink.as_ref().unwrap().rt.queue.as_str(),
+                cfg.sink.as_ref().unwrap().rt.key_field.as_str()
+            ),
             (SinkProfile::Rt, "General", "TriagedKey")
         );
-        assert!(matches!(cfg.sink.auth, AuthConfig::Token { .. }));
+        assert!(matches!(cfg.sink.as_ref().unwrap().auth, AuthConfig::Token { .. }));
         let opts = "[sink.rt]\nqueue = \"Network\"\nkey_field = \"Incident Key\"\n";
         let cfg = Config::parse(Path::new("t.toml"), &format!("{rt}{opts}{token}")).unwrap();
-        assert_eq!((cfg.sink.rt.queue.as_str(), cfg.sink.rt.key_field.as_str()), ("Network", "Incident Key"));
+        assert_eq!(
+            (cfg.sink.as_ref().unwrap().rt.queue.as_str(), cfg.sink.as_ref().unwrap().rt.key_field.as_str()),
+            ("Network", "Incident Key")
+        );
         let locs = |text: &str| Config::parse(Path::new("t.toml"), text).unwrap_err().into_iter().map(|e| e.location).collect::<Vec<_>>();
         assert_eq!(locs(&rt), ["sink.auth"], "no auth");
         assert_eq!(locs(&format!("{rt}[sink.rt]\nqueue = \"\"\nkey_field = \"\"\n{token}")), ["sink.rt.queue", "sink.rt.key_field"]);
@@ -569,8 +540,8 @@ endpoint = "http://127.0.0.1:8080"
         let auth = "[sink.auth]\nkind = \"genie_key\"\ntoken = { env = \"JSM_API_KEY\" }\n";
         let jsm = format!("{}{auth}", MINIMAL.replace("\"generic\"", "\"jsm\""));
         let cfg = Config::parse(Path::new("t.toml"), &jsm).unwrap();
-        assert_eq!(cfg.sink.profile, SinkProfile::Jsm);
-        assert!(matches!(cfg.sink.auth, AuthConfig::GenieKey { .. }));
+        assert_eq!(cfg.sink.as_ref().unwrap().profile, SinkProfile::Jsm);
+        assert!(matches!(cfg.sink.as_ref().unwrap().auth, AuthConfig::GenieKey { .. }));
         let basic = "[sink.auth]\nkind = \"basic\"\nusername = \"ops@example.com\"\npassword = { env = \"JSM_API_TOKEN\" }\n";
         assert!(Config::parse(Path::new("t.toml"), &format!("{}{basic}", MINIMAL.replace("\"generic\"", "\"jsm\""))).is_ok());
         let no_auth = MINIMAL.replace("\"generic\"", "\"jsm\"");
@@ -667,8 +638,8 @@ endpoint = "http://127.0.0.1:8080"
         let both = MINIMAL.replace("[sink]\n", "[sink]\nca_file = \"ca.pem\"\nclient_cert_file = \"c.pem\"\nclient_key_file = \"c.key\"\n");
         std::fs::write(dir.path().join("t.toml"), both).unwrap();
         let (cfg, _) = Config::load_checked(&dir.path().join("t.toml")).unwrap();
-        assert_eq!(cfg.sink.ca_file, Some(dir.path().join("ca.pem")));
-        assert_eq!(cfg.sink.client_key_file, Some(dir.path().join("c.key")));
+        assert_eq!(cfg.sink.as_ref().unwrap().ca_file, Some(dir.path().join("ca.pem")));
+        assert_eq!(cfg.sink.as_ref().unwrap().client_key_file, Some(dir.path().join("c.key")));
     }
 
     #[test]

@@ -70,13 +70,13 @@ mod tests {
     #[test]
     fn defaults_and_both_reference_modes() {
         let cfg = Config::parse(Path::new("t.toml"), &servicenow("")).unwrap();
-        assert_eq!(cfg.sink.servicenow, None);
+        assert_eq!(cfg.sink.as_ref().unwrap().servicenow, None);
         let cfg = Config::parse(Path::new("t.toml"), &servicenow("[sink.servicenow]\n")).unwrap();
-        assert_eq!(cfg.sink.servicenow, Some(ServicenowConfig::default()));
+        assert_eq!(cfg.sink.as_ref().unwrap().servicenow, Some(ServicenowConfig::default()));
         assert_eq!(ServicenowConfig::default().close_code, "Solved (Permanently)");
         assert_eq!(ServicenowConfig::default().reference_by, ReferenceBy::DisplayValue);
         let text = servicenow("[sink.servicenow]\nreference_by = \"sys_id\"\nclose_code = \"Resolved by caller\"\n");
-        let sn = Config::parse(Path::new("t.toml"), &text).unwrap().sink.servicenow.unwrap();
+        let sn = Config::parse(Path::new("t.toml"), &text).unwrap().sink.unwrap().servicenow.unwrap();
         assert_eq!((sn.reference_by, sn.close_code.as_str()), (ReferenceBy::SysId, "Resolved by caller"));
     }
 

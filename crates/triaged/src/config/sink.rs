@@ -194,7 +194,7 @@ impl RateLimitConfig {
     /// What `check` and `run` refuse: `(field, message)`.
     pub fn errors(&self, profile: SinkProfile) -> Vec<(&'static str, String)> {
         match self.resolved(profile) {
-            Some((_, 0)) => vec![("sink.rate_limit.burst", "must be at least 1 with a rate limit (per_minute = 0 is no limit)".into())],
+            Some((_, 0)) => vec![("rate_limit.burst", "must be at least 1 with a rate limit (per_minute = 0 is no limit)".into())],
             _ => Vec::new(),
         }
     }
@@ -230,9 +230,15 @@ pub struct SinkConfig {
     /// profile only, defaults when absent.
     #[serde(default)]
     pub servicenow: Option<super::ServicenowConfig>,
-    /// PagerDuty integration (routing) key; required for the pagerduty profile.
+    /// PagerDuty integration (routing) key; required for the pagerduty
+    /// profile unless `routing_keys` has one for every rotation. The one
+    /// used when no entry of `routing_keys` names the incident's rotation.
     #[serde(default)]
     pub routing_key: Option<SecretSource>,
+    /// PagerDuty only: the routing key per on-call rotation (the CMDB's
+    /// `oncall`, the incident's `oncall`), e.g. `"dba-oncall" = { env = "PD_KEY_DBA" }`.
+    #[serde(default)]
+    pub routing_keys: std::collections::BTreeMap<String, SecretSource>,
     /// Largest response body read from the ITSM, in bytes; a successful
     /// reply with a larger one is an error naming this cap, and an error
     /// reply's body is cut at it.
@@ -355,6 +361,110 @@ impl RtConfig {
     }
 }
 
+impl SinkConfig {
+    /// What `check` and `run` refuse in this sink's table: `(field, message)`,
+    /// the field relative to the table (`endpoint`, `auth.token`).
+    pub fn errors(&self) -> Vec<(String, String)> {
+        let mut errs: Vec<(String, String)> = Vec::new();
+        let err = |errs: &mut Vec<(String, String)>, field: &str, message: String| errs.push((field.to_string(), message));
+        match reqwest::Url::parse(&self.endpoint) {
+            Ok(u) if u.scheme() == "http" || u.scheme() == "https" => {}
+            Ok(u) => err(&mut errs, "endpoint", format!("scheme `{}` is not http or https", u.scheme())),
+            Err(e) => err(&mut errs, "endpoint", format!("`{}` is not a URL: {e}", self.endpoint)),
+        }
+        if self.concurrency == 0 || self.concurrency > 256 {
+            err(&mut errs, "concurrency", "must be between 1 and 256".into());
+        }
+        if self.max_response_bytes == 0 || self.max_response_bytes > 64 << 20 {
+            err(&mut errs, "max_response_bytes", "must be between 1 and 67108864".into());
+        }
+        if self.timeout.0.is_zero() {
+            err(&mut errs, "timeout", "must be greater than zero".into());
+        }
+        if self.circuit.failure_threshold > 0 && self.circuit.open_for.0.is_zero() {
+            err(&mut errs, "circuit.open_for", "must be above zero (set failure_threshold = 0 to disable the breaker)".into());
+        }
+        match (&self.client_cert_file, &self.client_key_file) {
+            (Some(_), None) => err(&mut errs, "client_key_file", "is needed with client_cert_file: set both or neither".into()),
+            (None, Some(_)) => err(&mut errs, "client_cert_file", "is needed with client_key_file: set both or neither".into()),
+            _ => {}
+        }
+        // The shared checks name their field from `sink.`; here it is relative.
+        let relative = |f: &str| f.strip_prefix("sink.").unwrap_or(f).to_string();
+        for (field, message) in self.rate_limit.errors(self.profile) {
+            err(&mut errs, field, message);
+        }
+        for (field, message) in self.read_back.errors(self.profile) {
+            err(&mut errs, &relative(field), message);
+        }
+        for (field, message) in super::servicenow::errors(self.profile, self.servicenow.as_ref()) {
+            err(&mut errs, &relative(field), message);
+        }
+        if self.retry.initial_backoff > self.retry.max_backoff {
+            err(&mut errs, "retry.initial_backoff", "is larger than retry.max_backoff".into());
+        }
+        let check_secret = |errs: &mut Vec<(String, String)>, loc: &str, s: &SecretSource| match (&s.env, &s.file) {
+            (Some(_), Some(_)) => errs.push((loc.into(), "set either `env` or `file`, not both".into())),
+            (None, None) => errs.push((loc.into(), "set `env` or `file`".into())),
+            _ => {}
+        };
+        match &self.auth {
+            AuthConfig::None => {}
+            AuthConfig::Bearer { token } | AuthConfig::GenieKey { token } | AuthConfig::Token { token } => {
+                check_secret(&mut errs, "auth.token", token)
+            }
+            AuthConfig::Basic { password, .. } => check_secret(&mut errs, "auth.password", password),
+        }
+        if let Some(w) = &self.webhook {
+            check_secret(&mut errs, "webhook.secret", &w.secret);
+        }
+        let pagerduty = self.profile == SinkProfile::Pagerduty;
+        match &self.routing_key {
+            None if pagerduty && self.routing_keys.is_empty() => {
+                check_secret(&mut errs, "routing_key", &SecretSource { env: None, file: None })
+            }
+            Some(rk) if pagerduty => check_secret(&mut errs, "routing_key", rk),
+            Some(_) if !pagerduty => err(&mut errs, "routing_key", "is only used by the pagerduty profile".into()),
+            _ => {}
+        }
+        for (rotation, key) in &self.routing_keys {
+            if pagerduty {
+                check_secret(&mut errs, &format!("routing_keys.\"{rotation}\""), key);
+            }
+        }
+        if !pagerduty && !self.routing_keys.is_empty() {
+            err(&mut errs, "routing_keys", "is only used by the pagerduty profile".into());
+        }
+        let jsm = self.profile == SinkProfile::Jsm;
+        match &self.auth {
+            AuthConfig::None | AuthConfig::Bearer { .. } if jsm => err(
+                &mut errs,
+                "auth",
+                "the jsm profile authenticates with kind = \"genie_key\" (an API integration key) or \"basic\" (email and API token)"
+                    .into(),
+            ),
+            AuthConfig::GenieKey { .. } if !jsm => err(&mut errs, "auth", "kind = \"genie_key\" is only used by the jsm profile".into()),
+            _ => {}
+        }
+        let rt = self.profile == SinkProfile::Rt;
+        match &self.auth {
+            AuthConfig::None | AuthConfig::Bearer { .. } | AuthConfig::GenieKey { .. } if rt => err(
+                &mut errs,
+                "auth",
+                "the rt profile authenticates with kind = \"token\" (an RT auth token) or \"basic\" (user and password)".into(),
+            ),
+            AuthConfig::Token { .. } if !rt => err(&mut errs, "auth", "kind = \"token\" is only used by the rt profile".into()),
+            _ => {}
+        }
+        if rt {
+            for (field, message) in self.rt.errors() {
+                err(&mut errs, &relative(field), message);
+            }
+        }
+        errs
+    }
+}
+
 fn default_sink_name() -> String {
     "default".into()
 }
@@ -406,7 +516,7 @@ mod tests {
     fn burst_zero_is_refused_only_with_a_limit() {
         let errs = limit(Some(60), Some(0)).errors(SinkProfile::Generic);
         assert_eq!(errs.len(), 1);
-        assert_eq!(errs[0].0, "sink.rate_limit.burst");
+        assert_eq!(errs[0].0, "rate_limit.burst");
         assert_eq!(limit(None, Some(0)).errors(SinkProfile::Pagerduty).len(), 1);
         assert!(limit(None, Some(0)).errors(SinkProfile::Generic).is_empty(), "no limit, nothing to refuse");
         assert!(limit(Some(0), Some(0)).errors(SinkProfile::Pagerduty).is_empty());

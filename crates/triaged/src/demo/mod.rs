@@ -123,7 +123,7 @@ pub fn demo_config(root: &std::path::Path, brokers: &str, sink: &str, listen: &s
         },
         cmdb: CmdbConfig { path: root.join("config/cmdb.yaml"), refresh_interval: None },
         rules: RulesConfig { dir: root.join("rules") },
-        sink: SinkConfig {
+        sink: Some(SinkConfig {
             name: "default".into(),
             read_back: Default::default(),
             webhook: None,
@@ -137,12 +137,15 @@ pub fn demo_config(root: &std::path::Path, brokers: &str, sink: &str, listen: &s
             rate_limit: Default::default(),
             servicenow: None,
             routing_key: None,
+            routing_keys: Default::default(),
             max_response_bytes: 64 << 10,
             ca_file: None,
             client_cert_file: None,
             client_key_file: None,
             rt: Default::default(),
-        },
+        }),
+        sinks: Default::default(),
+        routes: Vec::new(),
         http: HttpConfig { listen: listen.into(), ..HttpConfig::default() },
         correlation: CorrelationConfig {
             group_wait: d("2s"),

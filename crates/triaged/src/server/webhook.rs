@@ -206,7 +206,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let secret = dir.path().join("secret");
         std::fs::write(&secret, "s3cret\n").unwrap();
-        let mut cfg = crate::demo::demo_config(std::path::Path::new("."), "127.0.0.1:9", "http://127.0.0.1:9", "127.0.0.1:0").sink;
+        let mut cfg = crate::demo::demo_config(std::path::Path::new("."), "127.0.0.1:9", "http://127.0.0.1:9", "127.0.0.1:0").sink.unwrap();
         cfg.profile = profile;
         cfg.name = "itsm".into();
         cfg.webhook = Some(WebhookConfig { secret: SecretSource { env: None, file: Some(secret) } });

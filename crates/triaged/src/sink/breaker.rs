@@ -19,6 +19,8 @@ use tracing::{info, warn};
 
 use crate::config::CircuitConfig;
 use crate::incident::SinkError;
+use prometheus::{IntCounter, IntGauge};
+
 use crate::metrics::Metrics;
 
 /// Where the circuit stands.
@@ -148,7 +150,10 @@ pub struct Breaker {
     circuit: Mutex<Circuit>,
     changed: Notify,
     closed_tx: watch::Sender<bool>,
-    metrics: Metrics,
+    /// `sink_circuit_state{sink}` of this sink.
+    state: IntGauge,
+    /// `sink_circuit_opened_total{sink}` of this sink.
+    opened: IntCounter,
 }
 
 /// An admitted request; record its outcome with [`Breaker::record`]. Dropped
@@ -160,10 +165,19 @@ pub struct Permit<'a> {
 }
 
 impl Breaker {
-    pub fn new(cfg: &CircuitConfig, metrics: Metrics) -> Breaker {
+    /// The breaker of sink `sink`, counted in its series of `metrics`.
+    pub fn new(cfg: &CircuitConfig, metrics: &Metrics, sink: &str) -> Breaker {
         let (closed_tx, _) = watch::channel(true);
-        metrics.sink_circuit_state.set(0);
-        Breaker { circuit: Mutex::new(Circuit::new(cfg.failure_threshold, cfg.open_for.0)), changed: Notify::new(), closed_tx, metrics }
+        let state = metrics.sink_circuit_state.with_label_values(&[sink]);
+        let opened = metrics.sink_circuit_opened.with_label_values(&[sink]);
+        state.set(0);
+        Breaker {
+            circuit: Mutex::new(Circuit::new(cfg.failure_threshold, cfg.open_for.0)),
+            changed: Notify::new(),
+            closed_tx,
+            state,
+            opened,
+        }
     }
 
     /// `true` while the circuit is closed; the core reads events only then.
@@ -218,7 +232,7 @@ impl Breaker {
                 State::Open { until } => {
                     let for_ms = u64::try_from(until.saturating_duration_since(now()).as_millis()).unwrap_or(u64::MAX);
                     warn!(open_for_ms = for_ms, "sink circuit open: the ITSM keeps failing; events wait in Kafka");
-                    self.metrics.sink_circuit_opened.inc();
+                    self.opened.inc();
                 }
                 State::Closed { failures: 0 } if probe => info!("sink circuit closed: the ITSM answers again"),
                 _ => {}
@@ -229,7 +243,7 @@ impl Breaker {
     }
 
     fn publish(&self, state: State) {
-        self.metrics.sink_circuit_state.set(state.gauge());
+        self.state.set(state.gauge());
         self.closed_tx.send_if_modified(|closed| {
             let now = matches!(state, State::Closed { .. });
             std::mem::replace(closed, now) != now
@@ -340,7 +354,7 @@ mod tests {
 
     fn breaker(threshold: u32, open_for: Duration) -> Breaker {
         let cfg = CircuitConfig { failure_threshold: threshold, open_for: crate::config::HumanDuration(open_for) };
-        Breaker::new(&cfg, Metrics::new())
+        Breaker::new(&cfg, &Metrics::new(), "default")
     }
 
     #[tokio::test(start_paused = true)]
@@ -350,13 +364,13 @@ mod tests {
         let p = b.admit().await;
         b.record(p, Outcome::Failed);
         assert!(!*closed.borrow_and_update(), "the core is told to stop reading");
-        assert_eq!(b.metrics.sink_circuit_state.get(), 1);
-        assert_eq!(b.metrics.sink_circuit_opened.get(), 1);
+        assert_eq!(b.state.get(), 1);
+        assert_eq!(b.opened.get(), 1);
 
         // After the open period one worker probes; a second one waits for it.
         let probe = b.admit().await;
         assert!(probe.probe);
-        assert_eq!(b.metrics.sink_circuit_state.get(), 2);
+        assert_eq!(b.state.get(), 2);
         let b2 = b.clone();
         let waiter = tokio::spawn(async move {
             let p = b2.admit().await;
@@ -369,7 +383,7 @@ mod tests {
         b.record(probe, Outcome::Answered);
         assert!(!waiter.await.unwrap(), "after the probe, requests flow normally");
         assert!(*closed.borrow_and_update());
-        assert_eq!(b.metrics.sink_circuit_state.get(), 0);
+        assert_eq!(b.state.get(), 0);
     }
 
     #[tokio::test(start_paused = true)]

@@ -67,7 +67,7 @@ impl RestSink {
 
     /// Sends one request and reads the response; transport failures become
     /// [`SinkError`]s, any status is returned. The duration is observed in
-    /// `sink_request_duration_seconds{profile, operation}`. For an action
+    /// `sink_request_duration_seconds{sink, profile, operation}`. For an action
     /// with a claim, the claim is judged last, right before the request goes
     /// out (see [`RestSink::for_action`]), after the token of the sink's rate
     /// limit (the wait is observed in `sink_rate_limited_seconds`).
@@ -79,10 +79,10 @@ impl RestSink {
         if let Some(body) = body {
             req = req.json(body);
         }
-        let rate = &self.inner.rate;
+        let rate = self.rate_limit();
         if rate.is_limited() {
             let waited = rate.take().await;
-            self.inner.metrics.sink_rate_limited.observe(waited.as_secs_f64());
+            self.inner.metrics.sink_rate_limited.with_label_values(&[&self.inner.name]).observe(waited.as_secs_f64());
         }
         self.claim_holds().await?;
         let started = Instant::now();
@@ -116,7 +116,7 @@ impl RestSink {
         self.inner
             .metrics
             .sink_request_duration
-            .with_label_values(&[self.inner.profile.as_str(), op])
+            .with_label_values(&[&self.inner.name, self.inner.profile.as_str(), op])
             .observe(started.elapsed().as_secs_f64());
         result.map_err(|e| match e {
             Failed::Transport(e) => self.transport_error(op, e),

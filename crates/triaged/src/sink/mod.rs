@@ -24,6 +24,7 @@ mod http;
 mod profile;
 pub mod rate;
 pub mod retry;
+mod routing_key;
 mod secret;
 mod tls;
 pub(crate) mod worker;
@@ -52,6 +53,7 @@ use crate::metrics::Metrics;
 use breaker::{Breaker, Outcome};
 use rate::RateLimit;
 use retry::Backoff;
+use routing_key::RoutingKeys;
 
 /// Bound of each per-key cache (ServiceNow sys_ids, JSM priorities).
 const SYS_ID_CACHE_CAPACITY: u64 = 50_000;
@@ -83,7 +85,7 @@ pub enum SinkBuildError {
     BothSecretSources { field: &'static str },
     #[error("{field}: the secret contains characters that are not allowed in an HTTP header")]
     InvalidSecret { field: &'static str },
-    #[error("sink.routing_key: required by the pagerduty profile")]
+    #[error("sink.routing_key: required by the pagerduty profile (or routing_keys per on-call rotation)")]
     MissingRoutingKey,
     #[error("sink.endpoint: {0}")]
     Endpoint(String),
@@ -132,6 +134,9 @@ pub struct RestSink {
     /// Set on the copy that works for one action ([`RestSink::for_action`]):
     /// its claim, and the shutdown that ends a wait for it.
     claim: Option<(Claim, CancellationToken)>,
+    /// Set on that copy too: the PagerDuty routing key of the action
+    /// (an index into `routing`), whose bucket its requests take.
+    key: Option<usize>,
 }
 
 struct SinkInner {
@@ -145,7 +150,8 @@ struct SinkInner {
     auth: Option<HeaderValue>,
     /// `none`, `bearer`, `basic`, `genie_key` or `token` (for Debug).
     auth_kind: &'static str,
-    routing_key: Option<Secret>,
+    /// PagerDuty: the routing key per rotation, each with its rate limit.
+    routing: Option<RoutingKeys>,
     /// Every secret string (and encoding of one) to scrub from error text.
     scrub: Vec<Secret>,
     backoff: Backoff,
@@ -194,7 +200,7 @@ impl fmt::Debug for RestSink {
             .field("profile", &i.profile.as_str())
             .field("endpoint", &display_url(&i.base))
             .field("auth", &i.auth_kind)
-            .field("routing_key", &i.routing_key)
+            .field("routing", &i.routing)
             .field("backoff", &i.backoff)
             .finish_non_exhaustive()
     }
@@ -237,24 +243,21 @@ impl RestSink {
                 (Some(value), "basic")
             }
         };
-        let routing_key = match (cfg.profile, &cfg.routing_key) {
-            (SinkProfile::Pagerduty, None) => return Err(SinkBuildError::MissingRoutingKey),
-            (SinkProfile::Pagerduty, Some(src)) => {
-                let key = read_secret("sink.routing_key", src)?;
-                scrub.push(key.clone());
-                Some(key)
-            }
-            // Only the pagerduty profile uses a routing key (config validation says so).
+        // Only the pagerduty profile uses routing keys (config validation says so).
+        let routing = match cfg.profile {
+            SinkProfile::Pagerduty => Some(RoutingKeys::new(cfg, &mut scrub)?),
             _ => None,
         };
 
         let client = http::client(cfg)?;
+        metrics.sink_families_at_zero(&cfg.name);
 
         let sys_ids = Cache::builder().max_capacity(SYS_ID_CACHE_CAPACITY).time_to_idle(SYS_ID_CACHE_IDLE).build();
         let priorities = Cache::builder().max_capacity(SYS_ID_CACHE_CAPACITY).time_to_idle(SYS_ID_CACHE_IDLE).build();
         Ok(RestSink {
             ownership: None,
             claim: None,
+            key: None,
             inner: Arc::new(SinkInner {
                 name: cfg.name.clone(),
                 profile: cfg.profile,
@@ -262,10 +265,10 @@ impl RestSink {
                 client,
                 auth,
                 auth_kind,
-                routing_key,
+                routing,
                 scrub,
                 backoff: Backoff::new(&cfg.retry),
-                breaker: Breaker::new(&cfg.circuit, metrics.clone()),
+                breaker: Breaker::new(&cfg.circuit, &metrics, &cfg.name),
                 rate: RateLimit::from_config(cfg),
                 metrics,
                 max_response_bytes: cfg.max_response_bytes,
@@ -292,9 +295,21 @@ impl RestSink {
         &self.inner.backoff
     }
 
-    /// The rate limit every request of this sink waits for.
+    /// The rate limit every request of this sink waits for (PagerDuty: the
+    /// bucket of the routing key of the action this copy works for).
     pub fn rate_limit(&self) -> &RateLimit {
-        &self.inner.rate
+        match (&self.inner.routing, self.key) {
+            (Some(r), Some(i)) => r.rate(i),
+            _ => &self.inner.rate,
+        }
+    }
+
+    /// The rate limit the requests for `action` wait for.
+    pub fn rate_limit_for(&self, action: &Action) -> &RateLimit {
+        match self.inner.routing.as_ref().and_then(|r| Some((r, r.index_for(&action.incident).ok()?))) {
+            Some((r, i)) => r.rate(i),
+            None => &self.inner.rate,
+        }
     }
 
     /// Whether this profile can look incidents up by key (PagerDuty's
@@ -356,7 +371,7 @@ impl RestSink {
             SinkProfile::Rt => self.rt(action).await,
         };
         if let Err(e @ (SinkError::Retryable { .. } | SinkError::Permanent(_))) = &result {
-            self.inner.metrics.sink_errors.with_label_values(&[e.class()]).inc();
+            self.inner.metrics.sink_errors.with_label_values(&[&self.inner.name, e.class()]).inc();
         }
         result
     }
@@ -374,7 +389,8 @@ impl RestSink {
     /// stall, and what follows it is judged again. Cheap: two `Arc`s and
     /// the claim.
     pub fn for_action(&self, action: &Action, shutdown: &CancellationToken) -> RestSink {
-        RestSink { claim: action.claim.clone().map(|c| (c, shutdown.clone())), ..self.clone() }
+        let key = self.inner.routing.as_ref().and_then(|r| r.index_for(&action.incident).ok());
+        RestSink { claim: action.claim.clone().map(|c| (c, shutdown.clone())), key, ..self.clone() }
     }
 
     /// Waits while the claim is unconfirmed after a stall: `Ok` once it
@@ -412,7 +428,7 @@ impl RestSink {
         };
         let result = retry::retry(&self.inner.backoff, shutdown, attempt).instrument(span).await;
         if let Err(e @ SinkError::Cancelled) = &result {
-            self.inner.metrics.sink_errors.with_label_values(&[e.class()]).inc();
+            self.inner.metrics.sink_errors.with_label_values(&[&self.inner.name, e.class()]).inc();
         }
         result
     }

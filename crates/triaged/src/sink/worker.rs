@@ -21,10 +21,10 @@ use crate::sink::{Remote, RestSink};
 
 /// What a worker needs of its sink: the REST sink, or a fake in tests.
 pub(crate) trait Deliver: Send + Sync + 'static {
-    /// The sink's name (what `Incident::owned_at` is keyed by).
+    /// The sink's name, for its metrics and logs.
     fn name(&self) -> &str;
-    /// The limit every request of the sink waits for.
-    fn rate_limit(&self) -> &RateLimit;
+    /// The limit every request of the sink for `action` waits for.
+    fn rate_limit(&self, action: &Action) -> &RateLimit;
     /// The backoff of dead-letter writes.
     fn backoff(&self) -> &Backoff;
     /// Whether the ITSM already reflects an action sent again after a restart.
@@ -38,8 +38,8 @@ impl Deliver for RestSink {
         RestSink::name(self)
     }
 
-    fn rate_limit(&self) -> &RateLimit {
-        RestSink::rate_limit(self)
+    fn rate_limit(&self, action: &Action) -> &RateLimit {
+        RestSink::rate_limit_for(self, action)
     }
 
     fn backoff(&self) -> &Backoff {
@@ -91,6 +91,9 @@ impl<S: Deliver> SinkWorker<S> {
     pub(crate) async fn run(self, mut rx: mpsc::Receiver<Action>, stop: CancellationToken) {
         let SinkWorker { id, sink, dead_letter, ownership, acks, metrics } = self;
         let mut backlog = Backlog::new(rx.max_capacity());
+        let name = sink.name().to_owned();
+        let coalesced = metrics.sink_updates_coalesced.with_label_values(&[&name]);
+        let disowned = metrics.actions_disowned.with_label_values(&[&name]);
         loop {
             let mut next = match backlog.pop() {
                 Some(q) => q,
@@ -102,7 +105,7 @@ impl<S: Deliver> SinkWorker<S> {
             // No token now: this action waits anyway, so take what is queued
             // and send only the latest state of each incident. (The wait
             // itself is in the sink's requests, which end on `stop`.)
-            if !sink.rate_limit().ready_in().is_zero() {
+            if !sink.rate_limit(&next.action).ready_in().is_zero() {
                 backlog.push_front(next);
                 while !backlog.is_full() {
                     match rx.try_recv() {
@@ -112,8 +115,8 @@ impl<S: Deliver> SinkWorker<S> {
                 }
                 let dropped = backlog.coalesce();
                 if dropped > 0 {
-                    metrics.sink_updates_coalesced.inc_by(dropped);
-                    debug!(worker = id, dropped, "rate-limited: updates superseded by a later action of their incident");
+                    coalesced.inc_by(dropped);
+                    debug!(sink = %name, worker = id, dropped, "rate-limited: updates superseded by a later action of their incident");
                 }
                 next = backlog.pop().expect("the action just put back");
             }
@@ -142,19 +145,20 @@ impl<S: Deliver> SinkWorker<S> {
             };
             match delivered {
                 Err(SinkError::Disowned { topic, partition }) => {
-                    metrics.actions_disowned.inc();
+                    disowned.inc();
                     info!(worker = id, action = action.kind.as_str(), key = %action.incident.key, %topic, partition, "partition revoked; action left to its new owner");
                     ack(&acks, &next);
                 }
                 Ok(()) => {
-                    metrics.incident_actions.with_label_values(&[action.kind.as_str()]).inc();
-                    info!(worker = id, action = action.kind.as_str(), key = %action.incident.key, priority = action.incident.priority, title = %action.incident.title, "incident action delivered");
+                    metrics.incident_actions.with_label_values(&[&name, action.kind.as_str()]).inc();
+                    info!(sink = %name, worker = id, action = action.kind.as_str(), key = %action.incident.key, priority = action.incident.priority, title = %action.incident.title, "incident action delivered");
                     ack(&acks, &next);
                 }
                 Err(SinkError::Cancelled) => break,
                 Err(e) => {
-                    error!(action = action.kind.as_str(), key = %action.incident.key, error = %e, "sink rejected the action permanently; dead-lettering it");
+                    error!(sink = %name, action = action.kind.as_str(), key = %action.incident.key, error = %e, "sink rejected the action permanently; dead-lettering it");
                     metrics.dead_letters.with_label_values(&["sink"]).inc();
+                    metrics.sink_dead_letters.with_label_values(&[&name]).inc();
                     if let Some(dl) = &dead_letter {
                         // The action is acknowledged only once it is in the dead-letter
                         // topic: a failed write is retried with the sink's backoff.
@@ -212,7 +216,7 @@ mod tests {
             "fake"
         }
 
-        fn rate_limit(&self) -> &RateLimit {
+        fn rate_limit(&self, _: &Action) -> &RateLimit {
             &self.rate
         }
 
@@ -279,7 +283,7 @@ mod tests {
         assert!(requests < 30, "{requests} requests for 202 actions: {sent:?}");
         // Every id acknowledged once, in order: a dropped update never ahead of the open.
         assert_eq!(drain(&mut w.acks), (1..=202).collect::<Vec<_>>());
-        assert_eq!(w.metrics.sink_updates_coalesced.get(), 202 - requests);
+        assert_eq!(w.metrics.sink_updates_coalesced.with_label_values(&["fake"]).get(), 202 - requests);
         // The bucket was the pace: 5 at once, then one a second.
         assert_eq!(started.elapsed(), Duration::from_secs(requests - 5));
         println!("rate 60/min burst 5: 202 actions, {requests} requests, {} updates coalesced", 202 - requests);
@@ -315,7 +319,7 @@ mod tests {
         w.task.await.unwrap();
         assert_eq!(sink.sent().len(), 50);
         assert_eq!(drain(&mut w.acks), (1..=50).collect::<Vec<_>>());
-        assert_eq!(w.metrics.sink_updates_coalesced.get(), 0);
+        assert_eq!(w.metrics.sink_updates_coalesced.with_label_values(&["fake"]).get(), 0);
     }
 
     #[tokio::test(start_paused = true)]

@@ -14,8 +14,9 @@ const PD_SUMMARY_MAX: usize = 1024;
 
 impl RestSink {
     pub(in crate::sink) async fn pagerduty(&self, action: &Action) -> Result<(), SinkError> {
-        let routing_key =
-            self.inner.routing_key.as_ref().ok_or_else(|| SinkError::Permanent("pagerduty: no routing key configured".into()))?;
+        // The key of the incident's on-call rotation, else the sink's default.
+        let keys = self.inner.routing.as_ref().ok_or_else(|| SinkError::Permanent("pagerduty: no routing key configured".into()))?;
+        let routing_key = keys.key(keys.index_for(&action.incident).map_err(SinkError::Permanent)?);
         let body = pagerduty_event(action, routing_key.expose());
         self.call("enqueue", Method::POST, self.url(&["v2", "enqueue"]), Some(&body)).await.map(drop)
     }
