@@ -29,24 +29,10 @@ use crate::rules::RuleSet;
 use crate::scale::ownership::Claim;
 use crate::topology::Snapshot;
 
+mod observed;
+pub use observed::{Observed, PolledAt};
+
 type TopicPartition = (String, i32);
-
-/// The core an incident read back belongs to: its partition and the epoch
-/// of the claim it was read under (`""`, 0, 0 for the single core).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct PolledAt {
-    pub topic: String,
-    pub partition: i32,
-    pub epoch: u64,
-}
-
-/// An observation of an ITSM record, and the core it is for (`None`:
-/// whichever holds the key, for a webhook, which cannot know).
-#[derive(Debug, Clone)]
-pub struct Observed {
-    pub at: Option<PolledAt>,
-    pub observation: crate::core::Observation,
-}
 
 struct Slot {
     core: Core,
@@ -271,45 +257,6 @@ impl Cores {
             self.slots.get_mut(&None)
         };
         slot.is_some_and(|s| s.core.open_again(key, why, now))
-    }
-
-    /// See [`Core::observe`]; with a core per partition, only while the
-    /// partition's core is the one of `at`'s epoch. Without `at` (a webhook),
-    /// every core this instance owns is asked; the one holding the key acts.
-    pub fn observe(&mut self, at: Option<&PolledAt>, o: &crate::core::Observation, now: DateTime<Utc>) -> Vec<crate::core::RemoteOutcome> {
-        let Some(at) = at else {
-            let per_partition = self.per_partition;
-            return self
-                .slots
-                .values_mut()
-                .filter(|s| !per_partition || s.claim.is_some())
-                .map(|s| s.core.observe(o, now))
-                .find(|out| !out.is_empty())
-                .unwrap_or_default();
-        };
-        let slot = if self.per_partition {
-            self.slots.get_mut(&Some((at.topic.clone(), at.partition))).filter(|s| s.claim.as_ref().is_some_and(|c| c.epoch == at.epoch))
-        } else {
-            self.slots.get_mut(&None)
-        };
-        slot.map(|s| s.core.observe(o, now)).unwrap_or_default()
-    }
-
-    /// Every incident open at the ITSM, with the core it lives in, to read
-    /// back there.
-    pub fn polled(&self) -> Vec<(PolledAt, String)> {
-        let mut out = Vec::new();
-        for (slot_key, slot) in &self.slots {
-            let (topic, partition) = slot_key.clone().unwrap_or_default();
-            let epoch = slot.claim.as_ref().map_or(0, |c| c.epoch);
-            if self.per_partition && slot.claim.is_none() {
-                continue;
-            }
-            for key in slot.core.polled_keys() {
-                out.push((PolledAt { topic: topic.clone(), partition, epoch }, key));
-            }
-        }
-        out
     }
 
     /// Keys of the incidents the single core says are open at the ITSM.
