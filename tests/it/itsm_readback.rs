@@ -133,6 +133,39 @@ async fn a_record_closed_while_its_alert_fires_is_reopened_once_then_left_closed
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_record_closed_longer_than_the_reopen_window_ago_is_left_and_a_new_one_opened() {
+    let s = setup("triaged-readback-new", "").await;
+    let daemon = s.start(1);
+    s.send(&[event("w-1", "rb-new", "major")]).await;
+    let old = s.created().await;
+    // Closed an hour ago (the test's reopen_window is 2 s), as ServiceNow
+    // says in `closed_at`; the alert still fires.
+    let mark = s.last_seq();
+    let an_hour_ago = (Utc::now() - chrono::Duration::hours(1)).format("%Y-%m-%d %H:%M:%S").to_string();
+    assert!(s.mimic.sn_operator(&old, json!({ "state": "7", "closed_at": an_hour_ago })));
+    let created = s.mimic.answered(MINUTE, |x| x.seq > mark && x.meaning == Meaning::Create).await.expect("a new record");
+    let new = created.key.expect("keyed");
+    assert_ne!(new, old);
+    daemon.wait_metric("triaged_itsm_readback_total{outcome=\"new_record\"}", |v| v == 1.0, MINUTE).await;
+    // The old record's resolve is not sent to it: it is left closed.
+    daemon.wait_metric("triaged_sink_left_closed_total", |v| v >= 1.0, MINUTE).await;
+    let writes = s.writes_since(&old, mark);
+    assert!(writes.is_empty(), "nothing written to the old record: {writes:#?}");
+    assert_eq!(s.mimic.sn_records(&old)[0].state, "7");
+    let fresh = s.mimic.sn_records(&new).pop().expect("the new record");
+    assert!(
+        fresh
+            .work_notes
+            .iter()
+            .chain([&fresh.fields.get("description").map(|d| d.to_string()).unwrap_or_default()])
+            .any(|n| n.contains(&old)),
+        "{fresh:#?}"
+    );
+    daemon.sigterm(MINUTE);
+    drop(s.cluster);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn policy_note_writes_one_note_into_the_closed_record_and_then_nothing() {
     let s = setup("triaged-readback-note", "closed_while_firing = \"note\"\n").await;
     let daemon = s.start(1);

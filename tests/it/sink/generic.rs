@@ -218,6 +218,7 @@ async fn generic_read_back_of_the_demo_itsm() {
         assignee: None,
         priority: Some(1),
         group: Some("Network Operations".into()),
+        closed_at: None,
     };
     assert_eq!(open, expected);
     sink.apply(&sample_action(ActionKind::Resolve)).await.unwrap();

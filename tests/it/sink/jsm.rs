@@ -254,6 +254,7 @@ async fn jsm_reads_alerts_back_by_alias() {
         assignee: assignee.map(str::to_owned),
         priority,
         group: None,
+        closed_at: None,
     };
     assert_eq!(sink.read_back("trg-open", &stop).await.unwrap(), rec(Remote::Open, false, None, Some(3)));
     assert_eq!(sink.read_back("trg-acked", &stop).await.unwrap(), rec(Remote::Open, true, Some("ada@example.com"), Some(1)));

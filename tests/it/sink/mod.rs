@@ -38,7 +38,7 @@ use triaged::sink::{Remote, RemoteRecord, RestSink};
 const KEY: &str = "trg-00112233445566ff";
 const SN_TABLE: &str = "/api/now/table/incident";
 /// What the ServiceNow profile's one incident query reads.
-const SN_FIELDS: &str = "sys_id,state,urgency,impact,priority,assigned_to,assignment_group,sys_updated_on";
+const SN_FIELDS: &str = "sys_id,state,urgency,impact,priority,assigned_to,assignment_group,sys_updated_on,closed_at,resolved_at";
 
 // ----- actions and sinks -----------------------------------------------------
 
@@ -271,5 +271,5 @@ pub(super) fn read_record(
     priority: Option<u8>,
     group: Option<&str>,
 ) -> RemoteRecord {
-    RemoteRecord { state, acknowledged, assignee: assignee.map(str::to_owned), priority, group: group.map(str::to_owned) }
+    RemoteRecord { state, acknowledged, assignee: assignee.map(str::to_owned), priority, group: group.map(str::to_owned), closed_at: None }
 }

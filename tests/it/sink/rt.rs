@@ -83,7 +83,10 @@ async fn resolve_and_reopen_set_the_status_with_a_comment_each() {
     deliver(&sink, &sample_action(ActionKind::Resolve)).await;
     assert_eq!(look_up(&sink, KEY).await, Remote::Closed);
     assert_eq!(rt.ticket(KEY).await["Status"], "resolved");
-    assert_eq!(sink.read_back(KEY, &CancellationToken::new()).await.unwrap().state, Remote::Closed);
+    let closed = sink.read_back(KEY, &CancellationToken::new()).await.unwrap();
+    assert_eq!(closed.state, Remote::Closed);
+    let ago = closed.closed_at.map(|t| chrono::Utc::now() - t);
+    assert!(ago.is_some_and(|a| a >= chrono::Duration::zero() && a < chrono::Duration::minutes(5)), "RT's Resolved time: {closed:?}");
 
     deliver(&sink, &sample_action(ActionKind::Reopen)).await;
     assert_eq!(look_up(&sink, KEY).await, Remote::Open);
@@ -134,6 +137,7 @@ async fn a_ticket_an_operator_took_reads_back_acknowledged_and_an_owned_priority
         assignee: Some("root".into()),
         priority: Some(1),
         group: Some("General".into()),
+        closed_at: None,
     };
     assert_eq!(taken, expected);
 

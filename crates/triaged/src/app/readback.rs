@@ -39,7 +39,7 @@ pub fn observation(sink: &str, key: &str, r: RemoteRecord, via: &'static str) ->
         assignee: r.assignee,
         priority: r.priority,
         group: r.group,
-        closed_at: None,
+        closed_at: r.closed_at,
         via,
     })
 }

@@ -122,6 +122,8 @@ pub struct RemoteRecord {
     pub priority: Option<u8>,
     /// The assignment group (or queue) as the ITSM names it, when it has one.
     pub group: Option<String>,
+    /// When the record was closed, for a closed record whose ITSM says.
+    pub closed_at: Option<chrono::DateTime<chrono::Utc>>,
 }
 
 /// The ITSM sink. Cheap to clone (shared state behind an `Arc`); `Send + Sync`.

@@ -58,6 +58,9 @@ impl RestSink {
             assignee: text(&value, "assignee"),
             priority: field(&value, "priority").and_then(parse_priority),
             group: text(&value, "assignment_group"),
+            closed_at: text(&value, "closed_at")
+                .and_then(|t| chrono::DateTime::parse_from_rfc3339(&t).ok())
+                .map(|t| t.with_timezone(&chrono::Utc)),
         })
     }
 

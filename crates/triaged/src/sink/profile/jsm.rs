@@ -94,6 +94,8 @@ impl RestSink {
             assignee: data.get("owner").and_then(Value::as_str).filter(|o| !o.is_empty()).map(str::to_owned),
             priority: data.get("priority").and_then(parse_priority),
             group: None,
+            // An alert tells when it last changed, not when it closed.
+            closed_at: None,
         })
     }
 

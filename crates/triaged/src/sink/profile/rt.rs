@@ -61,6 +61,8 @@ struct Ticket {
     owner: Option<String>,
     priority: Option<i64>,
     queue: Option<String>,
+    /// When it was resolved, if it was.
+    resolved: Option<chrono::DateTime<chrono::Utc>>,
 }
 
 impl RestSink {
@@ -121,6 +123,7 @@ impl RestSink {
             assignee,
             priority: t.priority.map(p_from_rt),
             group: t.queue,
+            closed_at: t.resolved.filter(|_| rt_state(&t.status) == Remote::Closed),
         })
     }
 
@@ -151,7 +154,7 @@ impl RestSink {
             .append_pair("orderby", "id")
             .append_pair("order", "ASC")
             .append_pair("per_page", "1")
-            .append_pair("fields", "Status,Owner,Priority,Queue")
+            .append_pair("fields", "Status,Owner,Priority,Queue,Resolved")
             .append_pair("fields[Owner]", "Name")
             .append_pair("fields[Queue]", "Name");
         let body = self.call("lookup", Method::GET, url, None).await?;
@@ -167,7 +170,14 @@ impl RestSink {
             Some(Value::String(s)) => s.trim().parse().ok(),
             _ => None,
         };
-        Ok(Some(Ticket { id, status: status.to_owned(), owner: name("Owner"), priority, queue: name("Queue") }))
+        // RT writes an unset date as the epoch.
+        let resolved = item
+            .get("Resolved")
+            .and_then(Value::as_str)
+            .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok())
+            .map(|t| t.with_timezone(&chrono::Utc))
+            .filter(|t| t.timestamp() > 0);
+        Ok(Some(Ticket { id, status: status.to_owned(), owner: name("Owner"), priority, queue: name("Queue"), resolved }))
     }
 
     /// Refuses to create tickets in a queue that does not carry the key

@@ -3,6 +3,7 @@
 //! created by POST and changed by PATCH. A field a person owns at this sink
 //! (`Incident::owned_at`) is left out of every PATCH; a create sends all.
 
+use chrono::{DateTime, Utc};
 use reqwest::{Method, StatusCode, Url};
 use serde_json::{Map, Value};
 use tracing::debug;
@@ -16,7 +17,7 @@ use crate::sink::{Remote, RemoteRecord, RestSink};
 /// ServiceNow `short_description` limit applied by the sink.
 const SN_SHORT_DESCRIPTION_MAX: usize = 160;
 /// What the one incident query reads: enough to find the record and to read it back.
-const SN_FIELDS: &str = "sys_id,state,urgency,impact,priority,assigned_to,assignment_group,sys_updated_on";
+const SN_FIELDS: &str = "sys_id,state,urgency,impact,priority,assigned_to,assignment_group,sys_updated_on,closed_at,resolved_at";
 
 /// Outcome of a ServiceNow PATCH that tolerates a stale cached sys_id.
 enum Patched {
@@ -34,6 +35,8 @@ struct SnRow {
     assigned_to: String,
     /// `assignment_group`'s display name, likewise.
     group: String,
+    /// `closed_at`, else `resolved_at`.
+    closed_at: Option<DateTime<Utc>>,
 }
 
 impl SnRow {
@@ -48,8 +51,14 @@ impl SnRow {
             assignee: non_empty(&self.assigned_to),
             priority: parse_priority(&Value::String(self.priority.clone())),
             group: non_empty(&self.group),
+            closed_at: self.closed_at.filter(|_| closed),
         }
     }
+}
+
+/// A Table API date-time value (`2026-12-08 01:02:03`, in UTC).
+fn sn_time(value: &str) -> Option<DateTime<Utc>> {
+    chrono::NaiveDateTime::parse_from_str(value.trim(), "%Y-%m-%d %H:%M:%S").ok().map(|t| t.and_utc())
 }
 
 /// A field of a Table API row: `(value, display value)`. With
@@ -157,6 +166,7 @@ impl RestSink {
             priority: sn_field(row, "priority").0,
             assigned_to: sn_display(row, "assigned_to"),
             group: sn_display(row, "assignment_group"),
+            closed_at: sn_time(&sn_field(row, "closed_at").0).or_else(|| sn_time(&sn_field(row, "resolved_at").0)),
         }))
     }
 
@@ -278,5 +288,17 @@ impl RestSink {
             return Ok(Patched::Gone);
         }
         self.check("update", reply).map(|_| Patched::Done)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn table_api_times_are_utc_and_blanks_are_none() {
+        assert_eq!(sn_time("2026-12-08 01:02:03").map(|t| t.to_rfc3339()), Some("2026-12-08T01:02:03+00:00".into()));
+        assert_eq!(sn_time(""), None);
+        assert_eq!(sn_time("yesterday"), None);
     }
 }
