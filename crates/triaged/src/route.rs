@@ -118,19 +118,9 @@ mod tests {
     use std::path::Path;
 
     use super::*;
+    use crate::config::tests::NO_SINK;
     use crate::incident::test_support::action;
     use crate::incident::ActionKind;
-
-    const BASE: &str = r#"
-[kafka]
-brokers = "127.0.0.1:9092"
-group_id = "triaged"
-topics = [{ name = "events" }]
-[cmdb]
-path = "cmdb.yaml"
-[rules]
-dir = "rules"
-"#;
 
     const TWO_SINKS: &str = r#"
 [sinks.servicenow]
@@ -151,7 +141,7 @@ priority = [1, 2]
 "#;
 
     fn config(text: &str) -> Result<Config, Vec<String>> {
-        Config::parse(Path::new("t.toml"), &format!("{BASE}{text}"))
+        Config::parse(Path::new("t.toml"), &format!("{NO_SINK}{text}"))
             .map_err(|e| e.iter().map(|e| format!("{}: {}", e.location, e.message)).collect())
     }
 

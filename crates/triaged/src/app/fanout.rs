@@ -147,19 +147,12 @@ mod tests {
     use std::path::Path;
 
     use super::*;
+    use crate::config::tests::NO_SINK;
     use crate::config::Config;
     use crate::incident::test_support::action;
     use crate::incident::ActionKind;
 
-    const CFG: &str = r#"
-[kafka]
-brokers = "b"
-group_id = "g"
-topics = [{ name = "e" }]
-[cmdb]
-path = "c"
-[rules]
-dir = "r"
+    const SINKS: &str = r#"
 [sinks.pd]
 profile = "generic"
 endpoint = "http://127.0.0.1:1"
@@ -181,7 +174,7 @@ priority = 1
     }
 
     fn setup() -> Setup {
-        let cfg = Config::parse(Path::new("t.toml"), CFG).unwrap();
+        let cfg = Config::parse(Path::new("t.toml"), &format!("{NO_SINK}{SINKS}")).unwrap();
         let (pd_tx, pd) = mpsc::channel(8);
         let (sn_tx, sn) = mpsc::channel(8);
         let lanes = vec![Lane { name: "pd".into(), workers: vec![pd_tx] }, Lane { name: "sn".into(), workers: vec![sn_tx] }];

@@ -422,10 +422,13 @@ pub fn line_col(text: &str, pos: usize) -> (usize, usize) {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
-    pub(super) const MINIMAL: &str = r#"
+    /// The sections every config needs but the sinks (`[sink]` or `[sinks]`).
+    macro_rules! no_sink {
+        () => {
+            r#"
 [kafka]
 brokers = "127.0.0.1:9092"
 group_id = "triaged"
@@ -434,10 +437,14 @@ topics = [{ name = "events" }]
 path = "cmdb.yaml"
 [rules]
 dir = "rules"
-[sink]
-profile = "generic"
-endpoint = "http://127.0.0.1:8080"
-"#;
+"#
+        };
+    }
+
+    /// A config without its sinks, for tests that add `[sinks.NAME]`.
+    pub(crate) const NO_SINK: &str = no_sink!();
+
+    pub(super) const MINIMAL: &str = concat!(no_sink!(), "[sink]\nprofile = \"generic\"\nendpoint = \"http://127.0.0.1:8080\"\n");
 
     #[test]
     fn minimal_config_gets_defaults() {
