@@ -239,9 +239,8 @@ fn pd_webhook(key: &str, status: &str, secret: &str) -> (Vec<u8>, String) {
         "occurred_at": Utc::now().to_rfc3339(), "agent": { "summary": "Jo Oncall", "type": "user_reference" },
         "data": { "id": "PGR0VU2", "type": "incident", "status": status, "title": format!("Disk full on rb-pd [{key}]") } } }))
     .unwrap();
-    let tag = ring::hmac::sign(&ring::hmac::Key::new(ring::hmac::HMAC_SHA256, secret.as_bytes()), &body);
-    let hex: String = tag.as_ref().iter().map(|b| format!("{b:02x}")).collect();
-    (body, format!("v1={hex}"))
+    let sig = format!("v1={}", triaged::server::webhook::hmac_sha256_hex(secret.as_bytes(), &body));
+    (body, sig)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -102,10 +102,21 @@ impl Webhooks {
     }
 }
 
+/// Lower-case hex of `bytes`.
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// The hex HMAC-SHA256 of `body` under `secret`: what a sender signs with
+/// (`v1=` for PagerDuty, `sha256=` for the others).
+pub fn hmac_sha256_hex(secret: &[u8], body: &[u8]) -> String {
+    hex(hmac::sign(&hmac::Key::new(hmac::HMAC_SHA256, secret), body).as_ref())
+}
+
 /// Whether the body carries a valid signature for `hook`.
 fn signed(hook: &Hook, headers: &HeaderMap, body: &[u8]) -> bool {
     let tag = hmac::sign(&hook.key, body);
-    let hex: String = tag.as_ref().iter().map(|b| format!("{b:02x}")).collect();
+    let hex = hex(tag.as_ref());
     let eq = |a: &str, b: &str| a.len() == b.len() && bool::from(a.as_bytes().ct_eq(b.as_bytes()));
     match hook.profile {
         SinkProfile::Pagerduty => {
@@ -216,8 +227,7 @@ mod tests {
     }
 
     fn hex_sig(body: &[u8]) -> String {
-        let tag = hmac::sign(&hmac::Key::new(hmac::HMAC_SHA256, b"s3cret"), body);
-        tag.as_ref().iter().map(|b| format!("{b:02x}")).collect()
+        hmac_sha256_hex(b"s3cret", body)
     }
 
     fn headers(name: &'static str, value: &str) -> HeaderMap {
