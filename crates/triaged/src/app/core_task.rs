@@ -196,11 +196,9 @@ pub(super) async fn core_loop(mut l: CoreLoop) -> Summary {
             Some(r) = l.reconciled.recv() => reconciled(&mut l, r),
             Some(o) = l.observed.recv() => super::readback::observed(&mut l, o),
             Some((sink, reply)) = l.poll_requests.recv() => {
-                let polled = l.core.polled();
                 // Only what is routed to that sink is read back there.
-                let routed: std::collections::HashSet<String> =
-                    l.core.open_incidents().into_iter().filter(|i| l.fanout.routes_to(i, &sink)).map(|i| i.key).collect();
-                let _ = reply.send(polled.into_iter().filter(|(_, key)| routed.contains(key)).collect());
+                let routed = l.core.polled().into_iter().filter(|(_, i)| l.fanout.routes_to(i, &sink)).map(|(at, i)| (at, i.key));
+                let _ = reply.send(routed.collect());
             }
             Some((parts, done)) = l.drains.recv() => {
                 checkpoint(&mut l, Some(&parts)).await;

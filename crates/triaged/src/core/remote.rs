@@ -152,18 +152,6 @@ impl<C> Inc<C> {
 }
 
 impl Core {
-    /// Keys of the incidents open at the ITSM, to read back.
-    pub fn polled_keys(&self) -> Vec<String> {
-        let mut keys: Vec<String> = self
-            .incidents
-            .values()
-            .filter(|i| matches!(i.phase, Phase::Open | Phase::Resolving { .. }))
-            .filter_map(|i| i.key.clone())
-            .collect();
-        keys.sort();
-        keys
-    }
-
     /// Acts on what a read-back saw of incident `o.key` at sink `o.sink`.
     /// Observations of an incident with an action in flight are ignored: the
     /// record may not show that action yet, and the next read judges it.
@@ -178,7 +166,8 @@ impl Core {
             return Vec::new();
         }
         let mut out = Vec::new();
-        let snapshot_group = self.snapshot(id).assignment_group;
+        // What triaged sends as the group, only when there is one to compare.
+        let snapshot_group = o.group.as_ref().and_then(|_| self.snapshot(id).assignment_group);
         let inc = self.incidents.get_mut(&id).expect("found above");
         let opened = inc.opened_at.unwrap_or(inc.created);
         let sent_priority = inc.sent_priority;

@@ -47,8 +47,8 @@ impl Cores {
     }
 
     /// Every incident open at the ITSM, with the core it lives in, to read
-    /// back there.
-    pub fn polled(&self) -> Vec<(PolledAt, String)> {
+    /// back there (the snapshot says which sinks it is routed to).
+    pub fn polled(&self) -> Vec<(PolledAt, crate::incident::Incident)> {
         let mut out = Vec::new();
         for (slot_key, slot) in &self.slots {
             let (topic, partition) = slot_key.clone().unwrap_or_default();
@@ -56,8 +56,8 @@ impl Cores {
             if self.per_partition && slot.claim.is_none() {
                 continue;
             }
-            for key in slot.core.polled_keys() {
-                out.push((PolledAt { topic: topic.clone(), partition, epoch }, key));
+            for incident in slot.core.open_incidents() {
+                out.push((PolledAt { topic: topic.clone(), partition, epoch }, incident));
             }
         }
         out
